@@ -1,0 +1,217 @@
+"""Input events: what web tracking sends to Kafka (JSON, message key = lead_id).
+
+Every event shares an envelope (``event_id``, ``type``, ``lead_id``, ``occurred_at``,
+``properties``) and is discriminated on ``type``. Models are strict and frozen: a producer
+that sends ``"points": "10"`` instead of ``10`` gets a dead letter naming the field, never
+a silent coercion.
+
+Event time has millisecond precision: finer digits are kept in the model but scoring works
+on :attr:`BaseEvent.occurred_at_ms`.
+
+Numbers in ``properties`` must be finite: ``NaN``/``Infinity`` (not JSON, but accepted by
+lenient parsers) and overflowing literals such as ``1e400`` are rejected, because rules
+compare property values for equality and NaN never equals anything.
+
+To turn raw Kafka bytes into an event (or a dead letter), use
+:func:`schemas.validation.parse_event` rather than :data:`EVENT_ADAPTER` directly.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    field_validator,
+)
+
+#: Earliest and latest accepted event times. Anything outside is a producer bug (a unit
+#: mix-up such as seconds sent as milliseconds), not a real lead action.
+EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_EVENT_TIME = datetime(2100, 1, 1, tzinfo=UTC)
+
+EventId = Annotated[str, Field(min_length=1, max_length=128)]
+LeadId = Annotated[str, Field(min_length=1, max_length=256)]
+ShortText = Annotated[str, Field(max_length=2048)]
+Url = Annotated[str, Field(min_length=1, max_length=4096)]
+
+#: A JSON scalar, as allowed in ``properties`` values (rules compare them for equality).
+PropertyValue = str | int | float | bool | None
+
+
+class BaseEvent(BaseModel):
+    """Envelope shared by all input events."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid", allow_inf_nan=False)
+
+    event_id: EventId = Field(description="Producer-assigned unique id; repeats are ignored.")
+    lead_id: LeadId = Field(description="The lead this action belongs to; also the Kafka key.")
+    occurred_at: AwareDatetime = Field(
+        description="When the action happened: RFC 3339 with an offset or Z (naive rejected), "
+        "between 2000-01-01 and 2100-01-01."
+    )
+    properties: dict[str, PropertyValue | list[PropertyValue]] = Field(
+        default_factory=dict,
+        description="Free-form attributes; rules can match them as `properties.NAME`.",
+    )
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _plausible_time(cls, value: datetime) -> datetime:
+        if not EARLIEST_EVENT_TIME <= value < LATEST_EVENT_TIME:
+            raise ValueError(
+                f"timestamp {value.isoformat()} is outside the accepted range "
+                f"{EARLIEST_EVENT_TIME.date()}..{LATEST_EVENT_TIME.date()}"
+            )
+        return value
+
+    @property
+    def occurred_at_ms(self) -> int:
+        """Event time in whole milliseconds since the Unix epoch (sub-ms digits truncated)."""
+        delta = self.occurred_at - _EPOCH
+        return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+    def field_value(self, name: str) -> Any:
+        """The value a rule condition named ``name`` reads (``properties.x`` or a field)."""
+        if name.startswith("properties."):
+            return self.properties.get(name[len("properties.") :])
+        return getattr(self, name, None)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class PageView(BaseEvent):
+    """The lead viewed a page of the website."""
+
+    type: Literal["page_view"]
+    url: Url = Field(description="Full URL of the page viewed.")
+    title: ShortText | None = Field(default=None, description="Page title, if known.")
+    referrer: Url | None = Field(default=None, description="Referring URL, if any.")
+    session_id: ShortText | None = Field(default=None, description="Tracker session id.")
+
+
+class EmailOpen(BaseEvent):
+    """The lead opened a marketing email (tracking pixel loaded)."""
+
+    type: Literal["email_open"]
+    campaign_id: ShortText | None = Field(default=None, description="Campaign of the email.")
+    email_id: ShortText | None = Field(default=None, description="The email sent.")
+
+
+class EmailClick(BaseEvent):
+    """The lead clicked a link in a marketing email."""
+
+    type: Literal["email_click"]
+    url: Url = Field(description="Target URL of the clicked link.")
+    campaign_id: ShortText = Field(description="Campaign of the email.")
+    email_id: ShortText | None = Field(default=None, description="The email sent.")
+
+
+class Download(BaseEvent):
+    """The lead downloaded an asset (white paper, e-book, price list...)."""
+
+    type: Literal["download"]
+    asset_id: ShortText = Field(description="Id of the downloaded asset.")
+    asset_type: ShortText | None = Field(
+        default=None, description="Kind of asset, e.g. `whitepaper`, `pricing`."
+    )
+    url: Url | None = Field(default=None, description="URL the asset was downloaded from.")
+
+
+class FormSubmit(BaseEvent):
+    """The lead submitted a form (contact, demo request, trial sign-up...)."""
+
+    type: Literal["form_submit"]
+    form_id: ShortText = Field(description="Id of the submitted form.")
+    url: Url | None = Field(default=None, description="Page the form was on.")
+
+
+class Webinar(BaseEvent):
+    """The lead registered for, or attended, a webinar."""
+
+    type: Literal["webinar"]
+    webinar_id: ShortText = Field(description="Id of the webinar.")
+    status: Literal["registered", "attended"] = Field(description="What the lead did.")
+
+
+class Unsubscribe(BaseEvent):
+    """The lead unsubscribed from a mailing list (usually scores negative points)."""
+
+    type: Literal["unsubscribe"]
+    list_id: ShortText | None = Field(default=None, description="List left; null for all.")
+    reason: ShortText | None = Field(default=None, description="Reason given, if any.")
+
+
+class LeadProfile(BaseEvent):
+    """Fit attributes of a lead (firmographics). Later values replace earlier ones."""
+
+    type: Literal["lead_profile"]
+    email: ShortText | None = Field(
+        default=None, description="Email address; free-mail rules use its domain."
+    )
+    company: ShortText | None = Field(default=None, description="Company name.")
+    company_size: ShortText | None = Field(
+        default=None, description="Size band as the CRM spells it, e.g. `51-200`."
+    )
+    industry: ShortText | None = Field(default=None, description="Industry, e.g. `software`.")
+    country: ShortText | None = Field(
+        default=None, description="Country, e.g. ISO 3166-1 alpha-2 `DE`."
+    )
+    job_title: ShortText | None = Field(default=None, description="Job title, free text.")
+    seniority: ShortText | None = Field(
+        default=None, description="Seniority band, e.g. `director`, `c-level`."
+    )
+
+    @property
+    def email_domain(self) -> str | None:
+        """Lower-cased domain of ``email`` (for free-mail rules), or None."""
+        if not self.email or "@" not in self.email:
+            return None
+        return self.email.rsplit("@", 1)[1].strip().lower() or None
+
+
+#: Fit attributes a ``lead_profile`` event can carry (``email_domain`` is derived).
+PROFILE_FIELDS: tuple[str, ...] = (
+    "email",
+    "email_domain",
+    "company",
+    "company_size",
+    "industry",
+    "country",
+    "job_title",
+    "seniority",
+)
+
+LeadEvent = Annotated[
+    PageView | EmailOpen | EmailClick | Download | FormSubmit | Webinar | Unsubscribe | LeadProfile,
+    Field(discriminator="type"),
+]
+
+EVENT_MODELS: dict[str, type[BaseEvent]] = {
+    "page_view": PageView,
+    "email_open": EmailOpen,
+    "email_click": EmailClick,
+    "download": Download,
+    "form_submit": FormSubmit,
+    "webinar": Webinar,
+    "unsubscribe": Unsubscribe,
+    "lead_profile": LeadProfile,
+}
+
+#: Validates one event from JSON bytes/str (the hot path) or from a dict.
+EVENT_ADAPTER: TypeAdapter[LeadEvent] = TypeAdapter(LeadEvent)
+
+
+def event_fields(event_type: str) -> frozenset[str]:
+    """Names a rule may test for events of ``event_type`` (fields, derived fields)."""
+    model = EVENT_MODELS[event_type]
+    names = set(model.model_fields) - {"type", "properties"}
+    if model is LeadProfile:
+        names.add("email_domain")
+    return frozenset(names)

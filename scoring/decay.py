@@ -1,0 +1,159 @@
+"""Exponential decay in event time, kept exact with forward decay.
+
+An event worth ``p`` points at time ``s`` is worth ``p * 2 ** (-(t - s) / h)`` at time
+``t >= s`` (``h`` = the rule's half-life). Summing those naively would mean rewriting every
+lead's score as time passes. Instead each lead keeps, per rule, the *forward-decayed* sum
+(Cormode et al., "Forward Decay", ICDE 2009) against a landmark time ``L``::
+
+    acc = sum(p_i * 2 ** ((s_i - L) / h))          # grows with s_i, never rewritten
+    value(t) = acc * 2 ** ((L - t) / h)            # = sum(p_i * 2 ** (-(t - s_i) / h))
+
+Adding an event is one multiply-add, the result does not depend on arrival order (late
+events simply have a smaller weight), and reading at any ``t`` is exact. The weights grow
+as ``2 ** ((s - L) / h)``, so the landmark is moved forward ("re-based") before they get
+large: see :data:`REBASE_AFTER_HALF_LIVES`.
+
+All times are integer milliseconds since the Unix epoch. Nothing here reads a clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+#: Move the landmark once it is this many half-lives (of the shortest rule) behind the
+#: lead's clock. Weights then stay below 2**64 ~ 1.8e19, far from float overflow (~2**1024),
+#: and re-basing is rare (once per 64 half-lives of activity).
+REBASE_AFTER_HALF_LIVES = 64.0
+
+
+def decay(points: float, elapsed_ms: int | float, half_life_ms: int | float) -> float:
+    """Points after ``elapsed_ms`` of decay with the given half-life."""
+    return points * math.pow(2.0, -elapsed_ms / half_life_ms)
+
+
+def forward_weight(at_ms: int, landmark_ms: int, half_life_ms: int) -> float:
+    """``2 ** ((at - L) / h)``: how much an event at ``at_ms`` adds per point to ``acc``."""
+    return math.pow(2.0, (at_ms - landmark_ms) / half_life_ms)
+
+
+def clamp(value: float, cap: float | None) -> float:
+    """Apply a rule's ``cap`` (maximum magnitude of its total contribution)."""
+    if cap is None:
+        return value
+    return cap if value > cap else (-cap if value < -cap else value)
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    """One rule's accumulated contribution: ``acc`` against ``landmark_ms``."""
+
+    rule_id: str
+    acc: float
+    half_life_ms: int
+    cap: float | None
+
+    def value(self, at_ms: int, landmark_ms: int) -> float:
+        """Decayed, capped contribution at ``at_ms``."""
+        return clamp(self.acc * 2.0 ** ((landmark_ms - at_ms) / self.half_life_ms), self.cap)
+
+
+class Curve:
+    """A lead's score as a function of time between two events (no new points).
+
+    Each term is monotone in time: positive terms fall towards 0, negative terms rise
+    towards 0 (caps keep that). So on ``[a, b]`` the score is at least
+    ``positive(b) + negative(a)``: the bound that makes :meth:`first_below` exact.
+    """
+
+    __slots__ = ("landmark_ms", "negative", "positive")
+
+    def __init__(self, terms: Sequence[Term], landmark_ms: int) -> None:
+        self.landmark_ms = landmark_ms
+        self.positive = tuple(t for t in terms if t.acc > 0)
+        self.negative = tuple(t for t in terms if t.acc < 0)
+
+    def pos(self, at_ms: int) -> float:
+        return sum(t.value(at_ms, self.landmark_ms) for t in self.positive)
+
+    def neg(self, at_ms: int) -> float:
+        return sum(t.value(at_ms, self.landmark_ms) for t in self.negative)
+
+    def score(self, at_ms: int) -> float:
+        """The score at ``at_ms``. Always ``pos + neg`` in this order, so that bounds and
+        point values agree to the last bit."""
+        return self.pos(at_ms) + self.neg(at_ms)
+
+    def first_below(self, threshold: float, lo_ms: int, hi_ms: int) -> int | None:
+        """Earliest whole millisecond ``m`` in ``[lo_ms, hi_ms]`` with ``score(m) < threshold``.
+
+        Closed form when a single half-life is in play and no cap binds; otherwise an exact
+        branch-and-bound over the millisecond grid using the monotone bound above (a root
+        finder that cannot miss a dip between samples).
+        """
+        if lo_ms > hi_ms:
+            return None
+        closed = self._closed_form(threshold, lo_ms, hi_ms)
+        if closed is not _NOT_APPLICABLE:
+            return closed  # type: ignore[return-value]
+        # Depth-first, left half first: when ``score(a) < threshold`` every earlier
+        # millisecond has been checked or ruled out by the bound, so ``a`` is the first.
+        stack = [(lo_ms, hi_ms)]
+        while stack:
+            a, b = stack.pop()
+            if a > b:
+                continue
+            if self.score(a) < threshold:
+                return a
+            if a == b or self.pos(b) + self.neg(a) >= threshold:
+                continue  # no millisecond in [a, b] can be below the threshold
+            mid = (a + b) // 2
+            stack.append((mid + 1, b))
+            stack.append((a + 1, mid))
+        return None
+
+    def _closed_form(self, threshold: float, lo_ms: int, hi_ms: int) -> int | object | None:
+        terms = self.positive
+        if self.negative or len({t.half_life_ms for t in terms}) != 1 or threshold <= 0:
+            return _NOT_APPLICABLE
+        if any(t.cap is not None and abs(t.value(lo_ms, self.landmark_ms)) >= t.cap for t in terms):
+            return _NOT_APPLICABLE  # a cap binds at the start: not a pure exponential
+        half_life = terms[0].half_life_ms
+        total = sum(t.acc for t in terms)
+        # total * 2 ** ((L - t) / h) < threshold  <=>  t > L + h * log2(total / threshold)
+        crossing = self.landmark_ms + half_life * math.log2(total / threshold)
+        m = max(lo_ms, math.floor(crossing) + 1)
+        # Float rounding can put the analytic answer one tick off: settle it on the grid.
+        while m > lo_ms and self.score(m - 1) < threshold:
+            m -= 1
+        while m <= hi_ms and self.score(m) >= threshold:
+            m += 1
+        return m if m <= hi_ms else None
+
+    def horizon_ms(self, start_ms: int, threshold: float) -> int:
+        """A time by which the score is certainly below ``threshold`` (if it ever will be):
+        when the positive part alone has decayed under it. Used to bound searches."""
+        longest = max((t.half_life_ms for t in self.positive + self.negative), default=1)
+        positive = self.pos(start_ms)
+        if threshold > 0 and positive > 0:
+            halvings = max(0.0, math.log2(positive / threshold)) + 1
+            return start_ms + math.ceil(halvings * longest)
+        return start_ms + 1100 * longest  # 2**-1100 underflows: everything is 0 by then
+
+
+_NOT_APPLICABLE = object()
+
+
+def rebase(
+    sums: Mapping[str, float],
+    half_lives_ms: Mapping[str, int],
+    old_landmark_ms: int,
+    new_landmark_ms: int,
+) -> dict[str, float]:
+    """Re-express accumulators against a new landmark (values at any time unchanged)."""
+    shift = old_landmark_ms - new_landmark_ms
+    return {
+        rule_id: acc * 2.0 ** (shift / half_lives_ms[rule_id]) if rule_id in half_lives_ms else acc
+        for rule_id, acc in sums.items()
+    }

@@ -1,0 +1,124 @@
+"""Lead stores: where lead states live between events.
+
+:class:`LeadStore` is the interface the live worker and replay program against. Two
+implementations share every bit of scoring math (:func:`scoring.engine.apply_lead_events`
+and :func:`scoring.engine.advance`); they differ only in where states are kept:
+
+* :class:`MemoryStore` (here): a dict; replay, backtests, tests.
+* ``streams.redis_store.RedisStore``: Redis, atomic per lead, crash-safe; the live worker.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from schemas.events import LeadEvent
+
+from .engine import (
+    Crossing,
+    Position,
+    advance,
+    apply_lead_events,
+    cool_due_ms,
+    group_by_lead,
+    score_at,
+)
+from .rules import RuleSet
+from .state import LeadState
+
+EventItem = tuple[LeadEvent, Position | None]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """What applying a batch did."""
+
+    crossings: tuple[Crossing, ...] = ()
+    applied: int = 0
+    duplicates: int = 0
+
+
+class LeadStore(Protocol):
+    """Lead state storage plus the engine: the one interface both stores implement."""
+
+    rules: RuleSet
+
+    async def apply_batch(self, items: Sequence[EventItem]) -> BatchResult:
+        """Apply events (any leads, each lead's order kept); skip duplicates."""
+        ...
+
+    async def get(self, lead_id: str) -> LeadState | None:
+        """A lead's state, or None if never seen."""
+        ...
+
+    async def cool_due(self, until_ms: int) -> BatchResult:
+        """Emit ``lead_cooled`` for every hot lead whose score decayed below ``cool`` by
+        ``until_ms`` (the cooling sweep / the end of a replay)."""
+        ...
+
+    async def top(self, n: int, at_ms: int) -> list[tuple[str, float]]:
+        """The ``n`` highest-scoring leads at ``at_ms``, highest first."""
+        ...
+
+
+class MemoryStore:
+    """In-memory :class:`LeadStore`. Synchronous ``*_sync`` methods for replay's hot loop;
+    the async methods satisfy the interface."""
+
+    def __init__(self, rules: RuleSet) -> None:
+        self.rules = rules
+        self.states: dict[str, LeadState] = {}
+        self.seen: dict[str, set[str]] = {}
+
+    # -- synchronous core
+    def apply_batch_sync(self, items: Sequence[EventItem]) -> BatchResult:
+        crossings: list[Crossing] = []
+        applied = duplicates = 0
+        for lead_id, lead_items in group_by_lead(items).items():
+            seen = self.seen.setdefault(lead_id, set())
+            result = apply_lead_events(self.states.get(lead_id), lead_items, self.rules, seen)
+            if result.state is not None:
+                self.states[lead_id] = result.state
+            seen.update(result.applied_event_ids)
+            crossings.extend(result.crossings)
+            applied += len(result.applied_event_ids)
+            duplicates += result.duplicates
+        return BatchResult(tuple(crossings), applied, duplicates)
+
+    def cool_due_sync(self, until_ms: int, lead_ids: Iterable[str] | None = None) -> BatchResult:
+        crossings: list[Crossing] = []
+        ids = self.states.keys() if lead_ids is None else lead_ids
+        for lead_id in sorted(ids):
+            state = self.states[lead_id]
+            if not state.hot:
+                continue
+            step = advance(state, self.rules, until_ms)
+            self.states[lead_id] = step.state
+            crossings.extend(step.crossings)
+        crossings.sort(key=lambda c: (c.occurred_at_ms, c.lead_id))
+        return BatchResult(tuple(crossings))
+
+    def top_sync(self, n: int, at_ms: int) -> list[tuple[str, float]]:
+        scored = ((score_at(s, self.rules, at_ms), lead_id) for lead_id, s in self.states.items())
+        return [(lead_id, score) for score, lead_id in heapq.nlargest(n, scored)]
+
+    def cool_due_index(self) -> dict[str, int]:
+        """Hot lead -> the millisecond it cools without further events (for inspection)."""
+        due = {k: cool_due_ms(s, self.rules) for k, s in self.states.items() if s.hot}
+        return {k: v for k, v in due.items() if v is not None}
+
+    # -- LeadStore
+    async def apply_batch(self, items: Sequence[EventItem]) -> BatchResult:
+        return self.apply_batch_sync(items)
+
+    async def get(self, lead_id: str) -> LeadState | None:
+        return self.states.get(lead_id)
+
+    async def cool_due(self, until_ms: int) -> BatchResult:
+        return self.cool_due_sync(until_ms)
+
+    async def top(self, n: int, at_ms: int) -> list[tuple[str, float]]:
+        return self.top_sync(n, at_ms)
