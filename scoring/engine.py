@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from schemas.events import PROFILE_FIELDS, LeadEvent, LeadProfile
 from schemas.outputs import LeadBecameHot, LeadCooled, Reason
@@ -93,6 +93,20 @@ class Crossing:
             rules_version=self.rules_version,
             emitted_at=emitted_at,
         )
+
+
+def crossing_to_dict(crossing: Crossing) -> dict[str, Any]:
+    """JSON-able form of a crossing (the Redis outbox stores these)."""
+    data = {name: getattr(crossing, name) for name in Crossing.__slots__}
+    data["reasons"] = [r.model_dump() for r in crossing.reasons]
+    return data
+
+
+def crossing_from_dict(data: Mapping[str, Any]) -> Crossing:
+    """Inverse of :func:`crossing_to_dict`."""
+    fields = dict(data)
+    fields["reasons"] = tuple(Reason.model_validate(r) for r in data["reasons"])
+    return Crossing(**fields)
 
 
 @dataclass(frozen=True, slots=True)
