@@ -1,0 +1,194 @@
+"""The live worker: a Faust app wired by :func:`build_app` from the settings.
+
+Faust only moves bytes: it consumes the input topic(s) in micro-batches and hands them to
+:class:`streams.processor.Processor`, which does validation, scoring (Redis store) and
+publishing. See docs/architecture.md for the delivery guarantees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faust
+from redis.asyncio import Redis
+
+from scoring.rules import RuleSet, load_rules
+
+from .kafka import faust_broker_credentials
+from .metrics import Metrics
+from .processor import Processor, RawMessage
+from .redis_store import RedisStore
+from .settings import Settings
+
+log = logging.getLogger("leadscore.worker")
+
+
+class FaustSink:
+    """Produces through the Faust app's producer and waits for every ack."""
+
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+
+    async def send_all(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
+        producer = self.app.producer
+        futures = [
+            await producer.send(topic, key, value, partition=None, timestamp=None, headers=None)
+            for key, value in records
+        ]
+        await asyncio.gather(*futures)
+
+
+@dataclass
+class Worker:
+    """What :func:`build_app` returns: the Faust app and the parts tests may inspect."""
+
+    app: faust.App
+    processor: Processor
+    store: RedisStore
+    redis: Redis
+    metrics: Metrics
+    rules: RuleSet
+
+
+def redis_client(settings: Settings) -> Redis:
+    """The asyncio Redis client for the settings."""
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    kwargs: dict[str, Any] = {
+        "socket_timeout": 10,
+        "socket_connect_timeout": 5,
+        "health_check_interval": 30,
+    }
+    if password is not None:
+        kwargs["password"] = password
+    return Redis.from_url(settings.redis_url, **kwargs)
+
+
+def build_app(settings: Settings, rules: RuleSet | None = None) -> Worker:
+    """Build the worker's Faust app (no global singleton, no import-time side effects)."""
+    rules = rules or load_rules(settings.rules_file)
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap_servers.split(",")],
+        broker_credentials=faust_broker_credentials(settings),
+        autodiscover=False,
+        store="memory://",
+        datadir=str(Path(tempfile.gettempdir()) / "leadscore-faust" / settings.app_id),
+        topic_partitions=settings.topic_partitions,
+        topic_allow_declare=False,  # topics are created by streams.kafka.ensure_topics
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_enabled=True,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+    )
+    metrics = Metrics()
+    redis = redis_client(settings)
+    store = RedisStore(redis, rules, settings.redis_key_prefix)
+    processor = Processor(
+        store,
+        FaustSink(app),
+        hot_topic=settings.hot_topic,
+        dlq_topic=settings.dlq_topic,
+        metrics=metrics,
+        max_event_bytes=settings.max_event_bytes,
+    )
+    events = app.topic(
+        *settings.input_topics,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        allow_empty=True,
+    )
+
+    @app.agent(events, concurrency=1, name="leadscore.score")
+    async def score(stream: Any) -> None:
+        # Concurrency 1: faust-streaming can commit past unprocessed messages with more
+        # (its issue #606). take_events acks a buffer only after this loop body returns.
+        async for batch in stream.take_events(settings.batch_size, within=settings.batch_timeout):
+            messages = [
+                RawMessage(
+                    e.message.topic,
+                    e.message.partition,
+                    e.message.offset,
+                    e.message.key,
+                    e.message.value,
+                )
+                for e in batch
+            ]
+            task = asyncio.ensure_future(processor.process(messages))
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                # Shutting down: finish the batch before Faust acks and commits it.
+                log.info("stopping: finishing the current batch of %d", len(messages))
+                await task
+                raise
+
+    @app.task
+    async def relay_on_start() -> None:
+        relayed = await processor.relay_outbox()
+        log.info(
+            "leadscore worker started (rules %s, %d rules); outbox relayed: %d",
+            rules.version,
+            len(rules.rules),
+            relayed,
+        )
+
+    @app.timer(settings.sweep_interval)
+    async def cooling_sweep() -> None:
+        await processor.sweep()
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        try:
+            await redis.ping()
+            redis_ok = True
+        except Exception as exc:  # reported, not raised: this is a health probe
+            log.warning("healthz: Redis ping failed: %s", exc)
+            redis_ok = False
+        status = 200 if redis_ok else 503
+        return web.json(
+            {"status": "ok" if redis_ok else "degraded", "redis": redis_ok}, status=status
+        )
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        _update_lag(app, processor, metrics)
+        return web.bytes(metrics.render(), content_type="text/plain; version=0.0.4")
+
+    return Worker(app, processor, store, redis, metrics, rules)
+
+
+def _update_lag(app: faust.App, processor: Processor, metrics: Metrics) -> None:
+    try:
+        assignment = app.consumer.assignment()
+    except Exception:  # consumer not started yet
+        return
+    for tp in assignment:
+        highwater = app.consumer.highwater(tp)
+        position = processor.positions.get((tp.topic, tp.partition))
+        if highwater is None or position is None:
+            continue
+        metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
+            max(0, highwater - position)
+        )
+
+
+def run_worker(settings: Settings) -> None:
+    """Create topics, then run the worker until SIGTERM/SIGINT (graceful: the current
+    batch is finished, produced and committed)."""
+    from .kafka import ensure_topics
+
+    ensure_topics(settings)
+    worker = build_app(settings)
+    faust_worker = faust.Worker(worker.app, loglevel=settings.log_level)
+    faust_worker.execute_from_commandline()

@@ -1,0 +1,134 @@
+"""Kafka plumbing shared by the worker and the CLI: client configuration from the settings,
+topic creation, and an acknowledged batch producer (confluent-kafka)."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from .settings import Settings
+
+log = logging.getLogger("leadscore.kafka")
+
+
+def confluent_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """librdkafka configuration (bootstrap servers and security) for confluent-kafka."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "security.protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_sasl_mechanism:
+        config["sasl.mechanism"] = settings.kafka_sasl_mechanism
+        config["sasl.username"] = settings.kafka_sasl_username or ""
+        password = settings.kafka_sasl_password
+        config["sasl.password"] = password.get_secret_value() if password else ""
+    if settings.kafka_ssl_cafile:
+        config["ssl.ca.location"] = str(settings.kafka_ssl_cafile)
+    config.update(extra)
+    return config
+
+
+def faust_broker_credentials(settings: Settings) -> Any:
+    """Faust (aiokafka) credentials for the configured security protocol, or None."""
+    import faust
+
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context = None
+    if protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(
+            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
+        )
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    password = settings.kafka_sasl_password
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username,
+        password=password.get_secret_value() if password else None,
+        mechanism=settings.kafka_sasl_mechanism or "PLAIN",
+        ssl_context=context,
+    )
+
+
+def ensure_topics(settings: Settings, *, timeout: float = 120.0) -> list[str]:
+    """Create the input, hot-lead and dead-letter topics if missing (retrying while the
+    broker is unreachable, up to ``timeout`` seconds). Returns the topics created."""
+    wanted = [*settings.input_topics, settings.hot_topic, settings.dlq_topic]
+    admin = AdminClient(confluent_config(settings))
+    deadline = time.monotonic() + timeout
+    delay = 0.5
+    while True:
+        try:
+            existing = set(admin.list_topics(timeout=10).topics)
+            break
+        except KafkaException as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"Kafka at {settings.kafka_bootstrap_servers} unreachable for {timeout:.0f}s: "
+                    f"{exc}. Is it running? (scripts/services up)"
+                ) from exc
+            log.warning(
+                "Kafka at %s not reachable yet (%s); retrying in %.1fs",
+                settings.kafka_bootstrap_servers,
+                exc,
+                delay,
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 10)
+    missing = [t for t in dict.fromkeys(wanted) if t not in existing]
+    if not missing:
+        return []
+    futures = admin.create_topics(
+        [NewTopic(t, settings.topic_partitions, settings.topic_replication_factor) for t in missing]
+    )
+    created = []
+    for topic, future in futures.items():
+        try:
+            future.result(timeout=30)
+            created.append(topic)
+            log.info("created topic %s (%d partitions)", topic, settings.topic_partitions)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    return created
+
+
+class AckedProducer:
+    """A confluent-kafka producer (idempotent, acks=all) whose :meth:`send_all` returns
+    only when every record is acknowledged, raising if any failed."""
+
+    def __init__(self, settings: Settings, **extra: Any) -> None:
+        self._producer = Producer(
+            confluent_config(
+                settings,
+                **{"enable.idempotence": True, "linger.ms": 5, "compression.type": "lz4", **extra},
+            )
+        )
+
+    def send_all(self, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> None:
+        errors: list[str] = []
+
+        def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+            if err is not None:
+                errors.append(str(err))
+
+        for key, value in records:
+            while True:
+                try:
+                    self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                    break
+                except BufferError:
+                    self._producer.poll(0.1)  # local queue full: let deliveries drain
+            self._producer.poll(0)
+        remaining = self._producer.flush(60)
+        if remaining:
+            raise RuntimeError(f"{remaining} record(s) to {topic} not acknowledged within 60s")
+        if errors:
+            raise RuntimeError(f"{len(errors)} record(s) to {topic} failed: {errors[0]}")

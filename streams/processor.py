@@ -1,0 +1,231 @@
+"""The worker's batch logic, independent of Faust: raw messages in, Redis state and
+Kafka records out.
+
+For each micro-batch (one Faust ``take_events`` buffer):
+
+1. validate every message (``schemas.validation.parse_event``); rejects become dead letters;
+2. produce the dead letters and wait for their acks (so a crash cannot lose them);
+3. apply the valid events through the Redis store: states, seen ids and the crossings
+   (outbox) are written atomically per lead;
+4. produce the crossings to the hot-lead topic and wait for the acks;
+5. drop them from the outbox.
+
+Only when ``process`` returns does Faust ack (and later commit) the batch's offsets. A crash
+anywhere before that redelivers the batch: already-applied events are skipped by the store
+(seen ids / offsets), and crossings still in the outbox are produced by
+:meth:`Processor.relay_outbox` at start and on every sweep. Transient Redis/Kafka failures
+are retried with backoff, never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol, TypeVar
+
+from schemas.validation import Rejected, dead_letter, parse_event
+from scoring.engine import Crossing, Position, datetime_to_ms
+from scoring.store import BatchResult, EventItem, LeadStore
+
+from .metrics import Metrics
+
+log = logging.getLogger("leadscore.worker")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """A consumed Kafka message, as bytes."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+    @property
+    def where(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+class Sink(Protocol):
+    """Where records go: sends a batch and returns once the broker acknowledged all."""
+
+    async def send_all(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None: ...
+
+
+class DurableStore(LeadStore, Protocol):
+    """A :class:`LeadStore` with a transactional outbox (the Redis store)."""
+
+    async def mark_delivered(self, crossings: Sequence[Crossing]) -> None: ...
+
+    async def undelivered(self, limit: int = 1000) -> list[Crossing]: ...
+
+
+def utc_now() -> datetime:
+    """The default wall clock (emitted_at, seen_at, the cooling sweep's 'now')."""
+    return datetime.now(UTC)
+
+
+class Processor:
+    """Applies micro-batches and runs the cooling sweep. One per worker process; batches,
+    sweeps and outbox relays are serialised by a lock."""
+
+    def __init__(
+        self,
+        store: DurableStore,
+        sink: Sink,
+        *,
+        hot_topic: str,
+        dlq_topic: str,
+        metrics: Metrics,
+        max_event_bytes: int = 64 * 1024,
+        clock: Callable[[], datetime] = utc_now,
+        retry_initial: float = 0.1,
+        retry_max: float = 10.0,
+    ) -> None:
+        self.store = store
+        self.sink = sink
+        self.hot_topic = hot_topic
+        self.dlq_topic = dlq_topic
+        self.metrics = metrics
+        self.max_event_bytes = max_event_bytes
+        self.clock = clock
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self.lock = asyncio.Lock()
+        #: Next offset to process per (topic, partition): for the lag gauge.
+        self.positions: dict[tuple[str, int], int] = {}
+
+    # ------------------------------------------------------------------ batches
+    async def process(self, messages: Sequence[RawMessage]) -> BatchResult:
+        """Apply one micro-batch (see the module docstring). Returns what it did."""
+        started = time.perf_counter()
+        async with self.lock:
+            self.metrics.consumed.inc(len(messages))
+            items: list[EventItem] = []
+            dead: list[tuple[bytes, bytes]] = []
+            seen_at = self.clock()
+            for message in messages:
+                parsed = parse_event(
+                    message.value,
+                    message.key,
+                    require_key=True,
+                    max_bytes=self.max_event_bytes,
+                )
+                if isinstance(parsed, Rejected):
+                    dead.append(self._dead_letter(message, parsed, seen_at))
+                else:
+                    position = Position(message.topic, message.partition, message.offset)
+                    items.append((parsed, position))
+            if dead:
+                await self._retry(
+                    "produce dead letters", lambda: self.sink.send_all(self.dlq_topic, dead)
+                )
+            result = await self._retry(
+                "apply batch to Redis", lambda: self.store.apply_batch(items)
+            )
+            await self._publish(result.crossings)
+            self.metrics.applied.inc(result.applied)
+            self.metrics.duplicates.inc(result.duplicates)
+            for message in messages:
+                self.positions[(message.topic, message.partition)] = message.offset + 1
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        return result
+
+    def _dead_letter(
+        self, message: RawMessage, rejected: Rejected, seen_at: datetime
+    ) -> tuple[bytes, bytes]:
+        self.metrics.dead_lettered.labels(kind=rejected.kind).inc()
+        log.warning("dead letter %s: %s: %s", message.where, rejected.kind, rejected.error)
+        record = dead_letter(
+            rejected,
+            value=message.value,
+            key=message.key,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            seen_at=seen_at,
+        )
+        return message.key or b"", record.model_dump_json().encode()
+
+    # ------------------------------------------------------------------ outputs
+    async def _publish(self, crossings: Sequence[Crossing]) -> None:
+        """Produce crossings (acked), then drop them from the outbox."""
+        if not crossings:
+            return
+        emitted_at = self.clock()
+        records = [
+            (c.lead_id.encode(), c.to_record(emitted_at).model_dump_json().encode())
+            for c in crossings
+        ]
+        await self._retry(
+            "produce hot-lead events", lambda: self.sink.send_all(self.hot_topic, records)
+        )
+        for c in crossings:
+            counter = self.metrics.hot if c.kind == "lead_became_hot" else self.metrics.cooled
+            counter.inc()
+            log.info(
+                "%s %s score=%.2f at %s (trigger %s)",
+                c.kind,
+                c.lead_id,
+                c.score,
+                c.to_record(emitted_at).occurred_at.isoformat(),
+                c.trigger_event_id or "decay",
+            )
+        await self._retry("confirm outbox", lambda: self.store.mark_delivered(crossings))
+
+    async def relay_outbox(self) -> int:
+        """Produce crossings a crash left in the outbox. Returns how many."""
+        total = 0
+        async with self.lock:
+            while True:
+                pending = await self._retry("read outbox", self.store.undelivered)
+                if not pending:
+                    return total
+                log.warning(
+                    "relaying %d undelivered hot-lead event(s) from the outbox", len(pending)
+                )
+                await self._publish(pending)
+                total += len(pending)
+
+    # ------------------------------------------------------------------ cooling sweep
+    async def sweep(self) -> int:
+        """Emit ``lead_cooled`` for hot leads that decayed below ``cool`` by now (wall
+        clock), plus anything left in the outbox. Returns how many were emitted."""
+        relayed = await self.relay_outbox()
+        now_ms = datetime_to_ms(self.clock())
+        async with self.lock:
+            result = await self._retry("cooling sweep", lambda: self.store.cool_due(now_ms))
+            await self._publish(result.crossings)
+        return relayed + len(result.crossings)
+
+    # ------------------------------------------------------------------ retries
+    async def _retry(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
+        """Run ``operation`` until it succeeds; transient failures back off exponentially
+        (logged, counted). Never gives up: dropping the batch would lose events."""
+        delay = self.retry_initial
+        attempt = 0
+        while True:
+            try:
+                return await operation()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                attempt += 1
+                self.metrics.retries.labels(operation=what).inc()
+                log.error(
+                    "%s failed (attempt %d): %s: %s; retrying in %.1fs",
+                    what,
+                    attempt,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max)

@@ -1,0 +1,117 @@
+"""Runtime settings: one pydantic-settings model, built once in ``main`` and passed down.
+
+Every field is read from an environment variable ``LEADSCORE_<FIELD>`` (or a ``.env`` file
+in the working directory). Bad values fail at start with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from scoring.rules import default_rules_path
+
+ENV_PREFIX = "LEADSCORE_"
+
+
+class SettingsError(ValueError):
+    """Invalid configuration; the message names the environment variable(s)."""
+
+
+class Settings(BaseSettings):
+    """leadscore configuration (env prefix ``LEADSCORE_``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    # Kafka
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:19092", description="Comma-separated host:port list of Kafka brokers."
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = Field(None, description="CA bundle for SSL connections.")
+
+    # Topics
+    input_topics: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["lead-events"],
+        description="Input topic(s), comma-separated (key = lead_id).",
+    )
+    hot_topic: str = Field("lead-hot", description="Output: lead_became_hot / lead_cooled.")
+    dlq_topic: str = Field("lead-events-dlq", description="Dead letters (rejected input).")
+    topic_partitions: int = Field(6, ge=1, le=10_000, description="Partitions of new topics.")
+    topic_replication_factor: int = Field(1, ge=1, le=32)
+
+    # Redis
+    redis_url: str = Field("redis://127.0.0.1:16379/0", description="redis:// or rediss:// URL.")
+    redis_password: SecretStr | None = Field(None, description="Overrides a URL password.")
+    redis_key_prefix: str = Field("leadscore:", description="Prefix of every Redis key.")
+
+    # Scoring
+    rules_file: Path = Field(default_factory=default_rules_path)
+
+    # Worker
+    app_id: str = Field("leadscore", description="Faust app id = Kafka consumer group.")
+    batch_size: int = Field(2000, ge=1, le=100_000, description="Max events per micro-batch.")
+    batch_timeout: float = Field(0.1, gt=0, le=60, description="Max seconds to fill a batch.")
+    sweep_interval: float = Field(5.0, gt=0, le=3600, description="Seconds between cooling sweeps.")
+    max_event_bytes: int = Field(64 * 1024, ge=256, le=10 * 1024 * 1024)
+    web_host: str = Field("127.0.0.1", description="Address of /healthz and /metrics.")
+    web_port: int = Field(6066, ge=0, le=65_535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("input_topics", mode="before")
+    @classmethod
+    def _split_topics(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [t.strip() for t in value.split(",") if t.strip()]
+        return value
+
+    @field_validator("input_topics")
+    @classmethod
+    def _non_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one input topic is required")
+        return value
+
+    @field_validator("redis_key_prefix")
+    @classmethod
+    def _no_braces(cls, value: str) -> str:
+        if "{" in value or "}" in value:
+            raise ValueError("must not contain { or } (they are Redis Cluster hash tags)")
+        return value
+
+    @field_validator("rules_file")
+    @classmethod
+    def _rules_exist(cls, value: Path) -> Path:
+        if not value.is_file():
+            raise ValueError(f"rules file {value} does not exist")
+        return value
+
+
+def env_name(field: str) -> str:
+    """The environment variable of a settings field."""
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings (environment, .env, then ``overrides``); raise
+    :class:`SettingsError` naming each offending environment variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            lines.append(f"{env_name(field)}: {error['msg']} (got {error.get('input')!r})")
+        raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None
