@@ -74,7 +74,7 @@ def parse_duration_ms(text: str | int | float) -> int:
 
 def format_duration_ms(ms: int) -> str:
     """Inverse of :func:`parse_duration_ms` for display (largest whole unit)."""
-    for unit in ("w", "d", "h", "m", "s"):
+    for unit in ("d", "h", "m", "s"):
         size = _UNITS_SECONDS[unit] * 1000
         if ms % size == 0:
             return f"{ms // size}{unit}"

@@ -72,13 +72,16 @@ def redis_client(settings: Settings) -> Redis:
 def build_app(settings: Settings, rules: RuleSet | None = None) -> Worker:
     """Build the worker's Faust app (no global singleton, no import-time side effects)."""
     rules = rules or load_rules(settings.rules_file)
+    # Faust keeps table files here (we have none, but it insists on the folder).
+    datadir = Path(tempfile.gettempdir()) / "leadscore-faust" / settings.app_id
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap_servers.split(",")],
         broker_credentials=faust_broker_credentials(settings),
         autodiscover=False,
         store="memory://",
-        datadir=str(Path(tempfile.gettempdir()) / "leadscore-faust" / settings.app_id),
+        datadir=str(datadir),
         topic_partitions=settings.topic_partitions,
         topic_allow_declare=False,  # topics are created by streams.kafka.ensure_topics
         topic_disable_leader=True,
