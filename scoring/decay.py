@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 #: Move the landmark once it is this many half-lives (of the shortest rule) behind the
 #: lead's clock. Weights then stay below 2**64 ~ 1.8e19, far from float overflow (~2**1024),
@@ -45,8 +45,7 @@ def clamp(value: float, cap: float | None) -> float:
     return cap if value > cap else (-cap if value < -cap else value)
 
 
-@dataclass(frozen=True, slots=True)
-class Term:
+class Term(NamedTuple):
     """One rule's accumulated contribution: ``acc`` against ``landmark_ms``."""
 
     rule_id: str
@@ -74,11 +73,46 @@ class Curve:
         self.positive = tuple(t for t in terms if t.acc > 0)
         self.negative = tuple(t for t in terms if t.acc < 0)
 
+    @classmethod
+    def from_sums(
+        cls,
+        sums: Mapping[str, float],
+        params: Mapping[str, tuple[int, float | None]],
+        landmark_ms: int,
+    ) -> Curve:
+        """Build from a lead's accumulators; rules missing from ``params`` count 0."""
+        positive: list[Term] = []
+        negative: list[Term] = []
+        for rule_id, acc in sums.items():
+            param = params.get(rule_id)
+            if param is None or acc == 0.0:
+                continue
+            (positive if acc > 0 else negative).append(Term(rule_id, acc, param[0], param[1]))
+        curve = cls.__new__(cls)
+        curve.landmark_ms = landmark_ms
+        curve.positive = tuple(positive)
+        curve.negative = tuple(negative)
+        return curve
+
     def pos(self, at_ms: int) -> float:
-        return sum(t.value(at_ms, self.landmark_ms) for t in self.positive)
+        """Sum of the positive terms at ``at_ms`` (each capped at ``+cap``)."""
+        total = 0.0
+        shift = self.landmark_ms - at_ms
+        for term in self.positive:
+            value: float = term.acc * 2.0 ** (shift / term.half_life_ms)
+            cap = term.cap
+            total += cap if cap is not None and value > cap else value
+        return total
 
     def neg(self, at_ms: int) -> float:
-        return sum(t.value(at_ms, self.landmark_ms) for t in self.negative)
+        """Sum of the negative terms at ``at_ms`` (each capped at ``-cap``)."""
+        total = 0.0
+        shift = self.landmark_ms - at_ms
+        for term in self.negative:
+            value: float = term.acc * 2.0 ** (shift / term.half_life_ms)
+            cap = term.cap
+            total += -cap if cap is not None and value < -cap else value
+        return total
 
     def score(self, at_ms: int) -> float:
         """The score at ``at_ms``. Always ``pos + neg`` in this order, so that bounds and
@@ -147,13 +181,39 @@ _NOT_APPLICABLE = object()
 
 def rebase(
     sums: Mapping[str, float],
-    half_lives_ms: Mapping[str, int],
+    params: Mapping[str, tuple[int, float | None]],
     old_landmark_ms: int,
     new_landmark_ms: int,
 ) -> dict[str, float]:
-    """Re-express accumulators against a new landmark (values at any time unchanged)."""
+    """Re-express accumulators against a new landmark (values at any time unchanged).
+    ``params`` maps rule id -> (half_life_ms, cap); unknown rules are kept as they are."""
     shift = old_landmark_ms - new_landmark_ms
-    return {
-        rule_id: acc * 2.0 ** (shift / half_lives_ms[rule_id]) if rule_id in half_lives_ms else acc
-        for rule_id, acc in sums.items()
-    }
+    rebased: dict[str, float] = {}
+    for rule_id, acc in sums.items():
+        param = params.get(rule_id)
+        rebased[rule_id] = acc if param is None else acc * math.pow(2.0, shift / param[0])
+    return rebased
+
+
+def score_from_sums(
+    sums: Mapping[str, float],
+    params: Mapping[str, tuple[int, float | None]],
+    landmark_ms: int,
+    at_ms: int,
+) -> float:
+    """``Curve.from_sums(sums, params, landmark_ms).score(at_ms)`` without building the
+    curve: the same terms summed in the same order, so the result is bit-identical."""
+    positive = 0.0
+    negative = 0.0
+    shift = landmark_ms - at_ms
+    for rule_id, acc in sums.items():
+        param = params.get(rule_id)
+        if param is None or acc == 0.0:
+            continue
+        value: float = acc * 2.0 ** (shift / param[0])
+        cap = param[1]
+        if acc > 0:
+            positive += cap if cap is not None and value > cap else value
+        else:
+            negative += -cap if cap is not None and value < -cap else value
+    return positive + negative

@@ -27,7 +27,14 @@ from typing import Any, Literal
 from schemas.events import PROFILE_FIELDS, LeadEvent, LeadProfile
 from schemas.outputs import LeadBecameHot, LeadCooled, Reason
 
-from .decay import REBASE_AFTER_HALF_LIVES, Curve, Term, forward_weight, rebase
+from .decay import (
+    REBASE_AFTER_HALF_LIVES,
+    Curve,
+    Term,
+    forward_weight,
+    rebase,
+    score_from_sums,
+)
 from .rules import RuleSet
 from .state import LeadState, ProfileEntry
 
@@ -144,17 +151,13 @@ def crossing_id(rules_version: str, lead_id: str, kind: str, at_ms: int, sequenc
 
 def terms(state: LeadState, rules: RuleSet) -> tuple[Term, ...]:
     """The lead's per-rule terms under ``rules`` (rules no longer in the file count 0)."""
-    by_id = rules.by_id
-    return tuple(
-        Term(rule_id, acc, by_id[rule_id].half_life_ms, by_id[rule_id].cap)
-        for rule_id, acc in state.sums.items()
-        if rule_id in by_id and acc != 0.0
-    )
+    lead_curve = curve(state, rules)
+    return lead_curve.positive + lead_curve.negative
 
 
 def curve(state: LeadState, rules: RuleSet) -> Curve:
     """The lead's score as a function of time (until its next event)."""
-    return Curve(terms(state, rules), state.landmark_ms)
+    return Curve.from_sums(state.sums, rules.decay_params, state.landmark_ms)
 
 
 def score_at(state: LeadState, rules: RuleSet, at_ms: int) -> float:
@@ -222,8 +225,8 @@ def apply_event(
 
     # 2. Apply the event's rules with its own timestamp (late events weigh less).
     landmark, sums = state.landmark_ms, dict(state.sums)
-    if (t - landmark) > REBASE_AFTER_HALF_LIVES * min(rules.half_lives_ms()):
-        sums = rebase(sums, {r.id: r.half_life_ms for r in rules.rules}, landmark, t)
+    if (t - landmark) > REBASE_AFTER_HALF_LIVES * rules.min_half_life_ms:
+        sums = rebase(sums, rules.decay_params, landmark, t)
         landmark = t
     get = event.field_value
     for rule in rules.by_event.get(event.type, ()):
@@ -234,19 +237,20 @@ def apply_event(
     positions = state.positions
     if position is not None:
         positions = {**positions, position.key: position.offset}
-    state = replace(
-        state,
+    state = LeadState(
+        lead_id=state.lead_id,
         clock_ms=t,
         landmark_ms=landmark,
         sums=sums,
+        hot=state.hot,
+        crossings=state.crossings,
         profile=state.profile if profile is None else profile,
         positions=positions,
         events_applied=state.events_applied + 1,
     )
 
     # 3. Hot / cool at the event.
-    lead_curve = curve(state, rules)
-    score = lead_curve.score(t)
+    score = score_from_sums(sums, rules.decay_params, landmark, t)
     thresholds = rules.thresholds
     if not state.hot and score >= thresholds.hot:
         grade = fit_grade(state, rules)

@@ -187,7 +187,11 @@ class Rule:
 
     def matches(self, get: Callable[[str], Any]) -> bool:
         """True when every condition holds for the values ``get(field)`` returns."""
-        return all(c.holds(get(c.field)) for c in self.conditions)
+        # A plain loop: measurably faster than all(<genexpr>) on the per-event hot path.
+        for condition in self.conditions:  # noqa: SIM110
+            if not condition.holds(get(condition.field)):
+                return False
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +215,11 @@ class RuleSet:
     # Derived lookups (filled in __post_init__): rules by event type, and id -> rule.
     by_event: Mapping[str, tuple[Rule, ...]] = field(default_factory=dict, compare=False)
     by_id: Mapping[str, Rule] = field(default_factory=dict, compare=False)
+    #: rule id -> (half_life_ms, cap): what the decay math needs, in one lookup.
+    decay_params: Mapping[str, tuple[int, float | None]] = field(
+        default_factory=dict, compare=False
+    )
+    min_half_life_ms: int = field(default=0, compare=False)
 
     def __post_init__(self) -> None:
         by_event: dict[str, list[Rule]] = {}
@@ -219,6 +228,9 @@ class RuleSet:
             by_event.setdefault(rule.event, []).append(rule)
         object.__setattr__(self, "by_event", {k: tuple(v) for k, v in by_event.items()})
         object.__setattr__(self, "by_id", {r.id: r for r in self.rules})
+        params = {r.id: (r.half_life_ms, r.cap) for r in self.rules}
+        object.__setattr__(self, "decay_params", params)
+        object.__setattr__(self, "min_half_life_ms", min(h for h, _ in params.values()))
 
     @property
     def has_fit(self) -> bool:
