@@ -156,7 +156,9 @@ class Curve:
         half_life = terms[0].half_life_ms
         total = sum(t.acc for t in terms)
         # total * 2 ** ((L - t) / h) < threshold  <=>  t > L + h * log2(total / threshold)
-        crossing = self.landmark_ms + half_life * math.log2(total / threshold)
+        crossing = self.landmark_ms + half_life * (math.log2(total) - math.log2(threshold))
+        if not math.isfinite(crossing) or abs(crossing) > 2**62:
+            return _NOT_APPLICABLE  # beyond any representable millisecond: search instead
         m = max(lo_ms, math.floor(crossing) + 1)
         # Float rounding can put the analytic answer one tick off: settle it on the grid.
         while m > lo_ms and self.score(m - 1) < threshold:
@@ -167,12 +169,15 @@ class Curve:
 
     def horizon_ms(self, start_ms: int, threshold: float) -> int:
         """A time by which the score is certainly below ``threshold`` (if it ever will be):
-        when the positive part alone has decayed under it. Used to bound searches."""
+        when the positive part alone has decayed under it. Uses the *uncapped* values (a
+        cap hides how much is left to decay). Used to bound searches."""
         longest = max((t.half_life_ms for t in self.positive + self.negative), default=1)
-        positive = self.pos(start_ms)
+        shift = self.landmark_ms - start_ms
+        positive = sum(t.acc * math.pow(2.0, shift / t.half_life_ms) for t in self.positive)
         if threshold > 0 and positive > 0:
-            halvings = max(0.0, math.log2(positive / threshold)) + 1
-            return start_ms + math.ceil(halvings * longest)
+            halvings = max(0.0, math.log2(positive) - math.log2(threshold)) + 1
+            if math.isfinite(halvings):
+                return start_ms + math.ceil(halvings * longest)
         return start_ms + 1100 * longest  # 2**-1100 underflows: everything is 0 by then
 
 
@@ -186,12 +191,15 @@ def rebase(
     new_landmark_ms: int,
 ) -> dict[str, float]:
     """Re-express accumulators against a new landmark (values at any time unchanged).
-    ``params`` maps rule id -> (half_life_ms, cap); unknown rules are kept as they are."""
+    ``params`` maps rule id -> (half_life_ms, cap). Accumulators of rules that are no longer
+    in the rules file are dropped: they count 0 already, and kept against a moved landmark
+    they would come back wrongly scaled if the rule were restored."""
     shift = old_landmark_ms - new_landmark_ms
     rebased: dict[str, float] = {}
     for rule_id, acc in sums.items():
         param = params.get(rule_id)
-        rebased[rule_id] = acc if param is None else acc * math.pow(2.0, shift / param[0])
+        if param is not None:
+            rebased[rule_id] = acc * math.pow(2.0, shift / param[0])
     return rebased
 
 

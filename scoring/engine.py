@@ -161,8 +161,9 @@ def curve(state: LeadState, rules: RuleSet) -> Curve:
 
 
 def score_at(state: LeadState, rules: RuleSet, at_ms: int) -> float:
-    """The lead's decayed score at ``at_ms``."""
-    return curve(state, rules).score(at_ms)
+    """The lead's decayed score at ``at_ms``. A state cannot be rewound: for a time before
+    the lead's latest event this is the score at that event (its clock)."""
+    return curve(state, rules).score(max(at_ms, state.clock_ms))
 
 
 def explain(state: LeadState, rules: RuleSet, at_ms: int) -> tuple[Contribution, ...]:
@@ -256,7 +257,13 @@ def apply_event(
         grade = fit_grade(state, rules)
         if rules.grade_allows_hot(grade):
             state = _cross(state, rules, "lead_became_hot", t, score, event.event_id, crossings)
-    elif state.hot and score < thresholds.cool:
+    elif state.hot and (
+        score < thresholds.cool
+        or (
+            thresholds.min_grade is not None and not rules.grade_allows_hot(fit_grade(state, rules))
+        )
+    ):
+        # A negative event took it below `cool`, or its fit grade fell below min_grade.
         state = _cross(state, rules, "lead_cooled", t, score, event.event_id, crossings)
     return Step(state, tuple(crossings))
 
@@ -293,16 +300,17 @@ def _cross(
 ) -> LeadState:
     thresholds = rules.thresholds
     grade = fit_grade(state, rules)
-    reasons = [
-        Reason(rule_id=c.rule_id, points=c.points)
-        for c in explain(state, rules, at_ms)[:TOP_REASONS]
-    ]
-    if kind == "lead_became_hot" and thresholds.min_grade is not None:
+    # The rules that weigh most either way (a cooling's negative rule included), largest
+    # magnitude first.
+    parts = sorted(explain(state, rules, at_ms), key=lambda c: (-abs(c.points), c.rule_id))
+    reasons = [Reason(rule_id=c.rule_id, points=c.points) for c in parts[:TOP_REASONS]]
+    if thresholds.min_grade is not None:
+        meets = "meets" if rules.grade_allows_hot(grade) else "is below"
         reasons.append(
             Reason(
                 rule_id="fit-grade",
                 points=fit_score(state, rules),
-                detail=f"fit grade {grade} meets the minimum grade {thresholds.min_grade}",
+                detail=f"fit grade {grade} {meets} the minimum grade {thresholds.min_grade}",
             )
         )
     crossings.append(
@@ -329,8 +337,8 @@ def _merge_profile(
     stamp = (event.occurred_at_ms, event.event_id)
     for name in PROFILE_FIELDS:
         value = getattr(event, name)
-        if value is None:
-            continue  # not provided: keep what we know
+        if value is None and not (name == "email_domain" and event.email is not None):
+            continue  # not provided: keep what we know (email_domain follows email)
         current = merged.get(name)
         if current is None or (current[0], current[1]) <= stamp:
             merged[name] = (stamp[0], stamp[1], value)

@@ -69,7 +69,10 @@ def parse_duration_ms(text: str | int | float) -> int:
         seconds = float(match.group(1)) * _UNITS_SECONDS[match.group(2)]
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"duration must be positive, got {text!r}")
-    return round(seconds * 1000)
+    ms = round(seconds * 1000)
+    if ms < 1:
+        raise ValueError(f"duration must be at least 1 millisecond, got {text!r}")
+    return ms
 
 
 def format_duration_ms(ms: int) -> str:
@@ -353,7 +356,7 @@ def build_ruleset(raw: Any, source: str = "<memory>") -> RuleSet:
         lines = [f"{source}: {_format_loc(e['loc'], raw)}: {e['msg']}" for e in exc.errors()]
         raise RulesError("\n".join(lines)) from None
 
-    default_half_life = _half_life(model.half_life, 0, f"{source}: half_life")
+    default_half_life = _half_life(model.half_life, 0, source)
     seen: set[str] = set()
     rules: list[Rule] = []
     for rule_model in model.rules:
@@ -393,6 +396,11 @@ def build_ruleset(raw: Any, source: str = "<memory>") -> RuleSet:
             if fit_model.id in seen:
                 raise RulesError(f"{label}: id: duplicate rule id")
             seen.add(fit_model.id)
+            if "event" in (fit_model.model_extra or {}):
+                raise RulesError(
+                    f"{label}: event: fit rules test the lead's profile (lead_profile "
+                    "attributes), not an event type; remove `event`"
+                )
             if fit_model.half_life is not None or fit_model.cap is not None:
                 raise RulesError(f"{label}: fit rules do not decay; remove half_life/cap")
             conditions = _conditions(fit_model, frozenset(PROFILE_FIELDS), label)
@@ -423,6 +431,32 @@ def build_ruleset(raw: Any, source: str = "<memory>") -> RuleSet:
     )
 
 
+class _RulesLoader(yaml.SafeLoader):
+    """YAML 1.2-style booleans (only true/false: a country code NO or ON stays text) and
+    duplicate keys rejected instead of silently keeping the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                mark = key_node.start_mark
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_RulesLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_RulesLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
 def load_rules(path: str | Path) -> RuleSet:
     """Read and validate a rules file. Raises :class:`RulesError` naming file/rule/field."""
     path = Path(path)
@@ -431,7 +465,7 @@ def load_rules(path: str | Path) -> RuleSet:
     except OSError as exc:
         raise RulesError(f"{path}: cannot read rules file: {exc.strerror or exc}") from exc
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_RulesLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

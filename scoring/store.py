@@ -92,8 +92,8 @@ class MemoryStore:
         crossings: list[Crossing] = []
         ids = self.states.keys() if lead_ids is None else lead_ids
         for lead_id in sorted(ids):
-            state = self.states[lead_id]
-            if not state.hot:
+            state = self.states.get(lead_id)
+            if state is None or not state.hot:
                 continue
             step = advance(state, self.rules, until_ms)
             self.states[lead_id] = step.state
