@@ -98,6 +98,7 @@ class DeadLetter(BaseModel):
         "missing_key",
         "key_mismatch",
         "oversized",
+        "processing_error",
     ] = Field(description="Machine-readable category of the failure.")
     error: str = Field(description="What is wrong, naming the field (e.g. `occurred_at: ...`).")
     source_topic: str = Field(description="Topic the rejected message was read from.")

@@ -60,6 +60,9 @@ ErrorKind = Literal[
     "missing_key",
     "key_mismatch",
     "oversized",
+    # A valid event the worker could not apply (isolated per lead so that its neighbours
+    # are applied): a bug or corrupt stored state, never a transient outage.
+    "processing_error",
 ]
 
 #: Largest accepted message value. Real events are well under 2 KiB; anything this big is

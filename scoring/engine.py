@@ -168,7 +168,9 @@ def score_at(state: LeadState, rules: RuleSet, at_ms: int) -> float:
 
 def explain(state: LeadState, rules: RuleSet, at_ms: int) -> tuple[Contribution, ...]:
     """Per-rule decayed contributions that make up the score at ``at_ms``, largest first.
-    They add up to :func:`score_at` (up to float rounding)."""
+    They add up to :func:`score_at` (up to float rounding); like it, a time before the
+    lead's clock means the clock."""
+    at_ms = max(at_ms, state.clock_ms)
     parts = [
         Contribution(t.rule_id, t.value(at_ms, state.landmark_ms)) for t in terms(state, rules)
     ]

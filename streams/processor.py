@@ -25,17 +25,32 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Protocol, TypeVar
 
+import redis.exceptions
+
 from schemas.validation import Rejected, dead_letter, parse_event
-from scoring.engine import Crossing, Position, datetime_to_ms
+from scoring.engine import Crossing, Position, datetime_to_ms, group_by_lead
 from scoring.store import BatchResult, EventItem, LeadStore
 
 from .metrics import Metrics
+from .redis_store import StoreConflictError
 
 log = logging.getLogger("leadscore.worker")
 
 T = TypeVar("T")
+
+#: Failures that pass: retried (with backoff) for as long as they last. Anything else while
+#: applying a batch is treated as a poison event and isolated (see Processor._apply).
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    StoreConflictError,
+    OSError,
+    TimeoutError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,9 +142,9 @@ class Processor:
                 await self._retry(
                     "produce dead letters", lambda: self.sink.send_all(self.dlq_topic, dead)
                 )
-            result = await self._retry(
-                "apply batch to Redis", lambda: self.store.apply_batch(items)
-            )
+            result, failed = await self._apply(items)
+            if failed:
+                await self._dead_letter_failed(messages, failed, seen_at)
             await self._publish(result.crossings)
             self.metrics.applied.inc(result.applied)
             self.metrics.duplicates.inc(result.duplicates)
@@ -137,6 +152,62 @@ class Processor:
                 self.positions[(message.topic, message.partition)] = message.offset + 1
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         return result
+
+    async def _apply(
+        self, items: Sequence[EventItem]
+    ) -> tuple[BatchResult, list[tuple[EventItem, str]]]:
+        """Apply through the store, retrying transient failures. Any other failure is a
+        poison event (a bug, corrupt state): the batch is re-applied lead by lead so that
+        the healthy leads go through, and the failing leads' events are returned for the
+        dead-letter topic. Nothing is dropped silently."""
+        try:
+            result = await self._retry(
+                "apply batch to Redis", partial(self.store.apply_batch, items), poison_check=True
+            )
+            return result, []
+        except Exception as exc:
+            log.exception("batch failed (%s); isolating the failing lead(s)", exc)
+        crossings: list[Crossing] = []
+        applied = duplicates = 0
+        failed: list[tuple[EventItem, str]] = []
+        for lead_items in group_by_lead(items).values():
+            try:
+                part = await self._retry(
+                    "apply lead to Redis",
+                    partial(self.store.apply_batch, lead_items),
+                    poison_check=True,
+                )
+            except Exception as exc:
+                first = lead_items[0][1]
+                log.exception("cannot apply lead %s (first at %s)", lead_items[0][0].lead_id, first)
+                failed += [(item, f"{type(exc).__name__}: {exc}") for item in lead_items]
+                continue
+            crossings += part.crossings
+            applied += part.applied
+            duplicates += part.duplicates
+        return BatchResult(tuple(crossings), applied, duplicates), failed
+
+    async def _dead_letter_failed(
+        self,
+        messages: Sequence[RawMessage],
+        failed: Sequence[tuple[EventItem, str]],
+        seen_at: datetime,
+    ) -> None:
+        """Dead-letter the events of leads that could not be applied (kind
+        ``processing_error``, the reason naming the lead and the error)."""
+        by_position = {(m.topic, m.partition, m.offset): m for m in messages}
+        records = [
+            self._dead_letter(
+                by_position[(position.topic, position.partition, position.offset)],
+                Rejected("processing_error", f"lead_id: {event.lead_id!r}: {why}"),
+                seen_at,
+            )
+            for (event, position), why in failed
+            if position is not None
+        ]
+        await self._retry(
+            "produce dead letters", lambda: self.sink.send_all(self.dlq_topic, records)
+        )
 
     def _dead_letter(
         self, message: RawMessage, rejected: Rejected, seen_at: datetime
@@ -206,9 +277,13 @@ class Processor:
         return relayed + len(result.crossings)
 
     # ------------------------------------------------------------------ retries
-    async def _retry(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
-        """Run ``operation`` until it succeeds; transient failures back off exponentially
-        (logged, counted). Never gives up: dropping the batch would lose events."""
+    async def _retry(
+        self, what: str, operation: Callable[[], Awaitable[T]], *, poison_check: bool = False
+    ) -> T:
+        """Run ``operation`` until it succeeds, backing off exponentially (logged, counted)
+        for as long as failures last: dropping the batch would lose events. With
+        ``poison_check``, only :data:`TRANSIENT_ERRORS` are retried and anything else is
+        raised to the caller (a poison event, not an outage)."""
         delay = self.retry_initial
         attempt = 0
         while True:
@@ -217,6 +292,8 @@ class Processor:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if poison_check and not isinstance(exc, TRANSIENT_ERRORS):
+                    raise
                 attempt += 1
                 self.metrics.retries.labels(operation=what).inc()
                 log.error(

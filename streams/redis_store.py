@@ -55,6 +55,7 @@ from scoring.engine import (
     crossing_to_dict,
     curve,
     group_by_lead,
+    score_at,
 )
 from scoring.rules import RuleSet
 from scoring.state import LeadState
@@ -399,7 +400,9 @@ class RedisStore:
                     state = loaded[lead].state
                     if state is None:
                         continue
-                    score = curve(state, self.rules).score(at_ms)
+                    # score_at, like MemoryStore.top_sync: a lead is not rewound before
+                    # its latest event (its score there is still bounded by the index).
+                    score = score_at(state, self.rules, at_ms)
                     if len(best) < n:
                         heapq.heappush(best, (score, lead))
                     elif score > best[0][0]:

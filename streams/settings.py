@@ -42,6 +42,15 @@ class Settings(BaseSettings):
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_cafile: Path | None = Field(None, description="CA bundle for SSL connections.")
 
+    broker_session_timeout: float = Field(
+        10.0,
+        ge=6,
+        le=300,
+        description="Seconds before the group gives a silent (crashed) worker's partitions "
+        "to another; Faust's default of 60 s idles them for a minute after a crash.",
+    )
+    broker_heartbeat_interval: float = Field(3.0, gt=0, le=60)
+
     # Topics
     input_topics: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["lead-events"],

@@ -1110,3 +1110,12 @@ def test_reasons_pick_the_largest_magnitudes_so_a_cooling_names_its_negative_rul
     assert cooled.kind == "lead_cooled"
     assert [r.rule_id for r in cooled.reasons] == ["demo", "unsub"]
     assert cooled.reasons[1].points == pytest.approx(-40.0)
+
+
+def test_explain_adds_up_to_score_at_before_the_leads_clock() -> None:
+    """Found by the worker tests: explain() must not rewind a state either."""
+    state, _ = run([page_view(at_ms=T0), page_view(at_ms=T0 + 2 * H)])
+    assert score_at(state, RULES, T0) == score_at(state, RULES, T0 + 2 * H)
+    assert sum(p.points for p in explain(state, RULES, T0)) == pytest.approx(
+        score_at(state, RULES, T0)
+    )

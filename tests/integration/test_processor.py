@@ -1,0 +1,112 @@
+"""The worker's batch logic (streams.processor.Processor) on real Redis and Kafka, without
+Faust: poison isolation and dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from redis.asyncio import Redis
+
+from scoring.rules import default_rules_path, load_rules
+from streams.kafka import AckedProducer
+from streams.metrics import Metrics
+from streams.processor import Processor, RawMessage
+from streams.redis_store import RedisStore
+from streams.settings import load_settings
+from tests.strategies import event_dict
+
+pytestmark = pytest.mark.integration
+
+
+class ProducerSink:
+    """The Processor's Sink on a real (confluent-kafka) producer, off the event loop."""
+
+    def __init__(self, producer: AckedProducer) -> None:
+        self.producer = producer
+
+    async def send_all(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
+        await asyncio.to_thread(self.producer.send_all, topic, list(records))
+
+
+def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 20.0) -> list[dict]:
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False}
+    )
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    records: list[dict] = []
+    try:
+        for message in consumer.consume(num_messages=expected, timeout=timeout):
+            assert message.error() is None
+            records.append(orjson.loads(message.value()))
+    finally:
+        consumer.close()
+    return records
+
+
+def test_a_lead_that_cannot_be_applied_is_dead_lettered_and_its_neighbours_applied(
+    kafka_bootstrap: str, redis_url: str, key_prefix: str, create_topic, unique_name: str
+) -> None:
+    hot = create_topic(f"{unique_name}-hot")
+    dlq = create_topic(f"{unique_name}-dlq")
+    rules = load_rules(default_rules_path())
+    settings = load_settings(kafka_bootstrap_servers=kafka_bootstrap)
+    events = [
+        event_dict("form_submit", "good", 1_767_225_600_000, event_id="g1", form_id="demo"),
+        event_dict(
+            "page_view",
+            "broken",
+            1_767_225_600_000,
+            event_id="b1",
+            url="https://example.com/pricing",
+        ),
+        event_dict("download", "good", 1_767_225_660_000, event_id="g2", asset_id="x"),
+        event_dict(
+            "email_click",
+            "good",
+            1_767_225_720_000,
+            event_id="g3",
+            url="https://example.com/",
+            campaign_id="c",
+        ),
+    ]
+    messages = [
+        RawMessage("in", 0, offset, d["lead_id"].encode(), orjson.dumps(d))
+        for offset, d in enumerate(events)
+    ]
+
+    async def scenario() -> None:
+        client = Redis.from_url(redis_url)
+        try:
+            store = RedisStore(client, rules, key_prefix)
+            # Corrupt stored state: what a bug or a bad manual edit would leave behind.
+            await client.hset(store.lead_key("broken"), mapping={"v": 1, "s": b"not json"})
+            metrics = Metrics()
+            processor = Processor(
+                store,
+                ProducerSink(AckedProducer(settings)),
+                hot_topic=hot,
+                dlq_topic=dlq,
+                metrics=metrics,
+                retry_initial=0.01,
+            )
+            result = await processor.process(messages)
+            assert result.applied == 3
+            assert [c.lead_id for c in result.crossings] == ["good"]
+            good = await store.get("good")
+            assert good is not None and good.events_applied == 3
+            assert metrics.dead_lettered.labels(kind="processing_error")._value.get() == 1
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
+    [dead] = read_all(kafka_bootstrap, dlq, 1)
+    assert dead["error_kind"] == "processing_error"
+    assert dead["error"].startswith("lead_id: 'broken': ")
+    assert (dead["source_topic"], dead["source_partition"], dead["source_offset"]) == ("in", 0, 1)
+    assert orjson.loads(dead["payload_text"])["event_id"] == "b1"
+    [became_hot] = read_all(kafka_bootstrap, hot, 1)
+    assert (became_hot["type"], became_hot["lead_id"]) == ("lead_became_hot", "good")
