@@ -19,6 +19,7 @@ To turn raw Kafka bytes into an event (or a dead letter), use
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -70,7 +71,7 @@ class BaseEvent(BaseModel):
             )
         return value
 
-    @property
+    @cached_property
     def occurred_at_ms(self) -> int:
         """Event time in whole milliseconds since the Unix epoch (sub-ms digits truncated)."""
         delta = self.occurred_at - _EPOCH

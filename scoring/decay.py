@@ -225,3 +225,29 @@ def score_from_sums(
         else:
             negative += -cap if cap is not None and value < -cap else value
     return positive + negative
+
+
+def lower_bound_from_sums(
+    sums: Mapping[str, float],
+    params: Mapping[str, tuple[int, float | None]],
+    landmark_ms: int,
+    start_ms: int,
+    end_ms: int,
+) -> float:
+    """``curve.pos(end_ms) + curve.neg(start_ms)`` without building the curve (same terms,
+    same order): a lower bound of the score on ``[start_ms, end_ms]``. When it is at least
+    the cool threshold, no cooling can happen in that span (the hot path's early exit)."""
+    positive = 0.0
+    negative = 0.0
+    for rule_id, acc in sums.items():
+        param = params.get(rule_id)
+        if param is None or acc == 0.0:
+            continue
+        cap = param[1]
+        if acc > 0:
+            value: float = acc * 2.0 ** ((landmark_ms - end_ms) / param[0])
+            positive += cap if cap is not None and value > cap else value
+        else:
+            value = acc * 2.0 ** ((landmark_ms - start_ms) / param[0])
+            negative += -cap if cap is not None and value < -cap else value
+    return positive + negative

@@ -32,6 +32,7 @@ from .decay import (
     Curve,
     Term,
     forward_weight,
+    lower_bound_from_sums,
     rebase,
     score_from_sums,
 )
@@ -232,7 +233,7 @@ def apply_event(
         sums = rebase(sums, rules.decay_params, landmark, t)
         landmark = t
     get = event.field_value
-    for rule in rules.by_event.get(event.type, ()):
+    for rule in rules.candidates(event.type, get):
         if rule.matches(get):
             weight = forward_weight(occurred, landmark, rule.half_life_ms)
             sums[rule.id] = sums.get(rule.id, 0.0) + rule.points * weight
@@ -283,6 +284,12 @@ def _cool_by_decay(
 ) -> LeadState:
     if not state.hot or until_ms <= state.clock_ms:
         return state
+    cool = rules.thresholds.cool
+    lower = lower_bound_from_sums(
+        state.sums, rules.decay_params, state.landmark_ms, state.clock_ms + 1, until_ms
+    )
+    if lower >= cool:
+        return state  # the bound first_below would test first: no crossing possible
     lead_curve = curve(state, rules)
     cooled_at = lead_curve.first_below(rules.thresholds.cool, state.clock_ms + 1, until_ms)
     if cooled_at is None:

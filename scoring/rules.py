@@ -164,6 +164,8 @@ class Condition:
     def holds(self, value: Any) -> bool:
         if value is None:
             return False
+        if self.kind == "equals" and isinstance(value, str):  # the common case, fast
+            return value.casefold() in self.values
         values = value if isinstance(value, list) else (value,)
         if self.kind == "regex":
             assert self.pattern is not None
@@ -218,6 +220,9 @@ class RuleSet:
     # Derived lookups (filled in __post_init__): rules by event type, and id -> rule.
     by_event: Mapping[str, tuple[Rule, ...]] = field(default_factory=dict, compare=False)
     by_id: Mapping[str, Rule] = field(default_factory=dict, compare=False)
+    #: For event types with many rules: (field, value -> candidate rules, rules to always
+    #: check); see :meth:`candidates`.
+    equality_index: Mapping[str, _EqualityIndex] = field(default_factory=dict, compare=False)
     #: rule id -> (half_life_ms, cap): what the decay math needs, in one lookup.
     decay_params: Mapping[str, tuple[int, float | None]] = field(
         default_factory=dict, compare=False
@@ -231,9 +236,24 @@ class RuleSet:
             by_event.setdefault(rule.event, []).append(rule)
         object.__setattr__(self, "by_event", {k: tuple(v) for k, v in by_event.items()})
         object.__setattr__(self, "by_id", {r.id: r for r in self.rules})
+        index = {
+            event: built
+            for event, rules in self.by_event.items()
+            if (built := _EqualityIndex.build(rules)) is not None
+        }
+        object.__setattr__(self, "equality_index", index)
         params = {r.id: (r.half_life_ms, r.cap) for r in self.rules}
         object.__setattr__(self, "decay_params", params)
         object.__setattr__(self, "min_half_life_ms", min(h for h, _ in params.values()))
+
+    def candidates(self, event_type: str, get: Callable[[str], Any]) -> Sequence[Rule]:
+        """The rules of ``event_type`` that may match (a superset, in file order): all of
+        them, or for event types with many rules, only those whose equality condition on
+        the indexed field fits the event's value."""
+        index = self.equality_index.get(event_type)
+        if index is None:
+            return self.by_event.get(event_type, ())
+        return index.candidates(get(index.field))
 
     @property
     def has_fit(self) -> bool:
@@ -256,6 +276,61 @@ class RuleSet:
     def half_lives_ms(self) -> tuple[int, ...]:
         """Distinct half-lives in use, shortest first."""
         return tuple(sorted({r.half_life_ms for r in self.rules}))
+
+
+#: Event types with more rules than this get an equality index (below that, checking
+#: every rule is as fast).
+INDEX_MIN_RULES = 8
+
+
+@dataclass(frozen=True, slots=True)
+class _EqualityIndex:
+    """Rules of one event type indexed by one field's ``equals`` condition, e.g. 125
+    ``email_click`` rules on ``campaign_id``: an event is checked only against the rules
+    for its value plus the rules without such a condition, in file order (so scores add up
+    in the same order as without the index)."""
+
+    field: str
+    by_value: Mapping[Any, tuple[Rule, ...]]
+    always: tuple[Rule, ...]
+    all_rules: tuple[Rule, ...]
+
+    def candidates(self, value: Any) -> tuple[Rule, ...]:
+        if isinstance(value, list):  # a list-valued property: check every rule
+            return self.all_rules
+        try:
+            return self.by_value.get(_norm(value), self.always)
+        except TypeError:  # unhashable value
+            return self.all_rules
+
+    @classmethod
+    def build(cls, rules: Sequence[Rule]) -> _EqualityIndex | None:
+        if len(rules) <= INDEX_MIN_RULES:
+            return None
+        counts: dict[str, int] = {}
+        for rule in rules:
+            for c in rule.conditions:
+                if c.kind == "equals":
+                    counts[c.field] = counts.get(c.field, 0) + 1
+        if not counts:
+            return None
+        field_name = max(sorted(counts), key=counts.__getitem__)
+        by_value: dict[Any, list[int]] = {}
+        always: list[int] = []
+        for position, rule in enumerate(rules):
+            values = next(
+                (c.values for c in rule.conditions if c.kind == "equals" and c.field == field_name),
+                None,
+            )
+            if values is None:
+                always.append(position)
+            for value in values or ():
+                by_value.setdefault(value, []).append(position)
+        merged = {
+            value: tuple(rules[i] for i in sorted({*positions, *always}))
+            for value, positions in by_value.items()
+        }
+        return cls(field_name, merged, tuple(rules[i] for i in always), tuple(rules))
 
 
 # --------------------------------------------------------------------------- loading

@@ -368,6 +368,19 @@ def schemas_export(check: bool, directory: Path | None) -> None:
         click.echo(f"wrote {path}")
 
 
+# ---------------------------------------------------------------------------- replay, calibrate
+
+
+def _register_replay_commands() -> None:
+    from .replay_cli import calibrate, replay
+
+    cli.add_command(replay)
+    cli.add_command(calibrate)
+
+
+_register_replay_commands()
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(obj={})

@@ -1,0 +1,468 @@
+"""``leadscore replay`` and ``leadscore calibrate``: standalone click commands (registered
+in ``streams/cli.py``). The work is done by :mod:`streams.replay` (I/O, engine runs),
+:mod:`scoring.backtest` (metrics) and :mod:`scoring.calibrate` (model fitting)."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import yaml
+
+from schemas.validation import MAX_EVENT_BYTES
+from scoring import backtest
+from scoring.calibrate import CalibrationError, calibrate_points, calibrated_document
+from scoring.rules import (
+    RulesError,
+    RuleSet,
+    build_ruleset,
+    format_duration_ms,
+    load_rules,
+    parse_duration_ms,
+)
+
+from .replay import (
+    ReadStats,
+    ReplayError,
+    RunOutputs,
+    Source,
+    format_ms,
+    load_conversions,
+    open_source,
+    parse_time_ms,
+    read_events,
+    replay_events,
+    run_replay,
+    write_outputs,
+)
+
+
+def _kafka_config() -> Mapping[str, Any]:
+    """Client configuration for ``kafka:TOPIC`` sources (LEADSCORE_* settings)."""
+    from .kafka import confluent_config
+    from .settings import SettingsError, load_settings
+
+    try:
+        return confluent_config(load_settings())
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _max_event_bytes(specs: Sequence[str], given: int | None) -> int:
+    """``--max-event-bytes``, else the worker's setting for Kafka sources, else 64 KiB."""
+    if given is not None:
+        return given
+    if any(s.startswith("kafka:") for s in specs):
+        from .settings import SettingsError, load_settings
+
+        try:
+            return load_settings().max_event_bytes
+        except SettingsError as exc:
+            raise click.ClickException(str(exc)) from None
+    return MAX_EVENT_BYTES
+
+
+def _time(text: str | None, option: str) -> int | None:
+    if text is None:
+        return None
+    try:
+        return parse_time_ms(text, option)
+    except ReplayError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _window(text: str) -> int:
+    try:
+        return parse_duration_ms(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--window") from None
+
+
+def _rules(path: Path) -> RuleSet:
+    try:
+        return load_rules(path)
+    except RulesError as exc:
+        raise click.ClickException(f"invalid rules file:\n{exc}") from None
+
+
+def _sources(specs: Sequence[str], from_ms: int | None, to_ms: int | None) -> list[Source]:
+    if (from_ms is not None or to_ms is not None) and not any(
+        s.startswith("kafka:") for s in specs
+    ):
+        raise click.UsageError("--from/--to select a Kafka range: use them with kafka:TOPIC")
+    try:
+        return [
+            open_source(s, from_ms=from_ms, to_ms=to_ms, kafka_config=_kafka_config) for s in specs
+        ]
+    except ReplayError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Options both commands share.
+_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+_from_option = click.option(
+    "--from",
+    "from_text",
+    metavar="TIME",
+    help="kafka: sources: first message time (default: the oldest).",
+)
+_to_option = click.option(
+    "--to",
+    "to_text",
+    metavar="TIME",
+    help="kafka: sources: end message time, excluded (default: now).",
+)
+_progress_option = click.option(
+    "--progress/--no-progress", default=True, help="Progress bar on stderr."
+)
+
+
+def _rules_option(help_text: str) -> Callable[[F], F]:
+    return click.option("--rules", "rules_path", required=True, type=_FILE, help=help_text)
+
+
+# ---------------------------------------------------------------------------- replay
+
+
+@click.command()
+@click.argument("sources", nargs=-1, required=True)
+@_rules_option("Rules file to score with (A).")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output directory (created; files in it are replaced).",
+)
+@click.option(
+    "--conversions",
+    type=_FILE,
+    help="CSV or JSONL with lead_id, converted_at: adds precision, recall, lift, AUC.",
+)
+@click.option(
+    "--compare",
+    "compare_path",
+    type=_FILE,
+    help="A second rules file (B): replayed on the same events, compared side by side.",
+)
+@click.option(
+    "--at",
+    "at_text",
+    metavar="TIME",
+    help="End time (RFC 3339); events that occurred later are ignored.",
+)
+@click.option(
+    "--cutoff",
+    "cutoff_text",
+    metavar="TIME",
+    help="Time at which leads are ranked for lift/AUC (default: the end time).",
+)
+@click.option(
+    "--window",
+    metavar="DURATION",
+    default="7d",
+    show_default=True,
+    help="How long after becoming hot (or after the cut-off) a conversion counts.",
+)
+@_from_option
+@_to_option
+@click.option(
+    "--max-event-bytes", type=int, help="Largest accepted event (default: as the worker)."
+)
+@_progress_option
+def replay(
+    sources: tuple[str, ...],
+    rules_path: Path,
+    out_dir: Path,
+    conversions: Path | None,
+    compare_path: Path | None,
+    at_text: str | None,
+    cutoff_text: str | None,
+    window: str,
+    from_text: str | None,
+    to_text: str | None,
+    max_event_bytes: int | None,
+    progress: bool,
+) -> None:
+    """Replay event logs through the live engine (in memory) and backtest the rules.
+
+    SOURCES are JSONL event files (.gz too) or kafka:TOPIC. Writes to --out: hot.jsonl
+    (the lead_became_hot / lead_cooled records the worker would publish), scores.csv
+    (every lead at the end time), summary.json and report.html. Bad lines are counted and
+    listed with their line number, never fatal.
+
+    \b
+    Examples:
+      leadscore replay examples/events.jsonl --rules scoring/default_rules.yaml --out out/
+      leadscore replay events.jsonl.gz --rules new.yaml --compare old.yaml \\
+          --conversions conversions.csv --window 14d --out out/
+      leadscore replay kafka:lead-events --from 2026-11-01T00:00:00Z --rules r.yaml --out out/
+    """
+    started = time.perf_counter()
+    at_ms = _time(at_text, "--at")
+    cutoff_ms = _time(cutoff_text, "--cutoff")
+    window_ms = _window(window)
+    rulesets = [(_rules(rules_path), str(rules_path))]
+    if compare_path is not None:
+        rulesets.append((_rules(compare_path), str(compare_path)))
+    opened = _sources(sources, _time(from_text, "--from"), _time(to_text, "--to"))
+    try:
+        summary = run_replay(
+            opened,
+            rulesets,
+            out_dir,
+            conversions_path=conversions,
+            at_ms=at_ms,
+            cutoff_ms=cutoff_ms,
+            window_ms=window_ms,
+            max_event_bytes=_max_event_bytes(sources, max_event_bytes),
+            progress=progress,
+        )
+    except ReplayError as exc:
+        raise click.ClickException(str(exc)) from None
+    _print_summary(summary, out_dir, time.perf_counter() - started)
+
+
+def _print_summary(summary: Mapping[str, Any], out_dir: Path, seconds: float) -> None:
+    counts = summary["counts"]
+    click.echo(
+        f"replayed {counts['records']:,} records in {seconds:.1f}s "
+        f"({counts['records'] / max(seconds, 1e-9):,.0f}/s): {counts['applied']:,} applied, "
+        f"{counts['duplicates']:,} duplicates, {counts['bad']:,} bad, "
+        f"{counts['after_at_ignored']:,} after --at; {counts['leads']:,} leads"
+    )
+    times = summary["time"]
+    if times["first_event_at"] is None:
+        click.echo(f"no event replayed; end {times['end_at'] or 'n/a'}")
+    else:
+        span = f"{times['first_event_at']} .. {times['last_event_at']}"
+        click.echo(f"events {span}; end {times['end_at']}")
+    for run in summary["runs"]:
+        c = run["crossings"]
+        line = (
+            f"{run['label']} {run['rules_version']}: {c['lead_became_hot']:,} hot, "
+            f"{c['lead_cooled']:,} cooled; {run['leads_hot_at_end']:,} hot at the end"
+        )
+        m = run["metrics"]
+        if m:
+            line += (
+                f"; precision {backtest.format_ratio(m['precision'])}, "
+                f"recall {backtest.format_ratio(m['recall'])}, "
+                f"AUC {backtest.format_ratio(m['ranking']['auc'])}"
+            )
+        click.echo(line)
+    if summary["status_differences"]:
+        click.echo(f"{summary['status_differences']['leads']:,} leads differ (status_diff.csv)")
+    click.echo(f"wrote {out_dir}/report.html, summary.json, hot.jsonl, scores.csv")
+
+
+# ---------------------------------------------------------------------------- calibrate
+
+
+@click.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option(
+    "--conversions", required=True, type=_FILE, help="CSV or JSONL with lead_id, converted_at."
+)
+@_rules_option("Base rules: their rules and conditions are kept, their points re-learned.")
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="New rules file to write.",
+)
+@click.option(
+    "--until",
+    "until_text",
+    metavar="TIME",
+    help="Train on events and conversions up to this time (default: 70% of the span).",
+)
+@click.option(
+    "--window",
+    metavar="DURATION",
+    default="7d",
+    show_default=True,
+    help="A sample is positive when the lead converts within this window.",
+)
+@click.option(
+    "--report-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also write the held-out backtest (report.html, summary.json...) here.",
+)
+@_from_option
+@_to_option
+@click.option("--seed", default=0, show_default=True, help="Seed of the sampled times.")
+@_progress_option
+def calibrate(
+    sources: tuple[str, ...],
+    conversions: Path,
+    rules_path: Path,
+    out_path: Path,
+    until_text: str | None,
+    window: str,
+    report_dir: Path | None,
+    from_text: str | None,
+    to_text: str | None,
+    seed: int,
+    progress: bool,
+) -> None:
+    """Learn the points of each rule from history, and backtest them on held-out data.
+
+    Fits a regularised logistic regression of "converts within --window" on each rule's
+    decayed contribution (training data: events and conversions up to --until only), and
+    writes --out: the base rules with new points, scaled so that the hot threshold flags as
+    many leads as before, and the version suffixed "-calibrated". Then replays all events
+    with both files and prints their metrics on the held-out period (after --until).
+
+    \b
+    Example:
+      leadscore calibrate events.jsonl --conversions conversions.csv \\
+          --rules base.yaml --out calibrated.yaml --window 1d
+    """
+    started = time.perf_counter()
+    window_ms = _window(window)
+    base = _rules(rules_path)
+    try:
+        base_doc = yaml.safe_load(rules_path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:  # load_rules just read it: unlikely
+        raise click.ClickException(f"{rules_path}: {exc}") from None
+    opened = _sources(sources, _time(from_text, "--from"), _time(to_text, "--to"))
+    stats = ReadStats()
+    try:
+        conv = backtest.index_conversions(load_conversions(conversions))
+        events = [
+            e
+            for chunk in read_events(
+                opened, stats, max_event_bytes=_max_event_bytes(sources, None), progress=progress
+            )
+            for e in chunk
+        ]
+    except ReplayError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not events:
+        raise click.ClickException("no valid event in the sources")
+    first = min(e.occurred_at_ms for e in events)
+    last = max(e.occurred_at_ms for e in events)
+    until_ms = _time(until_text, "--until")
+    if until_ms is None:
+        until_ms = first + (last - first) * 7 // 10
+    if not first < until_ms < last:
+        raise click.BadParameter(
+            f"must lie inside the events' span {format_ms(first)} .. {format_ms(last)}",
+            param_hint="--until",
+        )
+
+    try:
+        result = calibrate_points(
+            events, conv, base, until_ms=until_ms, window_ms=window_ms, seed=seed
+        )
+    except CalibrationError as exc:
+        raise click.ClickException(str(exc)) from None
+    doc = calibrated_document(base_doc, result)
+    try:
+        new_rules = build_ruleset(doc, source=str(out_path))
+    except RulesError as exc:  # would be a bug: same rules, finite points
+        raise click.ClickException(f"calibrated rules are invalid:\n{exc}") from None
+    header = (
+        f"# Calibrated by `leadscore calibrate` from {rules_path} on {', '.join(sources)}\n"
+        f"# with {conversions}: trained on {format_ms(first)} .. {format_ms(until_ms)}, "
+        f"window {format_duration_ms(window_ms)}.\n"
+        "# Rules and conditions are the base file's; only points (caps scaled with them)\n"
+        "# and the version changed.\n"
+    )
+    out_path.write_text(header + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+
+    # Held-out backtest: replay everything with both files, count only after --until.
+    replayed = replay_events([events], [base, new_rules], cutoff_ms=until_ms)
+    assert replayed.end_ms is not None
+    with tempfile.TemporaryDirectory(prefix="leadscore-calibrate-") as scratch:
+        target = report_dir or Path(scratch)  # without --report-dir only the numbers are kept
+        summary = write_outputs(
+            replayed,
+            stats,
+            target,
+            [
+                RunOutputs("A", str(rules_path), target),
+                RunOutputs("B", str(out_path), target / "compare"),
+            ],
+            sources=[s.name for s in opened],
+            conversions=conv,
+            window_ms=window_ms,
+            period=backtest.Period(until_ms + 1, replayed.end_ms),
+        )
+    seconds = time.perf_counter() - started
+    _print_calibration(result.describe(), summary, out_path, report_dir, seconds)
+
+
+def _print_calibration(
+    fit: Sequence[str],
+    summary: Mapping[str, Any],
+    out_path: Path,
+    report_dir: Path | None,
+    seconds: float,
+) -> None:
+    for line in fit:
+        click.echo(line)
+    a, b = summary["runs"]
+    ma, mb = a["metrics"], b["metrics"]
+    click.echo(
+        f"\nheld-out period {ma['period']['start']} .. {ma['period']['end']} "
+        f"(window {ma['window']}; ranking at {ma['ranking']['cutoff']}):"
+    )
+    rows = [
+        ("", f"base {a['rules_version']}", f"calibrated {b['rules_version']}"),
+        ("hot events", _int(ma["hot_events"]), _int(mb["hot_events"])),
+        ("precision", _ratio(ma["precision"]), _ratio(mb["precision"])),
+        ("recall", _ratio(ma["recall"]), _ratio(mb["recall"])),
+        ("median lead time", ma["median_lead_time"] or "n/a", mb["median_lead_time"] or "n/a"),
+        ("ROC AUC", _ratio(ma["ranking"]["auc"]), _ratio(mb["ranking"]["auc"])),
+        ("top-decile lift", _lift(ma), _lift(mb)),
+    ]
+    for name, x, y in rows:
+        click.echo(f"  {name:<18} {x:>22} {y:>26}")
+    verdict = _verdict(ma, mb)
+    click.echo(f"\n{verdict}")
+    click.echo(f"wrote {out_path}" + (f" and {report_dir}/report.html" if report_dir else ""))
+    click.echo(f"({seconds:.1f}s)")
+
+
+def _int(value: int) -> str:
+    return f"{value:,}"
+
+
+def _ratio(value: float | None) -> str:
+    return backtest.format_ratio(value)
+
+
+def _lift(metrics: Mapping[str, Any]) -> str:
+    deciles = metrics["ranking"]["deciles"]
+    return backtest.format_ratio(deciles[0]["lift"], 2) if deciles else "n/a"
+
+
+def _verdict(base: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    """One honest line: better, worse or mixed on the held-out period."""
+    pairs = [
+        ("precision", base["precision"], new["precision"]),
+        ("recall", base["recall"], new["recall"]),
+        ("AUC", base["ranking"]["auc"], new["ranking"]["auc"]),
+    ]
+    known = [(n, x, y) for n, x, y in pairs if x is not None and y is not None]
+    if not known:
+        return "Not enough held-out conversions to compare the two rule sets."
+    better = ", ".join(n for n, x, y in known if y > x)
+    worse = ", ".join(n for n, x, y in known if y < x)
+    where = "on the held-out period"
+    if better and not worse:
+        return f"The calibrated rules beat the base rules {where} (better: {better})."
+    if worse and not better:
+        return f"The calibrated rules do NOT beat the base rules {where} (worse: {worse})."
+    if not better:
+        return f"The calibrated rules perform the same as the base rules {where}."
+    return f"Mixed result {where}: the calibrated rules are better on {better}, worse on {worse}."
