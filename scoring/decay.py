@@ -122,15 +122,20 @@ class Curve:
     def first_below(self, threshold: float, lo_ms: int, hi_ms: int) -> int | None:
         """Earliest whole millisecond ``m`` in ``[lo_ms, hi_ms]`` with ``score(m) < threshold``.
 
-        Closed form when a single half-life is in play and no cap binds; otherwise an exact
-        branch-and-bound over the millisecond grid using the monotone bound above (a root
-        finder that cannot miss a dip between samples).
+        Closed form when a single half-life is in play and no cap binds; Newton's method
+        when several half-lives are but every term is positive and uncapped (the score is
+        then convex and decreasing); otherwise an exact branch-and-bound over the
+        millisecond grid using the monotone bound above (a root finder that cannot miss a
+        dip between samples). Each fast path settles its answer on the millisecond grid.
         """
         if lo_ms > hi_ms:
             return None
         closed = self._closed_form(threshold, lo_ms, hi_ms)
         if closed is not _NOT_APPLICABLE:
             return closed  # type: ignore[return-value]
+        newton = self._newton(threshold, lo_ms, hi_ms)
+        if newton is not _NOT_APPLICABLE:
+            return newton  # type: ignore[return-value]
         # Depth-first, left half first: when ``score(a) < threshold`` every earlier
         # millisecond has been checked or ruled out by the bound, so ``a`` is the first.
         stack = [(lo_ms, hi_ms)]
@@ -146,6 +151,43 @@ class Curve:
             stack.append((mid + 1, b))
             stack.append((a + 1, mid))
         return None
+
+    def _newton(self, threshold: float, lo_ms: int, hi_ms: int) -> int | object | None:
+        """Positive, uncapped terms only: ``score`` is a convex, decreasing sum of
+        exponentials, so Newton's method started left of the crossing approaches it
+        monotonically from the left in a few steps."""
+        terms = self.positive
+        if self.negative or not terms or threshold <= 0:
+            return _NOT_APPLICABLE
+        if any(t.cap is not None and abs(t.value(lo_ms, self.landmark_ms)) >= t.cap for t in terms):
+            return _NOT_APPLICABLE
+        if self.score(lo_ms) < threshold:
+            return lo_ms
+        if self.score(hi_ms) >= threshold:
+            return None  # decreasing: never below within the range
+        t = float(lo_ms)
+        for _ in range(100):
+            value = 0.0
+            slope = 0.0
+            for term in terms:
+                v: float = term.acc * 2.0 ** ((self.landmark_ms - t) / term.half_life_ms)
+                value += v
+                slope -= v * _LN2 / term.half_life_ms
+            excess = value - threshold
+            if excess <= 0 or slope >= 0:
+                break
+            step = -excess / slope
+            t = min(t + step, float(hi_ms))
+            if step < 0.25:
+                break
+        else:
+            return _NOT_APPLICABLE  # did not converge (never seen): use the exact search
+        m = min(max(lo_ms, math.floor(t)), hi_ms)
+        while m > lo_ms and self.score(m - 1) < threshold:
+            m -= 1
+        while m <= hi_ms and self.score(m) >= threshold:
+            m += 1
+        return m if m <= hi_ms else None
 
     def _closed_form(self, threshold: float, lo_ms: int, hi_ms: int) -> int | object | None:
         terms = self.positive
@@ -182,6 +224,7 @@ class Curve:
 
 
 _NOT_APPLICABLE = object()
+_LN2 = math.log(2.0)
 
 
 def rebase(

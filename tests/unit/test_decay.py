@@ -484,3 +484,22 @@ def test_cool_due_is_exact_after_a_long_history() -> None:
     due = cool_due_ms(state, rules)
     assert due is not None
     assert score_at(state, rules, due) < 40 <= score_at(state, rules, due - 1)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_newton_path_matches_a_scan_for_positive_mixed_half_lives(seed: int) -> None:
+    """Several half-lives, positive and uncapped: the Newton path (not the closed form,
+    not the search) must find exactly the first millisecond a scan finds."""
+    rnd = random.Random(seed)
+    terms = [
+        Term(f"r{i}", rnd.uniform(1, 50), rnd.choice([300, 1_000, 2_500, 7_000]), None)
+        for i in range(rnd.randint(2, 5))
+    ]
+    curve = Curve(terms, landmark_ms=0)
+    lo, hi = 1, 40_000
+    threshold = rnd.uniform(0.5, curve.score(lo) * 1.2)
+    assert curve._closed_form(threshold, lo, hi) is decay_module._NOT_APPLICABLE or len(
+        {t.half_life_ms for t in terms}
+    ) == 1
+    assert curve._newton(threshold, lo, hi) == brute_first_below(curve, threshold, lo, hi)
+    assert curve.first_below(threshold, lo, hi) == brute_first_below(curve, threshold, lo, hi)
