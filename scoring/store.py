@@ -11,7 +11,7 @@ and :func:`scoring.engine.advance`); they differ only in where states are kept:
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -54,9 +54,12 @@ class LeadStore(Protocol):
         """A lead's state, or None if never seen."""
         ...
 
-    async def cool_due(self, until_ms: int) -> BatchResult:
+    async def cool_due(
+        self, until_ms: int, limit_for: Callable[[LeadState], int | None] | None = None
+    ) -> BatchResult:
         """Emit ``lead_cooled`` for every hot lead whose score decayed below ``cool`` by
-        ``until_ms`` (the cooling sweep / the end of a replay)."""
+        ``until_ms`` (the cooling sweep / the end of a replay). ``limit_for(state)`` may
+        cap that time per lead (None: skip the lead)."""
         ...
 
     async def top(self, n: int, at_ms: int) -> list[tuple[str, float]]:
@@ -117,8 +120,18 @@ class MemoryStore:
     async def get(self, lead_id: str) -> LeadState | None:
         return self.states.get(lead_id)
 
-    async def cool_due(self, until_ms: int) -> BatchResult:
-        return self.cool_due_sync(until_ms)
+    async def cool_due(
+        self, until_ms: int, limit_for: Callable[[LeadState], int | None] | None = None
+    ) -> BatchResult:
+        if limit_for is None:
+            return self.cool_due_sync(until_ms)
+        crossings: list[Crossing] = []
+        for lead_id in sorted(self.states):
+            limit = limit_for(self.states[lead_id])
+            if limit is not None:
+                crossings += self.cool_due_sync(min(limit, until_ms), [lead_id]).crossings
+        crossings.sort(key=lambda c: (c.occurred_at_ms, c.lead_id))
+        return BatchResult(tuple(crossings))
 
     async def top(self, n: int, at_ms: int) -> list[tuple[str, float]]:
         return self.top_sync(n, at_ms)

@@ -104,6 +104,7 @@ def build_app(settings: Settings, rules: RuleSet | None = None) -> Worker:
         dlq_topic=settings.dlq_topic,
         metrics=metrics,
         max_event_bytes=settings.max_event_bytes,
+        partition_lag=lambda: partition_lag(app, processor),
     )
     events = app.topic(
         *settings.input_topics,
@@ -173,6 +174,26 @@ def build_app(settings: Settings, rules: RuleSet | None = None) -> Worker:
     return Worker(app, processor, store, redis, metrics, rules)
 
 
+async def partition_lag(app: faust.App, processor: Processor) -> dict[tuple[str, int], int]:
+    """Unprocessed messages per assigned input partition (for the sweep's limits).
+    Unknown counts as lagging (1): holding a cooling back is safe, emitting it early is
+    not."""
+    lags: dict[tuple[str, int], int] = {}
+    consumer = app.consumer
+    for tp in consumer.assignment():
+        highwater = consumer.highwater(tp)
+        next_offset = processor.next_offsets.get((tp.topic, tp.partition))
+        if next_offset is None:
+            # Nothing processed from it since start: where this run began reading it.
+            # Faust has no public view of the committed offsets it started from.
+            next_offset = getattr(consumer, "_committed_offset", {}).get(tp)
+        if highwater is None or highwater < 0 or next_offset is None:
+            lags[(tp.topic, tp.partition)] = 1
+        else:
+            lags[(tp.topic, tp.partition)] = max(0, highwater - next_offset)
+    return lags
+
+
 def _update_lag(app: faust.App, processor: Processor, metrics: Metrics) -> None:
     try:
         assignment = app.consumer.assignment()
@@ -180,7 +201,7 @@ def _update_lag(app: faust.App, processor: Processor, metrics: Metrics) -> None:
         return
     for tp in assignment:
         highwater = app.consumer.highwater(tp)
-        position = processor.positions.get((tp.topic, tp.partition))
+        position = processor.next_offsets.get((tp.topic, tp.partition))
         if highwater is None or position is None:
             continue
         metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(

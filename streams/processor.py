@@ -32,6 +32,7 @@ import redis.exceptions
 
 from schemas.validation import Rejected, dead_letter, parse_event
 from scoring.engine import Crossing, Position, datetime_to_ms, group_by_lead
+from scoring.state import LeadState
 from scoring.store import BatchResult, EventItem, LeadStore
 
 from .metrics import Metrics
@@ -101,6 +102,7 @@ class Processor:
         metrics: Metrics,
         max_event_bytes: int = 64 * 1024,
         clock: Callable[[], datetime] = utc_now,
+        partition_lag: Callable[[], Awaitable[dict[tuple[str, int], int]]] | None = None,
         retry_initial: float = 0.1,
         retry_max: float = 10.0,
     ) -> None:
@@ -111,11 +113,14 @@ class Processor:
         self.metrics = metrics
         self.max_event_bytes = max_event_bytes
         self.clock = clock
+        self.partition_lag = partition_lag
         self.retry_initial = retry_initial
         self.retry_max = retry_max
         self.lock = asyncio.Lock()
-        #: Next offset to process per (topic, partition): for the lag gauge.
-        self.positions: dict[tuple[str, int], int] = {}
+        #: Next offset to process per (topic, partition) (lag gauge, sweep limits).
+        self.next_offsets: dict[tuple[str, int], int] = {}
+        #: Newest event time processed per (topic, partition) (sweep limits).
+        self.event_time: dict[tuple[str, int], int] = {}
 
     # ------------------------------------------------------------------ batches
     async def process(self, messages: Sequence[RawMessage]) -> BatchResult:
@@ -149,7 +154,11 @@ class Processor:
             self.metrics.applied.inc(result.applied)
             self.metrics.duplicates.inc(result.duplicates)
             for message in messages:
-                self.positions[(message.topic, message.partition)] = message.offset + 1
+                self.next_offsets[(message.topic, message.partition)] = message.offset + 1
+            for event, where in items:
+                if where is not None:
+                    tp = (where.topic, where.partition)
+                    self.event_time[tp] = max(self.event_time.get(tp, 0), event.occurred_at_ms)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         return result
 
@@ -272,9 +281,35 @@ class Processor:
         relayed = await self.relay_outbox()
         now_ms = datetime_to_ms(self.clock())
         async with self.lock:
-            result = await self._retry("cooling sweep", lambda: self.store.cool_due(now_ms))
+            lags = await self.partition_lag() if self.partition_lag is not None else None
+            limit = None if lags is None else partial(self._sweep_limit, lags, now_ms)
+            result = await self._retry("cooling sweep", lambda: self.store.cool_due(now_ms, limit))
             await self._publish(result.crossings)
         return relayed + len(result.crossings)
+
+    def _sweep_limit(
+        self, lags: dict[tuple[str, int], int], now_ms: int, state: LeadState
+    ) -> int | None:
+        """How far the sweep may cool this lead now. Decay alone can only be trusted up to
+        the event time its partition has been read to: a worker catching up on a backlog
+        (after downtime) must not cool a lead whose older events are still queued, or the
+        lead would cool, then re-heat on those events, unlike a replay. So: a caught-up
+        partition allows ``now``; a lagging one, the newest event time processed from it;
+        a partition of one of our topics that another worker owns: not this worker's call."""
+        ours = {topic for topic, _ in lags}
+        limit = now_ms
+        for key in state.positions:
+            topic, _, partition = key.rpartition(":")
+            if topic not in ours:
+                continue  # a topic no longer consumed: no events will come from it
+            tp = (topic, int(partition))
+            if tp not in lags:
+                return None
+            if lags[tp] > 0:
+                limit = min(limit, self.event_time.get(tp, -1))
+                if limit < 0:
+                    return None  # lagging and nothing read from it yet
+        return limit
 
     # ------------------------------------------------------------------ retries
     async def _retry(

@@ -36,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -322,13 +322,19 @@ class RedisStore:
         return sorted(crossings, key=lambda c: (c.occurred_at_ms, c.lead_id))
 
     # ------------------------------------------------------------------ cooling sweep
-    async def cool_due(self, until_ms: int) -> BatchResult:
+    async def cool_due(
+        self, until_ms: int, limit_for: Callable[[LeadState], int | None] | None = None
+    ) -> BatchResult:
         """Cool every hot lead whose score decayed below ``cool`` by ``until_ms``: found
-        through the ``idx:cool-due`` index (no scan of all leads)."""
+        through the ``idx:cool-due`` index (no scan of all leads). ``limit_for(state)``
+        may hold a lead back: it returns the time up to which that lead may be cooled now
+        (None: not at all, e.g. its partition belongs to another worker); held-back leads
+        stay in the index for the next sweep."""
         crossings: list[Crossing] = []
+        offset = 0  # due entries left in the index (held back or not cooled) so far
         while True:
             raw = await self.client.zrangebyscore(
-                self._cool_due_index, "-inf", until_ms, start=0, num=SWEEP_CHUNK
+                self._cool_due_index, "-inf", until_ms, start=offset, num=SWEEP_CHUNK
             )
             lead_ids = _texts(raw)
             if not lead_ids:
@@ -336,16 +342,19 @@ class RedisStore:
             for _attempt in range(MAX_CAS_ATTEMPTS):
                 loaded, _ = await self._load(lead_ids)
                 results: dict[str, LeadBatch] = {}
+                missing: list[str] = []
                 for lead, item in loaded.items():
                     if item.state is None:
-                        results[lead] = LeadBatch(None, (), (), 0)
+                        missing.append(lead)
                         continue
-                    step = advance(item.state, self.rules, until_ms)
+                    to_ms = until_ms if limit_for is None else limit_for(item.state)
+                    if to_ms is None:
+                        continue
+                    step = advance(item.state, self.rules, min(to_ms, until_ms))
                     results[lead] = LeadBatch(step.state, step.crossings, (), 0)
-                missing = [lead for lead, r in results.items() if r.state is None]
                 if missing:
                     await self.client.zrem(self._cool_due_index, *missing)
-                conflicts = await self._save(loaded, {k: v for k, v in results.items() if v.state})
+                conflicts = await self._save(loaded, results)
                 crossings.extend(
                     c for lead, r in results.items() if lead not in conflicts for c in r.crossings
                 )
@@ -354,6 +363,8 @@ class RedisStore:
                 lead_ids = conflicts
             else:
                 raise StoreConflictError(f"leads kept changing under us: {lead_ids[:5]}")
+            cooled = {c.lead_id for c in crossings}
+            offset += sum(1 for lead in _texts(raw) if lead not in cooled and lead not in missing)
             if len(raw) < SWEEP_CHUNK:
                 break
         crossings.sort(key=lambda c: (c.occurred_at_ms, c.lead_id))
