@@ -142,6 +142,9 @@ OUTPUT_EXAMPLES: dict[str, dict[str, Any]] = {
         "payload_text": '{"event_id":"evt-01JD8ZY7G3S1","type":"email_open",'
         '"lead_id":"lead-7f3c9a","occurred_at":"2026-11-23T10:00:00"}',
         "payload_base64": None,
+        "payload_bytes": 111,
+        "payload_truncated": False,
+        "payload_sha256": "140dabad975aaf23c99bd1c7ffa246df92572cf382abac009a6f5783d8d0bb1a",
         "seen_at": "2026-11-23T10:00:00.412Z",
     },
 }

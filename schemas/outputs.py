@@ -109,4 +109,12 @@ class DeadLetter(BaseModel):
     )
     payload_text: str | None = Field(description="Original bytes as text, when valid UTF-8.")
     payload_base64: str | None = Field(description="Original bytes, base64, when not UTF-8.")
+    payload_bytes: int = Field(description="Size of the original payload in bytes.")
+    payload_truncated: bool = Field(
+        description="True when only the first DEAD_LETTER_PAYLOAD_MAX bytes are kept (so that "
+        "a dead letter always fits in a Kafka message); see payload_sha256."
+    )
+    payload_sha256: str | None = Field(
+        description="SHA-256 (hex) of the whole original payload, to match it elsewhere."
+    )
     seen_at: AwareDatetime = Field(description="Wall-clock time the worker rejected it.")

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import codecs
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Literal
@@ -45,6 +46,7 @@ from schemas.events import EVENT_ADAPTER, EVENT_MODELS, LeadEvent
 from schemas.outputs import DeadLetter
 
 __all__ = [
+    "DEAD_LETTER_PAYLOAD_MAX",
     "MAX_EVENT_BYTES",
     "ErrorKind",
     "Rejected",
@@ -64,6 +66,10 @@ ErrorKind = Literal[
     # are applied): a bug or corrupt stored state, never a transient outage.
     "processing_error",
 ]
+
+#: Bytes of a rejected payload kept in its dead letter (JSON escaping at most ~6x this,
+#: well under Kafka's default 1 MiB message limit).
+DEAD_LETTER_PAYLOAD_MAX = 64 * 1024
 
 #: Largest accepted message value. Real events are well under 2 KiB; anything this big is
 #: a producer bug, and refusing it early bounds the work (and memory) per message.
@@ -140,13 +146,21 @@ def dead_letter(
 
     The payload goes into ``payload_text`` when it is UTF-8, otherwise into
     ``payload_base64``, so the record is always valid JSON and the bytes can be recovered
-    exactly. The key is text, or ``"base64:"`` + base64 when it is not UTF-8.
+    exactly, up to :data:`DEAD_LETTER_PAYLOAD_MAX` bytes: a longer payload is cut there
+    (``payload_truncated``; ``payload_bytes`` and ``payload_sha256`` describe the whole),
+    so that a dead letter always fits in a Kafka message and can never block the worker.
+    The key is text, or ``"base64:"`` + base64 when it is not UTF-8.
     ``seen_at`` must be timezone-aware (use ``datetime.now(UTC)``).
     """
-    payload_text = None if value is None else _utf8_or_none(value)
-    payload_base64 = None
-    if value is not None and payload_text is None:
-        payload_base64 = base64.b64encode(value).decode("ascii")
+    payload_text = payload_base64 = None
+    truncated = False
+    if value is not None:
+        kept = value[:DEAD_LETTER_PAYLOAD_MAX]
+        truncated = len(kept) < len(value)
+        if _utf8_or_none(value) is not None:
+            payload_text = kept.decode("utf-8", "ignore")  # a cut may split the last character
+        else:
+            payload_base64 = base64.b64encode(kept).decode("ascii")
     return DeadLetter(
         error_kind=rejected.kind,
         error=rejected.error,
@@ -156,6 +170,9 @@ def dead_letter(
         key=None if key is None else _key_text(key),
         payload_text=payload_text,
         payload_base64=payload_base64,
+        payload_bytes=0 if value is None else len(value),
+        payload_truncated=truncated,
+        payload_sha256=None if value is None else hashlib.sha256(value).hexdigest(),
         seen_at=seen_at,
     )
 

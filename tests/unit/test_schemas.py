@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +19,14 @@ from schemas.events import EVENT_MODELS, BaseEvent, LeadProfile
 from schemas.examples import EXAMPLE_LEAD_ID, EXAMPLES, OUTPUT_EXAMPLES
 from schemas.export import SCHEMA_DIR, check_schemas, export_schemas, main, render_schemas
 from schemas.outputs import DeadLetter, LeadBecameHot, LeadCooled
-from schemas.validation import MAX_EVENT_BYTES, ErrorKind, Rejected, dead_letter, parse_event
+from schemas.validation import (
+    DEAD_LETTER_PAYLOAD_MAX,
+    MAX_EVENT_BYTES,
+    ErrorKind,
+    Rejected,
+    dead_letter,
+    parse_event,
+)
 
 EVENT_TYPES = (
     "page_view, email_open, email_click, download, form_submit, webinar, unsubscribe, lead_profile"
@@ -523,3 +531,32 @@ def test_module_entry_point(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
     assert main([str(tmp_path)]) == 0
     assert main(["--check", str(tmp_path)]) == 0
+
+
+@pytest.mark.parametrize("payload", [b"x" * 2_000_000, "é".encode() * 600_000, b"\xff" * 900_000])
+def test_a_huge_payload_is_cut_in_its_dead_letter_so_it_always_fits_a_kafka_message(
+    payload: bytes,
+) -> None:
+    """A 1-2 MB rejected message must not make a dead letter Kafka refuses (the worker
+    would retry that produce forever)."""
+    rejected = parse_event(payload)
+    assert isinstance(rejected, Rejected) and rejected.kind == "oversized"
+    record = dead_letter(
+        rejected,
+        value=payload,
+        key=b"k",
+        topic="t",
+        partition=0,
+        offset=1,
+        seen_at=datetime(2026, 11, 23, tzinfo=UTC),
+    )
+    assert record.payload_truncated
+    assert record.payload_bytes == len(payload)
+    assert record.payload_sha256 == hashlib.sha256(payload).hexdigest()
+    assert len(record.model_dump_json()) < 1_000_000
+    kept = (
+        record.payload_text.encode()
+        if record.payload_text is not None
+        else (base64.b64decode(record.payload_base64 or ""))
+    )
+    assert payload.startswith(kept) and len(kept) > DEAD_LETTER_PAYLOAD_MAX - 4
