@@ -18,6 +18,7 @@ To turn raw Kafka bytes into an event (or a dead letter), use
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Annotated, Any, Literal
@@ -35,6 +36,11 @@ from pydantic import (
 #: mix-up such as seconds sent as milliseconds), not a real lead action.
 EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST_EVENT_TIME = datetime(2100, 1, 1, tzinfo=UTC)
+
+#: Date, time, optional fraction and offset (a missing offset is reported as naive later).
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})?$"
+)
 
 EventId = Annotated[str, Field(min_length=1, max_length=128)]
 LeadId = Annotated[str, Field(min_length=1, max_length=256)]
@@ -60,6 +66,20 @@ class BaseEvent(BaseModel):
         default_factory=dict,
         description="Free-form attributes; rules can match them as `properties.NAME`.",
     )
+
+    @field_validator("occurred_at", mode="before")
+    @classmethod
+    def _rfc3339_text(cls, value: object) -> object:
+        # Parsed here, not by pydantic: pydantic also reads "1791000000" as Unix time, and
+        # the contract is RFC 3339 text. (A naive result is rejected by AwareDatetime.)
+        if not isinstance(value, str):
+            return value
+        if not _RFC3339.match(value):
+            raise ValueError(f"expected RFC 3339 text like 2026-11-23T10:00:00Z, got {value!r}")
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"not a valid date and time: {value!r}") from None
 
     @field_validator("occurred_at")
     @classmethod

@@ -532,21 +532,27 @@ _RulesLoader.add_implicit_resolver(
 )
 
 
-def load_rules(path: str | Path) -> RuleSet:
-    """Read and validate a rules file. Raises :class:`RulesError` naming file/rule/field."""
+def load_rules_document(path: str | Path) -> Any:
+    """A rules file parsed as YAML (not validated) with the rules loader: only true/false
+    are booleans (country NO stays text), duplicate keys are errors. For tools that
+    rewrite a rules file (``leadscore calibrate``). Raises :class:`RulesError`."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise RulesError(f"{path}: cannot read rules file: {exc.strerror or exc}") from exc
     try:
-        raw = yaml.load(text, Loader=_RulesLoader)
+        return yaml.load(text, Loader=_RulesLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise RulesError(f"{path}{where}: not valid YAML: {problem}") from None
-    return build_ruleset(raw, source=str(path))
+
+
+def load_rules(path: str | Path) -> RuleSet:
+    """Read and validate a rules file. Raises :class:`RulesError` naming file/rule/field."""
+    return build_ruleset(load_rules_document(path), source=str(path))
 
 
 def default_rules_path() -> Path:

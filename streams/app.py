@@ -115,8 +115,12 @@ def build_app(settings: Settings, rules: RuleSet | None = None) -> Worker:
         allow_empty=True,
     )
 
+    # Crossings a crash left in the outbox go out before any new batch is processed.
+    outbox_relayed = asyncio.Event()
+
     @app.agent(events, concurrency=1, name="leadscore.score")
     async def score(stream: Any) -> None:
+        await outbox_relayed.wait()
         # Concurrency 1: faust-streaming can commit past unprocessed messages with more
         # (its issue #606). take_events acks a buffer only after this loop body returns.
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_timeout):
@@ -142,6 +146,7 @@ def build_app(settings: Settings, rules: RuleSet | None = None) -> Worker:
     @app.task
     async def relay_on_start() -> None:
         relayed = await processor.relay_outbox()
+        outbox_relayed.set()
         log.info(
             "leadscore worker started (rules %s, %d rules); outbox relayed: %d",
             rules.version,

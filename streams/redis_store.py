@@ -290,7 +290,9 @@ class RedisStore:
 
     # ------------------------------------------------------------------ outbox
     async def mark_delivered(self, crossings: Sequence[Crossing]) -> None:
-        """Crossings were produced and acknowledged: drop them from the outbox."""
+        """Crossings were produced and acknowledged: drop them from the outbox, and drop a
+        lead from the outbox index only once its outbox is empty (an older entry left by a
+        crash must stay findable by the relay)."""
         if not crossings:
             return
         by_lead: dict[str, list[str]] = {}
@@ -298,9 +300,13 @@ class RedisStore:
             by_lead.setdefault(c.lead_id, []).append(c.event_id)
         async with self.client.pipeline(transaction=False) as pipe:
             for lead, ids in by_lead.items():
-                pipe.hdel(f"{self.lead_key(lead)}:outbox", *ids)
-            pipe.srem(self._outbox_index, *by_lead)
-            await pipe.execute()
+                outbox = f"{self.lead_key(lead)}:outbox"
+                pipe.hdel(outbox, *ids)
+                pipe.hlen(outbox)
+            replies = await pipe.execute()
+        empty = [lead for lead, left in zip(by_lead, replies[1::2], strict=True) if left == 0]
+        if empty:
+            await self.client.srem(self._outbox_index, *empty)
 
     async def undelivered(self, limit: int = 1000) -> list[Crossing]:
         """Crossings written but not confirmed produced (a crash fell in between), oldest

@@ -22,6 +22,7 @@ from scoring.rules import (
     build_ruleset,
     format_duration_ms,
     load_rules,
+    load_rules_document,
     parse_duration_ms,
 )
 
@@ -330,9 +331,10 @@ def calibrate(
     window_ms = _window(window)
     base = _rules(rules_path)
     try:
-        base_doc = yaml.safe_load(rules_path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:  # load_rules just read it: unlikely
-        raise click.ClickException(f"{rules_path}: {exc}") from None
+        # The rules loader, not yaml.safe_load: country NO must stay the text "NO".
+        base_doc = load_rules_document(rules_path)
+    except RulesError as exc:  # load_rules just read it: unlikely
+        raise click.ClickException(str(exc)) from None
     opened = _sources(sources, _time(from_text, "--from"), _time(to_text, "--to"))
     stats = ReadStats()
     try:

@@ -133,9 +133,19 @@ def test_properties_accept_scalars_and_lists_of_scalars() -> None:
         ),
         pytest.param(
             {"occurred_at": "23/11/2026 10:00"},
-            "occurred_at: not a valid timestamp (invalid character in year); "
-            "use RFC 3339 like 2026-11-23T10:00:00Z",
+            "occurred_at: expected RFC 3339 text like 2026-11-23T10:00:00Z, "
+            "got '23/11/2026 10:00'",
             id="unparsable-timestamp",
+        ),
+        pytest.param(
+            {"occurred_at": "1791000000"},
+            "occurred_at: expected RFC 3339 text like 2026-11-23T10:00:00Z, got '1791000000'",
+            id="unix-time-as-text",
+        ),
+        pytest.param(
+            {"occurred_at": "2026-13-45T10:00:00Z"},
+            "occurred_at: not a valid date and time: '2026-13-45T10:00:00Z'",
+            id="impossible-date",
         ),
         pytest.param({"url": 5}, "url: expected a valid string, got number 5", id="wrong-type"),
         pytest.param(
