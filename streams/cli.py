@@ -156,6 +156,19 @@ def produce(ctx: click.Context, files: tuple[Path, ...], topic: str | None, batc
 # ---------------------------------------------------------------------------- reads
 
 
+def _run_redis(settings: Settings, work: Any) -> Any:
+    """Run an async Redis read; an unreachable Redis is a message, not a traceback."""
+    import redis.exceptions
+
+    try:
+        return asyncio.run(work)
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        raise click.ClickException(
+            f"cannot reach Redis at {settings.redis_url} ({exc}). Is it running? "
+            "(scripts/services up; LEADSCORE_REDIS_URL)"
+        ) from None
+
+
 def _redis_store(settings: Settings) -> Any:
     from .app import redis_client
     from .redis_store import RedisStore
@@ -183,9 +196,12 @@ def score(ctx: click.Context, lead_id: str, at_text: str | None, as_json: bool) 
         finally:
             await store.client.aclose()
 
-    state = asyncio.run(load())
+    state = _run_redis(settings, load())
     if state is None:
-        raise click.ClickException(f"no lead {lead_id!r} in Redis ({settings.redis_url})")
+        raise click.ClickException(
+            f"no lead {lead_id!r} in Redis ({settings.redis_url}, key prefix "
+            f"{settings.redis_key_prefix!r})"
+        )
     at_ms = max(datetime_to_ms(at), state.clock_ms)
     parts = explain(state, store.rules, at_ms)
     total = sum(p.points for p in parts)
@@ -240,7 +256,7 @@ def top(ctx: click.Context, count: int, at_text: str | None) -> None:
         finally:
             await store.client.aclose()
 
-    leads, states = asyncio.run(ranked())
+    leads, states = _run_redis(settings, ranked())
     if not leads:
         click.echo("no scored leads yet", err=True)
         return
