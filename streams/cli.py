@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import io
 import logging
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import click
 import orjson
@@ -45,13 +44,6 @@ def _parse_at(value: str | None) -> datetime:
     if at.tzinfo is None:
         raise click.BadParameter(f"{value!r} has no timezone offset; add Z or +HH:MM")
     return at
-
-
-def open_text(path: Path) -> IO[str]:
-    """Open a text file, transparently gunzipping ``*.gz``."""
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="surrogateescape")
-    return path.open(encoding="utf-8", errors="surrogateescape")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -23,8 +23,9 @@ def confluent_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         "bootstrap.servers": settings.kafka_bootstrap_servers,
         "security.protocol": settings.kafka_security_protocol,
     }
-    if settings.kafka_sasl_mechanism:
-        config["sasl.mechanism"] = settings.kafka_sasl_mechanism
+    if settings.kafka_security_protocol.startswith("SASL"):
+        # PLAIN unless told otherwise, as for the worker (librdkafka would pick GSSAPI).
+        config["sasl.mechanism"] = settings.kafka_sasl_mechanism or "PLAIN"
         config["sasl.username"] = settings.kafka_sasl_username or ""
         password = settings.kafka_sasl_password
         config["sasl.password"] = password.get_secret_value() if password else ""
