@@ -77,6 +77,20 @@ class LeadCooled(_ScoreCrossing):
 HotLeadEvent = LeadBecameHot | LeadCooled
 
 
+#: Why a message was rejected (``DeadLetter.error_kind``).
+ErrorKind = Literal[
+    "invalid_json",
+    "invalid_utf8",
+    "invalid_event",
+    "missing_key",
+    "key_mismatch",
+    "oversized",
+    # A valid event the worker could not apply (isolated per lead so that its neighbours
+    # are applied): a bug or corrupt stored state, never a transient outage.
+    "processing_error",
+]
+
+
 class DeadLetter(BaseModel):
     """An input message the worker could not apply, with the reason."""
 
@@ -91,15 +105,7 @@ class DeadLetter(BaseModel):
     type: Literal["dead_letter"] = Field(
         default="dead_letter", description="Record type (discriminator)."
     )
-    error_kind: Literal[
-        "invalid_json",
-        "invalid_utf8",
-        "invalid_event",
-        "missing_key",
-        "key_mismatch",
-        "oversized",
-        "processing_error",
-    ] = Field(description="Machine-readable category of the failure.")
+    error_kind: ErrorKind = Field(description="Machine-readable category of the failure.")
     error: str = Field(description="What is wrong, naming the field (e.g. `occurred_at: ...`).")
     source_topic: str = Field(description="Topic the rejected message was read from.")
     source_partition: int = Field(description="Partition of the rejected message.")

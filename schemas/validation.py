@@ -37,13 +37,13 @@ import codecs
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from schemas.events import EVENT_ADAPTER, EVENT_MODELS, LeadEvent
-from schemas.outputs import DeadLetter
+from schemas.outputs import DeadLetter, ErrorKind
 
 __all__ = [
     "DEAD_LETTER_PAYLOAD_MAX",
@@ -52,19 +52,6 @@ __all__ = [
     "Rejected",
     "dead_letter",
     "parse_event",
-]
-
-#: Why a message was rejected; the same literals as ``DeadLetter.error_kind``.
-ErrorKind = Literal[
-    "invalid_json",
-    "invalid_utf8",
-    "invalid_event",
-    "missing_key",
-    "key_mismatch",
-    "oversized",
-    # A valid event the worker could not apply (isolated per lead so that its neighbours
-    # are applied): a bug or corrupt stored state, never a transient outage.
-    "processing_error",
 ]
 
 #: Bytes of a rejected payload kept in its dead letter (JSON escaping at most ~6x this,
