@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,10 @@ from .redis_store import RedisStore
 from .settings import Settings
 
 log = logging.getLogger("leadscore.worker")
+
+#: /healthz turns 503 when an operation (a batch, a produce, the sweep) has been failing
+#: and retrying for this long: the worker is alive but not making progress.
+HEALTH_STUCK_AFTER_S = 30.0
 
 
 class FaustSink:
@@ -166,10 +171,15 @@ def build_app(settings: Settings, rules: RuleSet | None = None) -> Worker:
         except Exception as exc:  # reported, not raised: this is a health probe
             log.warning("healthz: Redis ping failed: %s", exc)
             redis_ok = False
-        status = 200 if redis_ok else 503
-        return web.json(
-            {"status": "ok" if redis_ok else "degraded", "redis": redis_ok}, status=status
-        )
+        now = time.monotonic()
+        stuck = {
+            what: {"failing_for_s": round(now - since, 1), "last_error": error}
+            for what, (since, error) in processor.failing.items()
+            if now - since >= HEALTH_STUCK_AFTER_S
+        }
+        healthy = redis_ok and not stuck
+        body = {"status": "ok" if healthy else "degraded", "redis": redis_ok, "stuck": stuck}
+        return web.json(body, status=200 if healthy else 503)
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:

@@ -119,6 +119,9 @@ class Processor:
         self.lock = asyncio.Lock()
         #: Next offset to process per (topic, partition) (lag gauge, sweep limits).
         self.next_offsets: dict[tuple[str, int], int] = {}
+        #: Operations being retried now: what -> (since, monotonic seconds; last error).
+        #: /healthz reports the worker unhealthy when one has been failing for long.
+        self.failing: dict[str, tuple[float, str]] = {}
         #: Newest event time processed per (topic, partition) (sweep limits).
         self.event_time: dict[tuple[str, int], int] = {}
 
@@ -323,12 +326,15 @@ class Processor:
         attempt = 0
         while True:
             try:
-                return await operation()
+                result = await operation()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 if poison_check and not isinstance(exc, TRANSIENT_ERRORS):
                     raise
+                if attempt == 0:
+                    self.failing[what] = (time.monotonic(), "")
+                self.failing[what] = (self.failing[what][0], f"{type(exc).__name__}: {exc}")
                 attempt += 1
                 self.metrics.retries.labels(operation=what).inc()
                 log.error(
@@ -341,3 +347,6 @@ class Processor:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry_max)
+            else:
+                self.failing.pop(what, None)
+                return result

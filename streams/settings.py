@@ -6,6 +6,8 @@ in the working directory). Bad values fail at start with a message naming the va
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -15,6 +17,26 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from scoring.rules import default_rules_path
 
 ENV_PREFIX = "LEADSCORE_"
+
+#: LEADSCORE_* variables that belong to the scripts and tests, not to the settings.
+_NOT_SETTINGS = frozenset(
+    {
+        "LEADSCORE_KAFKA_VERSION",
+        "LEADSCORE_CACHE_DIR",
+        "LEADSCORE_KAFKA_PORT",
+        "LEADSCORE_KAFKA_CONTROLLER_PORT",
+        "LEADSCORE_REDIS_PORT",
+        "LEADSCORE_STOP_SERVICES",
+        "LEADSCORE_KAFKA_START_TIMEOUT",
+        "LEADSCORE_CRASH_EVENTS",
+        "LEADSCORE_CRASH_KILLS",
+        "LEADSCORE_CRASH_LEADS",
+        "LEADSCORE_CRASH_SEED",
+        "LEADSCORE_PROPERTY_EXAMPLES",
+    }
+)
+
+log = logging.getLogger("leadscore.settings")
 
 
 class SettingsError(ValueError):
@@ -116,6 +138,19 @@ def env_name(field: str) -> str:
 def load_settings(**overrides: object) -> Settings:
     """Build the settings (environment, .env, then ``overrides``); raise
     :class:`SettingsError` naming each offending environment variable."""
+    unknown = sorted(
+        name
+        for name in os.environ
+        if name.startswith(ENV_PREFIX)
+        and name[len(ENV_PREFIX) :].lower() not in Settings.model_fields
+        and name not in _NOT_SETTINGS
+    )
+    if unknown:
+        log.warning(
+            "ignoring unknown variable(s) %s (a typo?); settings are: %s",
+            ", ".join(unknown),
+            ", ".join(env_name(f) for f in Settings.model_fields),
+        )
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:

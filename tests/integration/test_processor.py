@@ -110,3 +110,55 @@ def test_a_lead_that_cannot_be_applied_is_dead_lettered_and_its_neighbours_appli
     assert orjson.loads(dead["payload_text"])["event_id"] == "b1"
     [became_hot] = read_all(kafka_bootstrap, hot, 1)
     assert (became_hot["type"], became_hot["lead_id"]) == ("lead_became_hot", "good")
+
+
+def test_an_operation_failing_for_long_is_reported_for_healthz(
+    redis_url: str, key_prefix: str
+) -> None:
+    """Kafka unreachable: the processor keeps retrying the produce (nothing is dropped)
+    and records what is failing since when, which /healthz turns into a 503."""
+    rules = load_rules(default_rules_path())
+    dead_kafka = load_settings(kafka_bootstrap_servers="127.0.0.1:1")
+    producer = AckedProducer(dead_kafka, **{"message.timeout.ms": 500})
+    hot = event_dict("form_submit", "hot-lead", 1_767_225_600_000, event_id="h1", form_id="demo")
+    more = event_dict(
+        "email_click",
+        "hot-lead",
+        1_767_225_601_000,
+        event_id="h2",
+        url="https://example.com/",
+        campaign_id="c",
+    )
+    download = event_dict("download", "hot-lead", 1_767_225_602_000, event_id="h3", asset_id="a")
+    messages = [  # 50 + 10 + 20 = 80 >= 70: one lead_became_hot to produce
+        RawMessage("in", 0, i, b"hot-lead", orjson.dumps(d))
+        for i, d in enumerate([hot, more, download])
+    ]
+
+    async def scenario() -> None:
+        client = Redis.from_url(redis_url)
+        try:
+            processor = Processor(
+                RedisStore(client, rules, key_prefix),
+                ProducerSink(producer),
+                hot_topic="hot",
+                dlq_topic="dlq",
+                metrics=Metrics(),
+                retry_initial=0.05,
+                retry_max=0.2,
+            )
+            task = asyncio.ensure_future(processor.process(messages))
+            deadline = asyncio.get_running_loop().time() + 20
+            while "produce hot-lead events" not in processor.failing:
+                assert not task.done(), "process() must not give up"
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.1)
+            _since, error = processor.failing["produce hot-lead events"]
+            assert error  # the last error, for /healthz
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
