@@ -445,7 +445,7 @@ def test_healthz_and_metrics(stack: WorkerStack) -> None:
     worker = stack.start()
     status, body = worker.http_get("/healthz")
     assert status == 200
-    assert json.loads(body) == {"status": "ok", "redis": True}
+    assert json.loads(body) == {"status": "ok", "redis": True, "stuck": {}}
     stack.produce(
         [
             encode(pricing("web-a", T0, "w-1")),
@@ -542,7 +542,7 @@ def test_redis_unreachable_worker_retries_and_stays_alive(stack: WorkerStack) ->
     worker = stack.start(config, ready=False)
     status, body = worker.wait_http("/healthz")
     assert status == 503
-    assert json.loads(body) == {"status": "degraded", "redis": False}
+    assert json.loads(body) == {"status": "degraded", "redis": False, "stuck": {}}
     stack.produce([encode(pricing("down-a", T0, "d-1"))])
     worker.wait_log(r"failed \(attempt \d+\): ConnectionError", timeout=30, count=4)
     time.sleep(3)
