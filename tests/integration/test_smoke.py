@@ -254,7 +254,6 @@ def test_redis_set_get_and_lua(redis_client: redis.Redis, key_prefix: str) -> No
 
 
 def test_redis_aof_enabled(services: Any, redis_client: redis.Redis) -> None:
-    if services.source == "testcontainers":
-        pytest.skip("AOF is configured by scripts/services; not asserted for testcontainers")
+    """scripts/services and the testcontainers fixture both start Redis with AOF on."""
     assert redis_client.config_get("appendonly") == {"appendonly": "yes"}
     assert redis_client.config_get("appendfsync") == {"appendfsync": "everysec"}
