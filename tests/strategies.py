@@ -26,7 +26,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from schemas.events import EVENT_ADAPTER, LeadEvent
+from schemas.events import EVENT_ADAPTER, EVENT_MODELS, LeadEvent
 from scoring.decay import Term, clamp
 from scoring.engine import Crossing, Position
 from scoring.rules import RuleSet, build_ruleset
@@ -257,16 +257,7 @@ EMAILS = ("jane@gmail.com", "bob@acme.example", "x@Yahoo.com", "cto@bigcorp.exam
 SENIORITIES = ("individual", "manager", "director", "c-level")
 JOB_TITLES = ("Student", "Marketing Intern", "CTO", "Head of Sales")
 
-EVENT_TYPES = (
-    "page_view",
-    "email_open",
-    "email_click",
-    "download",
-    "form_submit",
-    "webinar",
-    "unsubscribe",
-    "lead_profile",
-)
+EVENT_TYPES = tuple(EVENT_MODELS)  # every input event type, from the contract
 
 #: Conditions a random rule may carry, per event type (all valid for that type).
 RULE_CONDITIONS: dict[str, tuple[dict[str, Any], ...]] = {
