@@ -14,28 +14,25 @@ Per lead, at each event, in processing order, with ``t = max(clock, occurred_at)
 :func:`advance` runs step 1 alone up to a given time: the live worker's cooling sweep and
 the end of a replay use it, and produce the very same ``lead_cooled`` (same id, time, score)
 the next event would have produced.
+
+The state machine and the decay maths run in the native core (``native/src/engine.rs``,
+``leadscore_core.Kernel``); rule matching, fit grades, profiles and Kafka positions stay
+here. Both stores and replay go through the functions of this module, so there is one
+implementation of every step.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Container, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from schemas.events import PROFILE_FIELDS, LeadEvent, LeadProfile
 from schemas.outputs import LeadBecameHot, LeadCooled, Reason
 
-from .decay import (
-    REBASE_AFTER_HALF_LIVES,
-    Curve,
-    Term,
-    forward_weight,
-    lower_bound_from_sums,
-    rebase,
-    score_from_sums,
-)
+from .decay import Curve, Term
 from .rules import RuleSet
 from .state import LeadState, ProfileEntry
 
@@ -147,6 +144,133 @@ def crossing_id(rules_version: str, lead_id: str, kind: str, at_ms: int, sequenc
     return str(uuid.uuid5(CROSSING_ID_NAMESPACE, name))
 
 
+# --------------------------------------------------------------------------- the core's view
+
+#: A lead as the native core takes it: (clock_ms, landmark_ms, [(rule index, acc)], hot,
+#: crossings, fit_score, fit_allows_hot, events_applied).
+PackedLead = tuple[int, int, list[tuple[int, float]], bool, int, float, bool, int]
+#: (became_hot, at_ms, score, sequence, trigger index, [(rule index, points)], fit_score,
+#: fit_allows_hot): a crossing as the core reports it.
+RawCrossing = tuple[bool, int, float, int, int | None, list[tuple[int, float]], float, bool]
+
+_NO_FIT: tuple[float, bool] = (0.0, True)
+
+
+def _pack(
+    state: LeadState, rules: RuleSet, fit: tuple[float, bool] = _NO_FIT
+) -> tuple[PackedLead, dict[str, float]]:
+    """The core's view of ``state``, and the sums of rules no longer in ``rules`` (they
+    count 0; kept as they are until the landmark moves, then dropped)."""
+    index = rules.rule_index
+    known: list[tuple[int, float]] = []
+    unknown: dict[str, float] = {}
+    for rule_id, acc in state.sums.items():
+        position = index.get(rule_id)
+        if position is None:
+            unknown[rule_id] = acc
+        else:
+            known.append((position, acc))
+    packed = (
+        state.clock_ms,
+        state.landmark_ms,
+        known,
+        state.hot,
+        state.crossings,
+        fit[0],
+        fit[1],
+        state.events_applied,
+    )
+    return packed, unknown
+
+
+def _unpack(
+    packed: PackedLead,
+    rules: RuleSet,
+    lead_id: str,
+    unknown: Mapping[str, float],
+    old_landmark_ms: int | None,
+    profile: Mapping[str, ProfileEntry],
+    positions: Mapping[str, int],
+) -> LeadState:
+    clock, landmark, sums, hot, crossings, _, _, applied = packed
+    ids = rules.rule_ids
+    merged = {ids[i]: acc for i, acc in sums}
+    if unknown and landmark == old_landmark_ms:
+        merged.update(unknown)  # re-basing drops them (restored rules start from 0)
+    return LeadState(
+        lead_id=lead_id,
+        clock_ms=clock,
+        landmark_ms=landmark,
+        sums=merged,
+        hot=hot,
+        crossings=crossings,
+        profile=profile,
+        positions=positions,
+        events_applied=applied,
+    )
+
+
+def lead_fit(profile: Mapping[str, ProfileEntry], rules: RuleSet) -> tuple[float, bool]:
+    """``(fit score, whether its grade lets the lead be hot)`` for a profile."""
+    if not rules.has_fit:
+        return 0.0, rules.grade_allows_hot(None)
+    get = {name: entry[2] for name, entry in profile.items()}.get
+    score = float(sum(r.points for r in rules.fit_rules if r.matches(get)))
+    return score, rules.grade_allows_hot(rules.grade(score))
+
+
+def make_crossing(
+    raw: RawCrossing, rules: RuleSet, lead_id: str, trigger_event_id: str | None
+) -> Crossing:
+    """Dress a crossing of the core: id, reasons with rule ids, grade, fit reason."""
+    became_hot, at_ms, score, sequence, _, parts, fit_points, allows = raw
+    ids = rules.rule_ids
+    thresholds = rules.thresholds
+    kind: CrossingKind = "lead_became_hot" if became_hot else "lead_cooled"
+    grade = rules.grade(fit_points) if rules.has_fit else None
+    reasons = [Reason(rule_id=ids[i], points=points) for i, points in parts]
+    if thresholds.min_grade is not None:
+        meets = "meets" if allows else "is below"
+        reasons.append(
+            Reason(
+                rule_id="fit-grade",
+                points=fit_points,
+                detail=f"fit grade {grade} {meets} the minimum grade {thresholds.min_grade}",
+            )
+        )
+    return Crossing(
+        kind=kind,
+        event_id=crossing_id(rules.version, lead_id, kind, at_ms, sequence),
+        lead_id=lead_id,
+        score=score,
+        threshold=thresholds.hot if became_hot else thresholds.cool,
+        occurred_at_ms=at_ms,
+        trigger_event_id=trigger_event_id,
+        reasons=tuple(reasons),
+        fit_grade=grade,
+        rules_version=rules.version,
+    )
+
+
+def make_crossings(
+    raw: Iterable[RawCrossing],
+    rules: RuleSet,
+    lead_id: str,
+    trigger_ids: Sequence[str],
+) -> list[Crossing]:
+    """:func:`make_crossing` for each; ``trigger_ids`` maps the core's trigger indices."""
+    return [
+        make_crossing(c, rules, lead_id, None if c[4] is None else trigger_ids[c[4]]) for c in raw
+    ]
+
+
+def matched_rules(event: LeadEvent, rules: RuleSet) -> list[int]:
+    """Indices (into ``rules.rules``) of the behaviour rules ``event`` matches, in order."""
+    get = event.field_value
+    index = rules.rule_index
+    return [index[r.id] for r in rules.candidates(event.type, get) if r.matches(get)]
+
+
 # --------------------------------------------------------------------------- reading
 
 
@@ -164,24 +288,21 @@ def curve(state: LeadState, rules: RuleSet) -> Curve:
 def score_at(state: LeadState, rules: RuleSet, at_ms: int) -> float:
     """The lead's decayed score at ``at_ms``. A state cannot be rewound: for a time before
     the lead's latest event this is the score at that event (its clock)."""
-    return curve(state, rules).score(max(at_ms, state.clock_ms))
+    return rules.kernel.score_at(_pack(state, rules)[0], at_ms)
 
 
 def explain(state: LeadState, rules: RuleSet, at_ms: int) -> tuple[Contribution, ...]:
     """Per-rule decayed contributions that make up the score at ``at_ms``, largest first.
     They add up to :func:`score_at` (up to float rounding); like it, a time before the
     lead's clock means the clock."""
-    at_ms = max(at_ms, state.clock_ms)
-    parts = [
-        Contribution(t.rule_id, t.value(at_ms, state.landmark_ms)) for t in terms(state, rules)
-    ]
-    return tuple(sorted(parts, key=lambda c: (-c.points, c.rule_id)))
+    ids = rules.rule_ids
+    parts = rules.kernel.explain(_pack(state, rules)[0], at_ms)
+    return tuple(Contribution(ids[i], points) for i, points in parts)
 
 
 def fit_score(state: LeadState, rules: RuleSet) -> float:
     """Sum of the fit rules that match the lead's profile (fit points do not decay)."""
-    values = {name: entry[2] for name, entry in state.profile.items()}
-    return sum(r.points for r in rules.fit_rules if r.matches(values.get))
+    return lead_fit(state.profile, rules)[0]
 
 
 def fit_grade(state: LeadState, rules: RuleSet) -> str | None:
@@ -197,10 +318,7 @@ def cool_due_ms(state: LeadState, rules: RuleSet) -> int | None:
     indexes hot leads by this time."""
     if not state.hot:
         return None
-    lead_curve = curve(state, rules)
-    cool = rules.thresholds.cool
-    start = state.clock_ms + 1
-    return lead_curve.first_below(cool, start, lead_curve.horizon_ms(start, cool))
+    return rules.kernel.cool_due_ms(_pack(state, rules)[0])
 
 
 # --------------------------------------------------------------------------- transitions
@@ -218,128 +336,28 @@ def apply_event(
     position: Position | None = None,
 ) -> Step:
     """Apply one (non-duplicate) event to a lead: steps 1-3 of the module docstring."""
-    occurred = event.occurred_at_ms
-    if state is None:
-        state = new_state(event.lead_id, occurred)
-    t = max(state.clock_ms, occurred)
-    crossings: list[Crossing] = []
-
-    # 1. Did decay take a hot lead below `cool` since its last event?
-    state = _cool_by_decay(state, rules, t, crossings)
-
-    # 2. Apply the event's rules with its own timestamp (late events weigh less).
-    landmark, sums = state.landmark_ms, dict(state.sums)
-    if (t - landmark) > REBASE_AFTER_HALF_LIVES * rules.min_half_life_ms:
-        sums = rebase(sums, rules.decay_params, landmark, t)
-        landmark = t
-    get = event.field_value
-    for rule in rules.candidates(event.type, get):
-        if rule.matches(get):
-            weight = forward_weight(occurred, landmark, rule.half_life_ms)
-            sums[rule.id] = sums.get(rule.id, 0.0) + rule.points * weight
-    profile = _merge_profile(state.profile, event) if isinstance(event, LeadProfile) else None
-    positions = state.positions
-    if position is not None:
-        positions = {**positions, position.key: position.offset}
-    state = LeadState(
-        lead_id=state.lead_id,
-        clock_ms=t,
-        landmark_ms=landmark,
-        sums=sums,
-        hot=state.hot,
-        crossings=state.crossings,
-        profile=state.profile if profile is None else profile,
-        positions=positions,
-        events_applied=state.events_applied + 1,
-    )
-
-    # 3. Hot / cool at the event.
-    score = score_from_sums(sums, rules.decay_params, landmark, t)
-    thresholds = rules.thresholds
-    if not state.hot and score >= thresholds.hot:
-        grade = fit_grade(state, rules)
-        if rules.grade_allows_hot(grade):
-            state = _cross(state, rules, "lead_became_hot", t, score, event.event_id, crossings)
-    elif state.hot and (
-        score < thresholds.cool
-        or (
-            thresholds.min_grade is not None and not rules.grade_allows_hot(fit_grade(state, rules))
-        )
-    ):
-        # A negative event took it below `cool`, or its fit grade fell below min_grade.
-        state = _cross(state, rules, "lead_cooled", t, score, event.event_id, crossings)
-    return Step(state, tuple(crossings))
+    batch = _apply(state, [(event, position)], rules, (), check_duplicates=False)
+    assert batch.state is not None
+    return Step(batch.state, batch.crossings)
 
 
 def advance(state: LeadState, rules: RuleSet, to_ms: int) -> Step:
     """Step 1 alone: emit the ``lead_cooled`` that decay caused by ``to_ms``, if any.
     The lead's clock (event time of its latest event) does not move."""
-    crossings: list[Crossing] = []
-    state = _cool_by_decay(state, rules, to_ms, crossings)
-    return Step(state, tuple(crossings))
-
-
-def _cool_by_decay(
-    state: LeadState, rules: RuleSet, until_ms: int, crossings: list[Crossing]
-) -> LeadState:
-    if not state.hot or until_ms <= state.clock_ms:
-        return state
-    cool = rules.thresholds.cool
-    lower = lower_bound_from_sums(
-        state.sums, rules.decay_params, state.landmark_ms, state.clock_ms + 1, until_ms
+    if not state.hot or to_ms <= state.clock_ms:
+        return Step(state)
+    fit = lead_fit(state.profile, rules)
+    packed, unknown = _pack(state, rules, fit)
+    packed, raw = rules.kernel.advance(packed, to_ms)
+    if not raw:
+        return Step(state)
+    new = _unpack(
+        packed, rules, state.lead_id, unknown, state.landmark_ms, state.profile, state.positions
     )
-    if lower >= cool:
-        return state  # the bound first_below would test first: no crossing possible
-    lead_curve = curve(state, rules)
-    cooled_at = lead_curve.first_below(rules.thresholds.cool, state.clock_ms + 1, until_ms)
-    if cooled_at is None:
-        return state
-    score = lead_curve.score(cooled_at)
-    return _cross(state, rules, "lead_cooled", cooled_at, score, None, crossings)
+    return Step(new, tuple(make_crossings(raw, rules, state.lead_id, ())))
 
 
-def _cross(
-    state: LeadState,
-    rules: RuleSet,
-    kind: CrossingKind,
-    at_ms: int,
-    score: float,
-    trigger_event_id: str | None,
-    crossings: list[Crossing],
-) -> LeadState:
-    thresholds = rules.thresholds
-    grade = fit_grade(state, rules)
-    # The rules that weigh most either way (a cooling's negative rule included), largest
-    # magnitude first.
-    parts = sorted(explain(state, rules, at_ms), key=lambda c: (-abs(c.points), c.rule_id))
-    reasons = [Reason(rule_id=c.rule_id, points=c.points) for c in parts[:TOP_REASONS]]
-    if thresholds.min_grade is not None:
-        meets = "meets" if rules.grade_allows_hot(grade) else "is below"
-        reasons.append(
-            Reason(
-                rule_id="fit-grade",
-                points=fit_score(state, rules),
-                detail=f"fit grade {grade} {meets} the minimum grade {thresholds.min_grade}",
-            )
-        )
-    crossings.append(
-        Crossing(
-            kind=kind,
-            event_id=crossing_id(rules.version, state.lead_id, kind, at_ms, state.crossings),
-            lead_id=state.lead_id,
-            score=score,
-            threshold=thresholds.hot if kind == "lead_became_hot" else thresholds.cool,
-            occurred_at_ms=at_ms,
-            trigger_event_id=trigger_event_id,
-            reasons=tuple(reasons),
-            fit_grade=grade,
-            rules_version=rules.version,
-        )
-    )
-    return replace(state, hot=kind == "lead_became_hot", crossings=state.crossings + 1)
-
-
-def _merge_profile(
+def merge_profile(
     profile: Mapping[str, ProfileEntry], event: LeadProfile
 ) -> dict[str, ProfileEntry]:
     merged = dict(profile)
@@ -376,25 +394,61 @@ def apply_lead_events(
     """Apply one lead's events in order, skipping duplicates: an ``event_id`` already
     applied (``seen_event_ids``, or earlier in this batch) or a message at or before the
     last applied offset of its partition (a redelivery). Both stores call this."""
-    crossings: list[Crossing] = []
+    return _apply(state, events, rules, seen_event_ids, check_duplicates=True)
+
+
+def _apply(
+    state: LeadState | None,
+    events: Iterable[tuple[LeadEvent, Position | None]],
+    rules: RuleSet,
+    seen_event_ids: Container[str],
+    *,
+    check_duplicates: bool,
+) -> LeadBatch:
+    rows: list[tuple[int, list[int], tuple[float, bool] | None]] = []
     applied: list[str] = []
     applied_set: set[str] = set()
     duplicates = 0
+    profile: Mapping[str, ProfileEntry] = {} if state is None else state.profile
+    positions: Mapping[str, int] = {} if state is None else state.positions
+    positions_copied = False
+    lead_id = None if state is None else state.lead_id
     for event, position in events:
-        if event.event_id in applied_set or event.event_id in seen_event_ids:
-            duplicates += 1
-            continue
-        if position is not None and state is not None:
-            last = state.positions.get(position.key)
-            if last is not None and position.offset <= last:
+        if check_duplicates:
+            if event.event_id in applied_set or event.event_id in seen_event_ids:
                 duplicates += 1
                 continue
-        step = apply_event(state, event, rules, position)
-        state = step.state
-        crossings.extend(step.crossings)
+            if position is not None:
+                last = positions.get(position.key)
+                if last is not None and position.offset <= last:
+                    duplicates += 1
+                    continue
+        if position is not None:
+            if not positions_copied:
+                positions = dict(positions)
+                positions_copied = True
+            positions[position.key] = position.offset  # type: ignore[index]
+        fit = None
+        if isinstance(event, LeadProfile):
+            profile = merge_profile(profile, event)
+            fit = lead_fit(profile, rules)
+        rows.append((event.occurred_at_ms, matched_rules(event, rules), fit))
         applied.append(event.event_id)
         applied_set.add(event.event_id)
-    return LeadBatch(state, tuple(crossings), tuple(applied), duplicates)
+        lead_id = event.lead_id
+    if not rows:
+        return LeadBatch(state, (), (), duplicates)
+    assert lead_id is not None
+    packed_in: PackedLead | None = None
+    unknown: dict[str, float] = {}
+    old_landmark: int | None = None
+    if state is not None:
+        packed_in, unknown = _pack(state, rules, lead_fit(state.profile, rules))
+        old_landmark = state.landmark_ms
+    packed, raw = rules.kernel.apply(packed_in, rows)
+    new = _unpack(packed, rules, lead_id, unknown, old_landmark, profile, positions)
+    crossings = make_crossings(raw, rules, lead_id, applied)
+    return LeadBatch(new, tuple(crossings), tuple(applied), duplicates)
 
 
 def group_by_lead(

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import leadscore_core as _core
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -228,6 +229,11 @@ class RuleSet:
         default_factory=dict, compare=False
     )
     min_half_life_ms: int = field(default=0, compare=False)
+    #: Behaviour rule ids in file order, and id -> position: how the native core names rules.
+    rule_ids: tuple[str, ...] = field(init=False, compare=False, repr=False)
+    rule_index: Mapping[str, int] = field(init=False, compare=False, repr=False)
+    #: The state machine for these rules (native core).
+    kernel: _core.Kernel = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         by_event: dict[str, list[Rule]] = {}
@@ -245,6 +251,20 @@ class RuleSet:
         params = {r.id: (r.half_life_ms, r.cap) for r in self.rules}
         object.__setattr__(self, "decay_params", params)
         object.__setattr__(self, "min_half_life_ms", min(h for h, _ in params.values()))
+        object.__setattr__(self, "rule_ids", tuple(r.id for r in self.rules))
+        object.__setattr__(self, "rule_index", {r.id: i for i, r in enumerate(self.rules)})
+        object.__setattr__(self, "kernel", self._build_kernel())
+
+    def _build_kernel(self) -> _core.Kernel:
+        # A lead with no profile yet: every fit condition fails (no field is present).
+        empty = float(sum(r.points for r in self.fit_rules if r.matches(lambda _: None)))
+        grade = self.grade(empty) if self.has_fit else None
+        return _core.Kernel(
+            [(r.id, r.points, r.half_life_ms, r.cap) for r in self.rules],
+            self.thresholds.hot,
+            self.thresholds.cool,
+            (empty, self.grade_allows_hot(grade)),
+        )
 
     def candidates(self, event_type: str, get: Callable[[str], Any]) -> Sequence[Rule]:
         """The rules of ``event_type`` that may match (a superset, in file order): all of

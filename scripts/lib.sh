@@ -32,4 +32,27 @@ ensure_venv() {
         fi
         echo "$want" > "$stamp"
     fi
+    ensure_native
+}
+
+# ensure_native: build and install the Rust core (native/, module leadscore_core) with
+# maturin through pip; rebuilt only when a file under native/ (but target/) changed.
+ensure_native() {
+    if ! command -v cargo >/dev/null && [[ -x $HOME/.cargo/bin/cargo ]]; then
+        export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+    command -v cargo >/dev/null \
+        || die "cargo not found: the native core needs Rust (https://rustup.rs, or apt-get install cargo)"
+    local stamp="$CACHE_DIR/native-install.stamp" want
+    want="$(cd "$REPO_ROOT/native" && find . -path ./target -prune -o -type f -print0 \
+        | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1) $(stat -c %Y "$VENV/pyvenv.cfg")"
+    if [[ ! -f $stamp || "$(cat "$stamp")" != "$want" ]]; then
+        say "building the native core (native/, cargo + maturin; log: $CACHE_DIR/native-install.log)"
+        if ! "$VENV/bin/python" -m pip install -q --force-reinstall --no-deps "$REPO_ROOT/native" \
+                >"$CACHE_DIR/native-install.log" 2>&1; then
+            tail -n 40 "$CACHE_DIR/native-install.log" >&2
+            die "building the native core failed (full output in $CACHE_DIR/native-install.log)"
+        fi
+        echo "$want" > "$stamp"
+    fi
 }

@@ -133,8 +133,7 @@ def test_properties_accept_scalars_and_lists_of_scalars() -> None:
         ),
         pytest.param(
             {"occurred_at": "23/11/2026 10:00"},
-            "occurred_at: expected RFC 3339 text like 2026-11-23T10:00:00Z, "
-            "got '23/11/2026 10:00'",
+            "occurred_at: expected RFC 3339 text like 2026-11-23T10:00:00Z, got '23/11/2026 10:00'",
             id="unparsable-timestamp",
         ),
         pytest.param(

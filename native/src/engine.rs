@@ -1,0 +1,342 @@
+//! The hot/cool state machine over one lead (see `scoring/engine.py` for the rules in
+//! words). Per lead, at each event, with `t = max(clock, occurred_at)`:
+//!
+//! 1. if the lead is hot and its decayed score fell below `cool` in `(clock, t]`, it cooled
+//!    at the first such millisecond (no trigger event);
+//! 2. apply the matched rules' points, each with the event's own time;
+//! 3. not hot and `score(t) >= hot` (and the fit grade allows): becomes hot at `t`; hot and
+//!    (`score(t) < cool` or the fit grade no longer allows): cooled at `t`.
+//!
+//! Rule matching and fit grades stay in Python (their semantics live in `scoring.rules`);
+//! this module receives the matched rule indices and the fit after each profile change.
+
+use pyo3::prelude::*;
+
+use crate::decay::{
+    lower_bound_from_sums, pow2, rebase, score_from_sums, Curve, Param, REBASE_AFTER_HALF_LIVES,
+};
+
+/// How many rules a crossing's reasons list (the fit-grade reason is added in Python).
+pub const TOP_REASONS: usize = 5;
+
+/// A rules file, as the state machine needs it.
+#[derive(Clone, Debug)]
+pub struct Rules {
+    pub ids: Vec<String>,
+    pub params: Vec<Param>,
+    pub points: Vec<f64>,
+    pub hot: f64,
+    pub cool: f64,
+    pub min_half_life_ms: i64,
+    /// Fit of a lead that has no profile yet.
+    pub empty_fit: Fit,
+}
+
+/// A lead's fit, from the Python fit rules: its score and whether its grade may be hot.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Fit {
+    pub score: f64,
+    pub allows_hot: bool,
+}
+
+/// A lead's scoring state (profile and Kafka positions are kept by the caller).
+#[derive(Clone, Debug)]
+pub struct Lead {
+    pub clock_ms: i64,
+    pub landmark_ms: i64,
+    /// (rule index, forward-decayed sum), in the order the rules first fired.
+    pub sums: Vec<(u32, f64)>,
+    pub hot: bool,
+    /// Crossings so far (part of crossing ids).
+    pub crossings: u64,
+    pub fit: Fit,
+    pub events_applied: u64,
+}
+
+/// A crossing before Python dresses it up (id, grade, reason texts).
+#[derive(Clone, Debug)]
+pub struct RawCrossing {
+    pub became_hot: bool,
+    pub at_ms: i64,
+    pub score: f64,
+    /// The lead's crossing count before this one.
+    pub sequence: u64,
+    /// Index of the triggering event in the caller's list (None: decay did it).
+    pub trigger: Option<usize>,
+    /// Top rules by magnitude: (rule index, contribution).
+    pub reasons: Vec<(u32, f64)>,
+    pub fit: Fit,
+}
+
+impl Lead {
+    pub fn new(at_ms: i64, fit: Fit) -> Lead {
+        Lead {
+            clock_ms: at_ms,
+            landmark_ms: at_ms,
+            sums: Vec::new(),
+            hot: false,
+            crossings: 0,
+            fit,
+            events_applied: 0,
+        }
+    }
+
+    pub fn curve(&self, rules: &Rules) -> Curve {
+        Curve::from_sums(&self.sums, &rules.params, self.landmark_ms)
+    }
+
+    /// Score at `at_ms` (a time before the clock means the clock).
+    pub fn score_at(&self, rules: &Rules, at_ms: i64) -> f64 {
+        score_from_sums(&self.sums, &rules.params, self.landmark_ms, at_ms.max(self.clock_ms))
+    }
+
+    /// Per-rule contributions at `at_ms` (clamped to the clock), largest first, ties by id.
+    pub fn explain(&self, rules: &Rules, at_ms: i64) -> Vec<(u32, f64)> {
+        let at_ms = at_ms.max(self.clock_ms);
+        let curve = self.curve(rules);
+        let mut parts: Vec<(u32, f64)> = curve
+            .positive
+            .iter()
+            .chain(curve.negative.iter())
+            .map(|t| (t.rule, t.value(at_ms, self.landmark_ms)))
+            .collect();
+        parts.sort_by(|a, b| {
+            b.1.partial_cmp(&a.1)
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then_with(|| rules.ids[a.0 as usize].cmp(&rules.ids[b.0 as usize]))
+        });
+        parts
+    }
+
+    /// For a hot lead: the millisecond it cools if no event arrives (None: never / not hot).
+    pub fn cool_due_ms(&self, rules: &Rules) -> Option<i64> {
+        if !self.hot {
+            return None;
+        }
+        let curve = self.curve(rules);
+        let start = self.clock_ms + 1;
+        curve.first_below(rules.cool, start, curve.horizon_ms(start, rules.cool))
+    }
+
+    fn cross(
+        &mut self,
+        rules: &Rules,
+        became_hot: bool,
+        at_ms: i64,
+        score: f64,
+        trigger: Option<usize>,
+        out: &mut Vec<RawCrossing>,
+    ) {
+        let mut parts = self.explain(rules, at_ms);
+        // Largest magnitude first (a cooling's negative rule included), ties by rule id.
+        parts.sort_by(|a, b| {
+            b.1.abs()
+                .partial_cmp(&a.1.abs())
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then_with(|| rules.ids[a.0 as usize].cmp(&rules.ids[b.0 as usize]))
+        });
+        parts.truncate(TOP_REASONS);
+        out.push(RawCrossing {
+            became_hot,
+            at_ms,
+            score,
+            sequence: self.crossings,
+            trigger,
+            reasons: parts,
+            fit: self.fit,
+        });
+        self.hot = became_hot;
+        self.crossings += 1;
+    }
+
+    /// Step 1 alone: the cooling decay caused by `until_ms`, if any. The clock stays.
+    pub fn cool_by_decay(&mut self, rules: &Rules, until_ms: i64, out: &mut Vec<RawCrossing>) {
+        if !self.hot || until_ms <= self.clock_ms {
+            return;
+        }
+        let lower = lower_bound_from_sums(
+            &self.sums,
+            &rules.params,
+            self.landmark_ms,
+            self.clock_ms + 1,
+            until_ms,
+        );
+        if lower >= rules.cool {
+            return; // the bound first_below would test first: no crossing possible
+        }
+        let curve = self.curve(rules);
+        if let Some(at) = curve.first_below(rules.cool, self.clock_ms + 1, until_ms) {
+            let score = curve.score(at);
+            self.cross(rules, false, at, score, None, out);
+        }
+    }
+
+    /// Apply one (non-duplicate) event: steps 1-3. `fit` is the lead's fit after this
+    /// event when the event changed the profile.
+    pub fn apply(
+        &mut self,
+        rules: &Rules,
+        occurred_ms: i64,
+        matched: &[u32],
+        fit: Option<Fit>,
+        trigger: usize,
+        out: &mut Vec<RawCrossing>,
+    ) {
+        let t = self.clock_ms.max(occurred_ms);
+        // 1. Did decay take a hot lead below `cool` since its last event?
+        self.cool_by_decay(rules, t, out);
+        // 2. The event's rules, with its own timestamp (late events weigh less).
+        if (t - self.landmark_ms) as f64 > REBASE_AFTER_HALF_LIVES * rules.min_half_life_ms as f64
+        {
+            rebase(&mut self.sums, &rules.params, self.landmark_ms, t);
+            self.landmark_ms = t;
+        }
+        for &rule in matched {
+            let i = rule as usize;
+            let weight =
+                pow2((occurred_ms - self.landmark_ms) as f64 / rules.params[i].half_life_ms as f64);
+            let add = rules.points[i] * weight;
+            match self.sums.iter_mut().find(|e| e.0 == rule) {
+                Some(entry) => entry.1 += add,
+                None => self.sums.push((rule, 0.0 + add)),
+            }
+        }
+        if let Some(fit) = fit {
+            self.fit = fit;
+        }
+        self.clock_ms = t;
+        self.events_applied += 1;
+        // 3. Hot / cool at the event.
+        let score = score_from_sums(&self.sums, &rules.params, self.landmark_ms, t);
+        if !self.hot && score >= rules.hot {
+            if self.fit.allows_hot {
+                self.cross(rules, true, t, score, Some(trigger), out);
+            }
+        } else if self.hot && (score < rules.cool || !self.fit.allows_hot) {
+            // A negative event took it below `cool`, or its fit grade fell below min_grade.
+            self.cross(rules, false, t, score, Some(trigger), out);
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------ Python
+
+/// Lead state as Python passes it: (clock_ms, landmark_ms, [(rule index, acc)], hot,
+/// crossings, fit_score, allows_hot, events_applied).
+pub type LeadTuple = (i64, i64, Vec<(u32, f64)>, bool, u64, f64, bool, u64);
+/// (became_hot, at_ms, score, sequence, trigger index or None, [(rule index, points)],
+/// fit_score, allows_hot).
+pub type CrossingTuple = (bool, i64, f64, u64, Option<usize>, Vec<(u32, f64)>, f64, bool);
+
+pub fn lead_from_tuple(t: LeadTuple) -> Lead {
+    Lead {
+        clock_ms: t.0,
+        landmark_ms: t.1,
+        sums: t.2,
+        hot: t.3,
+        crossings: t.4,
+        fit: Fit { score: t.5, allows_hot: t.6 },
+        events_applied: t.7,
+    }
+}
+
+pub fn lead_to_tuple(l: &Lead) -> LeadTuple {
+    (
+        l.clock_ms,
+        l.landmark_ms,
+        l.sums.clone(),
+        l.hot,
+        l.crossings,
+        l.fit.score,
+        l.fit.allows_hot,
+        l.events_applied,
+    )
+}
+
+pub fn crossing_to_tuple(c: RawCrossing) -> CrossingTuple {
+    (c.became_hot, c.at_ms, c.score, c.sequence, c.trigger, c.reasons, c.fit.score, c.fit.allows_hot)
+}
+
+/// A rules file compiled for the state machine (`RuleSet.kernel` in Python).
+#[pyclass(name = "Kernel", module = "leadscore_core", frozen)]
+pub struct Kernel {
+    pub rules: Rules,
+}
+
+#[pymethods]
+impl Kernel {
+    /// `rules`: (id, points, half_life_ms, cap) per behaviour rule, in file order.
+    #[new]
+    fn py_new(
+        rules: Vec<(String, f64, i64, Option<f64>)>,
+        hot: f64,
+        cool: f64,
+        empty_fit: (f64, bool),
+    ) -> PyResult<Kernel> {
+        if rules.iter().any(|r| r.2 < 1) {
+            return Err(pyo3::exceptions::PyValueError::new_err("half-lives must be >= 1 ms"));
+        }
+        let min_half_life_ms = rules.iter().map(|r| r.2).min().unwrap_or(1);
+        Ok(Kernel {
+            rules: Rules {
+                ids: rules.iter().map(|r| r.0.clone()).collect(),
+                params: rules.iter().map(|r| Param { half_life_ms: r.2, cap: r.3 }).collect(),
+                points: rules.iter().map(|r| r.1).collect(),
+                hot,
+                cool,
+                min_half_life_ms,
+                empty_fit: Fit { score: empty_fit.0, allows_hot: empty_fit.1 },
+            },
+        })
+    }
+
+    /// Apply one lead's events in order. `lead`: None for a new lead. Each event:
+    /// (occurred_ms, matched rule indices, fit after it or None). Returns the new state and
+    /// the crossings (trigger = index into `events`).
+    fn apply(
+        &self,
+        lead: Option<LeadTuple>,
+        events: Vec<(i64, Vec<u32>, Option<(f64, bool)>)>,
+    ) -> (Option<LeadTuple>, Vec<CrossingTuple>) {
+        let rules = &self.rules;
+        let mut state = lead.map(lead_from_tuple);
+        let mut out = Vec::new();
+        for (i, (occurred, matched, fit)) in events.iter().enumerate() {
+            let lead = state.get_or_insert_with(|| Lead::new(*occurred, rules.empty_fit));
+            let fit = fit.map(|(score, allows_hot)| Fit { score, allows_hot });
+            lead.apply(rules, *occurred, matched, fit, i, &mut out);
+        }
+        (state.as_ref().map(lead_to_tuple), out.into_iter().map(crossing_to_tuple).collect())
+    }
+
+    /// The cooling decay caused by `to_ms`, if any (the sweep, the end of a replay).
+    fn advance(&self, lead: LeadTuple, to_ms: i64) -> (LeadTuple, Vec<CrossingTuple>) {
+        let mut state = lead_from_tuple(lead);
+        let mut out = Vec::new();
+        state.cool_by_decay(&self.rules, to_ms, &mut out);
+        (lead_to_tuple(&state), out.into_iter().map(crossing_to_tuple).collect())
+    }
+
+    fn score_at(&self, lead: LeadTuple, at_ms: i64) -> f64 {
+        lead_from_tuple(lead).score_at(&self.rules, at_ms)
+    }
+
+    fn explain(&self, lead: LeadTuple, at_ms: i64) -> Vec<(u32, f64)> {
+        lead_from_tuple(lead).explain(&self.rules, at_ms)
+    }
+
+    fn cool_due_ms(&self, lead: LeadTuple) -> Option<i64> {
+        lead_from_tuple(lead).cool_due_ms(&self.rules)
+    }
+
+    /// `score_from_sums` over (rule index, acc) pairs.
+    fn score_from_sums(&self, sums: Vec<(u32, f64)>, landmark_ms: i64, at_ms: i64) -> f64 {
+        score_from_sums(&sums, &self.rules.params, landmark_ms, at_ms)
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Kernel>()?;
+    m.add("TOP_REASONS", TOP_REASONS)?;
+    Ok(())
+}

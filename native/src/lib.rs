@@ -1,0 +1,27 @@
+//! Native core of leadscore, imported from Python as `leadscore_core`.
+//!
+//! * `decay`: forward-decay sums, scores and the exact first-crossing search;
+//! * `engine`: a lead's state and the hot/cool state machine (the live worker and replay
+//!   both run this code, through `scoring.engine`);
+//! * `event`: the JSONL/Kafka fast path that accepts the common, clearly valid events
+//!   without building pydantic models (anything else is left to `schemas.validation`);
+//! * `table`: replay's bulk path: lead states in a hash map, rule matches cached per
+//!   distinct combination of the fields rules test.
+//!
+//! Nothing here reads a clock or does I/O.
+
+use pyo3::prelude::*;
+
+mod decay;
+mod engine;
+mod event;
+mod table;
+
+#[pymodule]
+fn leadscore_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    decay::register(m)?;
+    engine::register(m)?;
+    event::register(m)?;
+    table::register(m)?;
+    Ok(())
+}

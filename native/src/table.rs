@@ -1,0 +1,434 @@
+//! Replay's bulk path: records parsed by `event::parse_fast`, rule matches cached per
+//! distinct "signature" (event type + the values of the fields rules look at), and lead
+//! states kept here, in a hash map, between batches. Every event still goes through
+//! `engine::Lead::apply`, the code the live worker runs.
+//!
+//! What stays in Python: the semantics of rule conditions (evaluated once per signature by
+//! `scoring.rules`), validation of the records the fast path declines (pydantic decides and
+//! words the rejection), and profiles and fit grades (a callback per profile event).
+
+use std::collections::HashSet;
+
+use ahash::AHashMap;
+use pyo3::exceptions::{PyIndexError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+
+use crate::engine::{crossing_to_tuple, CrossingTuple, Fit, Kernel, Lead, RawCrossing};
+use crate::event::{parse_fast, value_to_py, Scalar, Value, EVENT_TYPES};
+
+const PROFILE_TYPE: u8 = 7; // EVENT_TYPES[7] == "lead_profile"
+
+/// One valid event of a batch.
+struct Row {
+    event_id: String,
+    lead_id: String,
+    occurred_ms: i64,
+    is_profile: bool,
+    matches: Matches,
+}
+
+enum Matches {
+    /// Look the matches up by signature in each table.
+    Signature(u32),
+    /// Matched rule indices per table, given by Python (records the fast path declined).
+    Given(Vec<Vec<u32>>),
+}
+
+fn encode_scalar(out: &mut Vec<u8>, s: &Scalar) {
+    match s {
+        Scalar::Null => out.push(0),
+        Scalar::Bool(b) => out.extend_from_slice(&[1, *b as u8]),
+        Scalar::Int(i) => {
+            out.push(2);
+            out.extend_from_slice(&i.to_le_bytes());
+        }
+        Scalar::Float(f) => {
+            out.push(3);
+            out.extend_from_slice(&f.to_bits().to_le_bytes());
+        }
+        Scalar::Str(text) => {
+            out.push(4);
+            out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+            out.extend_from_slice(text.as_bytes());
+        }
+    }
+}
+
+/// Canonical bytes of a field value, for the signature key (absent and null differ; that
+/// only costs an extra cache entry).
+fn encode_value(out: &mut Vec<u8>, v: Option<&Value>) {
+    match v {
+        None => out.push(9),
+        Some(Value::Scalar(s)) => encode_scalar(out, s),
+        Some(Value::List(items)) => {
+            out.push(5);
+            out.extend_from_slice(&(items.len() as u64).to_le_bytes());
+            for s in items {
+                encode_scalar(out, s);
+            }
+        }
+    }
+}
+
+/// Parses records and assigns signatures. One per replay (shared by the compared rule
+/// sets, so signature ids mean the same in every table).
+#[pyclass(module = "leadscore_core")]
+pub struct Reader {
+    /// Per event type: the fields any rule set's rules for that type look at.
+    fields: Vec<Vec<String>>,
+    signatures: AHashMap<Vec<u8>, u32>,
+    max_bytes: usize,
+}
+
+/// A parsed chunk of records, in order. `slow` records are for Python to validate.
+#[pyclass(module = "leadscore_core")]
+pub struct Batch {
+    rows: Vec<Option<Row>>,
+    slow: Vec<usize>,
+    /// (signature id, event type, values of that type's fields) first seen in this batch.
+    new_signatures: Vec<(u32, u8, Vec<Option<Value>>)>,
+}
+
+#[pymethods]
+impl Reader {
+    #[new]
+    #[pyo3(signature = (fields, max_bytes = 65536))]
+    fn py_new(fields: Vec<Vec<String>>, max_bytes: usize) -> PyResult<Reader> {
+        if fields.len() != EVENT_TYPES.len() {
+            return Err(PyValueError::new_err("fields: one list per event type expected"));
+        }
+        Ok(Reader { fields, signatures: AHashMap::new(), max_bytes })
+    }
+
+    /// Parse records (`values`; with Kafka `keys`, each key must be the event's lead id,
+    /// as in the worker). A record the fast path declines is listed in `Batch.slow()`;
+    /// blank values too (Python counts them).
+    #[pyo3(signature = (values, keys = None))]
+    fn parse(
+        &mut self,
+        values: &Bound<'_, PyList>,
+        keys: Option<&Bound<'_, PyList>>,
+    ) -> PyResult<Batch> {
+        let n = values.len();
+        let mut batch = Batch { rows: Vec::with_capacity(n), slow: Vec::new(), new_signatures: Vec::new() };
+        let mut key_buf: Vec<u8> = Vec::with_capacity(64);
+        for i in 0..n {
+            let item = values.get_item(i)?;
+            let parsed = match item.cast::<PyBytes>() {
+                Ok(bytes) => {
+                    let key_item = match keys {
+                        Some(k) => Some(k.get_item(i)?),
+                        None => None,
+                    };
+                    let key_bytes = match &key_item {
+                        Some(k) => k.cast::<PyBytes>().ok().map(|b| b.as_bytes()),
+                        None => None,
+                    };
+                    parse_fast(bytes.as_bytes(), key_bytes, keys.is_some(), self.max_bytes)
+                }
+                Err(_) => None,
+            };
+            let Some(event) = parsed else {
+                batch.rows.push(None);
+                batch.slow.push(i);
+                continue;
+            };
+            let type_index = event.type_index;
+            key_buf.clear();
+            key_buf.push(type_index);
+            let fields = &self.fields[type_index as usize];
+            for name in fields {
+                encode_value(&mut key_buf, event.get(name).as_ref());
+            }
+            let next = self.signatures.len() as u32;
+            let sig = match self.signatures.get(&key_buf) {
+                Some(&s) => s,
+                None => {
+                    self.signatures.insert(key_buf.clone(), next);
+                    let values = fields.iter().map(|f| event.get(f)).collect();
+                    batch.new_signatures.push((next, type_index, values));
+                    next
+                }
+            };
+            batch.rows.push(Some(Row {
+                is_profile: type_index == PROFILE_TYPE,
+                event_id: event.event_id,
+                lead_id: event.lead_id,
+                occurred_ms: event.occurred_ms,
+                matches: Matches::Signature(sig),
+            }));
+        }
+        Ok(batch)
+    }
+
+    /// How many distinct signatures so far.
+    fn signature_count(&self) -> usize {
+        self.signatures.len()
+    }
+}
+
+#[pymethods]
+impl Batch {
+    fn __len__(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Indices of the records Python must validate.
+    fn slow(&self) -> Vec<usize> {
+        self.slow.clone()
+    }
+
+    /// New signatures: (id, event type name, tuple of field values).
+    fn new_signatures<'py>(&self, py: Python<'py>) -> PyResult<Vec<(u32, &'static str, Bound<'py, PyTuple>)>> {
+        let mut out = Vec::with_capacity(self.new_signatures.len());
+        for (sig, type_index, values) in &self.new_signatures {
+            let objects = values
+                .iter()
+                .map(|v| match v {
+                    Some(v) => value_to_py(py, v),
+                    None => Ok(py.None()),
+                })
+                .collect::<PyResult<Vec<_>>>()?;
+            out.push((*sig, EVENT_TYPES[*type_index as usize], PyTuple::new(py, objects)?));
+        }
+        Ok(out)
+    }
+
+    /// A slow record that Python accepted: its envelope and matched rules per table.
+    fn set_event(
+        &mut self,
+        index: usize,
+        event_id: String,
+        lead_id: String,
+        occurred_ms: i64,
+        is_profile: bool,
+        matched: Vec<Vec<u32>>,
+    ) -> PyResult<()> {
+        let slot = self.rows.get_mut(index).ok_or_else(|| PyIndexError::new_err(index))?;
+        *slot = Some(Row { event_id, lead_id, occurred_ms, is_profile, matches: Matches::Given(matched) });
+        Ok(())
+    }
+
+    /// (min, max) `occurred_ms` of the valid events with `occurred_ms <= limit_ms`, and
+    /// how many valid events lie after `limit_ms`.
+    fn time_range(&self, limit_ms: i64) -> (Option<(i64, i64)>, usize) {
+        let mut range: Option<(i64, i64)> = None;
+        let mut after = 0;
+        for row in self.rows.iter().flatten() {
+            let t = row.occurred_ms;
+            if t > limit_ms {
+                after += 1;
+                continue;
+            }
+            range = Some(match range {
+                None => (t, t),
+                Some((lo, hi)) => (lo.min(t), hi.max(t)),
+            });
+        }
+        (range, after)
+    }
+
+    /// Index of the first valid event at or after `start` with
+    /// `after_ms < occurred_ms <= limit_ms` (None: there is none).
+    fn first_after(&self, start: usize, after_ms: i64, limit_ms: i64) -> Option<usize> {
+        (start..self.rows.len()).find(|&i| {
+            self.rows[i].as_ref().is_some_and(|r| r.occurred_ms > after_ms && r.occurred_ms <= limit_ms)
+        })
+    }
+
+    /// The record's event id and lead id (for slow rows after `set_event` too).
+    fn envelope(&self, index: usize) -> Option<(String, String)> {
+        self.rows.get(index)?.as_ref().map(|r| (r.event_id.clone(), r.lead_id.clone()))
+    }
+}
+
+struct Entry {
+    lead: Lead,
+    seen: HashSet<Box<str>>,
+}
+
+/// Lead states of one rule set during a replay: the memory store's bulk form.
+#[pyclass(module = "leadscore_core")]
+pub struct LeadTable {
+    kernel: Py<Kernel>,
+    leads: AHashMap<String, Entry>,
+    /// Signature id -> matched rule indices (None: not resolved yet).
+    matches: Vec<Option<Vec<u32>>>,
+    /// Called as `on_profile(lead_id, batch_index)` for each applied profile event; returns
+    /// the lead's (fit score, allows hot) after it.
+    on_profile: Py<PyAny>,
+    /// Which `Given` list is this table's.
+    slot: usize,
+}
+
+/// (lead id, trigger event id or None, crossing).
+type TableCrossing = (String, Option<String>, CrossingTuple);
+
+fn dress(lead_id: &str, rows: &[Option<Row>], raw: Vec<RawCrossing>, out: &mut Vec<TableCrossing>) {
+    for c in raw {
+        let trigger = c.trigger.map(|i| rows[i].as_ref().map(|r| r.event_id.clone()).unwrap_or_default());
+        out.push((lead_id.to_string(), trigger, crossing_to_tuple(c)));
+    }
+}
+
+#[pymethods]
+impl LeadTable {
+    #[new]
+    fn py_new(kernel: Py<Kernel>, on_profile: Py<PyAny>, slot: usize) -> LeadTable {
+        LeadTable { kernel, leads: AHashMap::new(), matches: Vec::new(), on_profile, slot }
+    }
+
+    /// The matched rule indices of a signature.
+    fn resolve(&mut self, signature: usize, matched: Vec<u32>) {
+        if self.matches.len() <= signature {
+            self.matches.resize(signature + 1, None);
+        }
+        self.matches[signature] = Some(matched);
+    }
+
+    /// Apply `batch[start:stop]` in order, skipping events after `limit_ms` and duplicate
+    /// event ids per lead. Returns (applied, duplicates, crossings in processing order).
+    fn apply(
+        &mut self,
+        py: Python<'_>,
+        batch: &Batch,
+        start: usize,
+        stop: usize,
+        limit_ms: i64,
+    ) -> PyResult<(usize, usize, Vec<TableCrossing>)> {
+        let kernel = self.kernel.get();
+        let rules = &kernel.rules;
+        let stop = stop.min(batch.rows.len());
+        let mut applied = 0;
+        let mut duplicates = 0;
+        let mut crossings: Vec<TableCrossing> = Vec::new();
+        let mut raw: Vec<RawCrossing> = Vec::new();
+        for i in start..stop {
+            let Some(row) = &batch.rows[i] else { continue };
+            if row.occurred_ms > limit_ms {
+                continue;
+            }
+            let matched: &[u32] = match &row.matches {
+                Matches::Signature(sig) => self
+                    .matches
+                    .get(*sig as usize)
+                    .and_then(|m| m.as_deref())
+                    .ok_or_else(|| PyValueError::new_err(format!("signature {sig} not resolved")))?,
+                Matches::Given(per_table) => &per_table[self.slot],
+            };
+            let entry = match self.leads.get_mut(row.lead_id.as_str()) {
+                Some(e) => e,
+                None => self.leads.entry(row.lead_id.clone()).or_insert_with(|| Entry {
+                    lead: Lead::new(row.occurred_ms, rules.empty_fit),
+                    seen: HashSet::new(),
+                }),
+            };
+            if entry.seen.contains(row.event_id.as_str()) {
+                duplicates += 1;
+                continue;
+            }
+            entry.seen.insert(row.event_id.as_str().into());
+            let fit = if row.is_profile {
+                let (score, allows_hot): (f64, bool) =
+                    self.on_profile.call1(py, (row.lead_id.as_str(), i))?.extract(py)?;
+                Some(Fit { score, allows_hot })
+            } else {
+                None
+            };
+            entry.lead.apply(rules, row.occurred_ms, matched, fit, i, &mut raw);
+            applied += 1;
+            if !raw.is_empty() {
+                dress(&row.lead_id, &batch.rows, std::mem::take(&mut raw), &mut crossings);
+            }
+        }
+        Ok((applied, duplicates, crossings))
+    }
+
+    /// Cool every hot lead whose score decayed below `cool` by `until_ms` (leads in id
+    /// order; the caller sorts the crossings by time).
+    fn cool_due(&mut self, until_ms: i64) -> Vec<TableCrossing> {
+        let kernel = self.kernel.get();
+        let mut ids: Vec<&String> = self.leads.iter().filter(|(_, e)| e.lead.hot).map(|(k, _)| k).collect();
+        ids.sort();
+        let ids: Vec<String> = ids.into_iter().cloned().collect();
+        let mut out = Vec::new();
+        let mut raw = Vec::new();
+        for id in ids {
+            let entry = self.leads.get_mut(&id).expect("listed above");
+            entry.lead.cool_by_decay(&kernel.rules, until_ms, &mut raw);
+            for c in raw.drain(..) {
+                out.push((id.clone(), None, crossing_to_tuple(c)));
+            }
+        }
+        out
+    }
+
+    fn __len__(&self) -> usize {
+        self.leads.len()
+    }
+
+    /// A copy of the lead states (without the seen ids): the snapshot at a cut-off.
+    fn snapshot(&self) -> LeadSnapshot {
+        LeadSnapshot {
+            kernel: Python::attach(|py| self.kernel.clone_ref(py)),
+            leads: self.leads.iter().map(|(k, e)| (k.clone(), e.lead.clone())).collect(),
+        }
+    }
+}
+
+/// Lead states frozen at a moment (a cut-off, or the end of a replay).
+#[pyclass(module = "leadscore_core", frozen)]
+pub struct LeadSnapshot {
+    kernel: Py<Kernel>,
+    leads: AHashMap<String, Lead>,
+}
+
+/// Per lead: (lead id, score = sum of the contributions largest first, the first `top`
+/// contributions [(rule index, points)], fit score, hot, events applied, clock ms).
+type LeadRow = (String, f64, Vec<(u32, f64)>, f64, bool, u64, i64);
+
+fn rows_of<'a>(
+    kernel: &Kernel,
+    leads: impl Iterator<Item = (&'a String, &'a Lead)>,
+    at_ms: i64,
+    top: usize,
+) -> Vec<LeadRow> {
+    leads
+        .map(|(id, l)| {
+            let mut parts = l.explain(&kernel.rules, at_ms);
+            // Summed in this order, like Python's sum() over the explanation.
+            let score = parts.iter().fold(0.0, |total, p| total + p.1);
+            parts.truncate(top);
+            (id.clone(), score, parts, l.fit.score, l.hot, l.events_applied, l.clock_ms)
+        })
+        .collect()
+}
+
+#[pymethods]
+impl LeadSnapshot {
+    fn __len__(&self) -> usize {
+        self.leads.len()
+    }
+
+    fn scores(&self, at_ms: i64) -> Vec<(String, f64)> {
+        let rules = &self.kernel.get().rules;
+        self.leads.iter().map(|(k, l)| (k.clone(), l.score_at(rules, at_ms))).collect()
+    }
+
+    fn rows(&self, at_ms: i64, top: usize) -> Vec<LeadRow> {
+        rows_of(self.kernel.get(), self.leads.iter(), at_ms, top)
+    }
+
+    fn hot(&self) -> Vec<(String, bool)> {
+        self.leads.iter().map(|(k, l)| (k.clone(), l.hot)).collect()
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Reader>()?;
+    m.add_class::<Batch>()?;
+    m.add_class::<LeadTable>()?;
+    m.add_class::<LeadSnapshot>()?;
+    Ok(())
+}
