@@ -43,14 +43,26 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 import click
+import leadscore_core as _core
 import orjson
 
-from schemas.events import LeadEvent
+from schemas.events import EVENT_MODELS, LeadEvent, LeadProfile
 from schemas.validation import MAX_EVENT_BYTES, Rejected, parse_event
 from scoring import backtest
-from scoring.engine import Crossing, datetime_to_ms, explain, fit_grade, ms_to_datetime, score_at
+from scoring.engine import (
+    Crossing,
+    datetime_to_ms,
+    explain,
+    fit_grade,
+    lead_fit,
+    make_crossing,
+    matched_rules,
+    merge_profile,
+    ms_to_datetime,
+    score_at,
+)
 from scoring.rules import RuleSet, format_duration_ms
-from scoring.state import LeadState
+from scoring.state import LeadState, ProfileEntry
 from scoring.store import MemoryStore
 
 #: Valid events handed to the store per ``apply_batch_sync`` call (the worker's default
@@ -62,6 +74,10 @@ MAX_BAD_LISTED = 100
 READ_CHUNK_BYTES = 4 << 20
 #: Top reasons written per lead in ``scores.csv``.
 SCORE_REASONS = 3
+#: Distinct profiles whose fit a replay remembers.
+FIT_CACHE_SIZE = 1 << 16
+#: Event types in the native core's order.
+EVENT_TYPES: tuple[str, ...] = tuple(EVENT_MODELS)
 #: Later than any event time (ms): "no limit".
 NEVER = 1 << 62
 
@@ -136,9 +152,11 @@ class FileSource:
     record, with its 1-based line number.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, chunk_bytes: int = READ_CHUNK_BYTES) -> None:
         self.path = path
         self.name = str(path)
+        #: Bytes read at a time (results never depend on it).
+        self.chunk_bytes = chunk_bytes
 
     def size(self) -> int:
         return self.path.stat().st_size
@@ -157,7 +175,7 @@ class FileSource:
             done = 0
             while True:
                 try:
-                    data = stream.read(READ_CHUNK_BYTES)
+                    data = stream.read(self.chunk_bytes)
                 except (OSError, EOFError) as exc:  # a corrupt or truncated .gz
                     raise ReplayError(f"{self.path}: cannot read: {exc}") from None
                 if not data:
@@ -442,32 +460,127 @@ def _validate_chunk(
 # --------------------------------------------------------------------------- applying
 
 
+#: A lead as the outputs need it: (lead id, score (the sum of its contributions, largest
+#: first), its first ``top`` contributions as (rule id, points), fit grade or None, hot,
+#: events applied, clock ms).
+LeadRow = tuple[str, float, list[tuple[str, float]], str | None, bool, int, int]
+
+
+class LeadView(Protocol):
+    """Lead states frozen at a moment (the end of a replay, or its cut-off)."""
+
+    def __len__(self) -> int: ...
+
+    def scores(self, at_ms: int) -> dict[str, float]:
+        """Lead id -> score at ``at_ms``."""
+        ...
+
+    def hot(self) -> dict[str, bool]:
+        """Lead id -> hot."""
+        ...
+
+    def rows(self, at_ms: int, top: int) -> list[LeadRow]:
+        """Every lead at ``at_ms`` (any order)."""
+        ...
+
+
+class StatesView:
+    """:class:`LeadView` over :class:`LeadState` objects (a :class:`MemoryStore`)."""
+
+    def __init__(self, states: Mapping[str, LeadState], rules: RuleSet) -> None:
+        self.states = states
+        self.rules = rules
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def scores(self, at_ms: int) -> dict[str, float]:
+        return {lead_id: score_at(s, self.rules, at_ms) for lead_id, s in self.states.items()}
+
+    def hot(self) -> dict[str, bool]:
+        return {lead_id: s.hot for lead_id, s in self.states.items()}
+
+    def rows(self, at_ms: int, top: int) -> list[LeadRow]:
+        rules = self.rules
+        rows: list[LeadRow] = []
+        for lead_id, s in self.states.items():
+            parts = explain(s, rules, at_ms)
+            rows.append(
+                (
+                    lead_id,
+                    sum(p.points for p in parts),
+                    [(p.rule_id, p.points) for p in parts[:top]],
+                    fit_grade(s, rules),
+                    s.hot,
+                    s.events_applied,
+                    s.clock_ms,
+                )
+            )
+        return rows
+
+
+class NativeView:
+    """:class:`LeadView` over a snapshot of the native lead table (the fast replay)."""
+
+    def __init__(self, snapshot: _core.LeadSnapshot, rules: RuleSet) -> None:
+        self.snapshot = snapshot
+        self.rules = rules
+
+    def __len__(self) -> int:
+        return len(self.snapshot)
+
+    def scores(self, at_ms: int) -> dict[str, float]:
+        return dict(self.snapshot.scores(at_ms))
+
+    def hot(self) -> dict[str, bool]:
+        return dict(self.snapshot.hot())
+
+    def rows(self, at_ms: int, top: int) -> list[LeadRow]:
+        ids = self.rules.rule_ids
+        grade = self.rules.grade if self.rules.has_fit else None
+        return [
+            (
+                lead_id,
+                score,
+                [(ids[i], points) for i, points in parts],
+                None if grade is None else grade(fit),
+                hot,
+                applied,
+                clock,
+            )
+            for lead_id, score, parts, fit, hot, applied, clock in self.snapshot.rows(at_ms, top)
+        ]
+
+
 @dataclass(slots=True)
 class RuleRun:
-    """One rules file's replay: its store, every crossing, its scores at the cut-off."""
+    """One rules file's replay: every crossing, and its lead states at the end and at the
+    cut-off."""
 
     rules: RuleSet
-    store: MemoryStore
     #: In processing order (batches, then the end-time coolings).
     crossings: list[Crossing] = field(default_factory=list)
     applied: int = 0
     duplicates: int = 0
-    #: ``lead_cooled`` emitted by ``cool_due_sync`` at the end time.
+    #: ``lead_cooled`` emitted at the end time.
     cooled_at_end: int = 0
+    #: Lead states at the end.
+    final: LeadView | None = None
     #: Lead states when the replay reached the cut-off (None: take the final states).
-    snapshot: dict[str, LeadState] | None = None
+    snapshot: LeadView | None = None
+
+    @property
+    def leads(self) -> LeadView:
+        assert self.final is not None, "the replay has not finished"
+        return self.final
 
     def sorted_crossings(self) -> list[Crossing]:
         """Crossings by ``occurred_at`` then lead; a lead's own order is kept (stable)."""
         return sorted(self.crossings, key=lambda c: (c.occurred_at_ms, c.lead_id))
 
-    def scores_at(
-        self, at_ms: int, states: Mapping[str, LeadState] | None = None
-    ) -> dict[str, float]:
-        """Every lead's score at ``at_ms`` (from ``states``, default: the final ones)."""
-        rules = self.rules
-        chosen = self.store.states if states is None else states
-        return {lead_id: score_at(s, rules, at_ms) for lead_id, s in chosen.items()}
+    def scores_at(self, at_ms: int, view: LeadView | None = None) -> dict[str, float]:
+        """Every lead's score at ``at_ms`` (from ``view``, default: the final states)."""
+        return (self.leads if view is None else view).scores(at_ms)
 
 
 @dataclass(slots=True)
@@ -521,7 +634,8 @@ def replay_events(
     * with ``cutoff_ms``, each store's states are kept (``RuleRun.snapshot``) just before
       the first event later than the cut-off is applied.
     """
-    runs = [RuleRun(rules, MemoryStore(rules)) for rules in rulesets]
+    runs = [RuleRun(rules) for rules in rulesets]
+    stores = [MemoryStore(rules) for rules in rulesets]
     limit = NEVER if at_ms is None else at_ms
     snapshot_after = NEVER if cutoff_ms is None else cutoff_ms
     first, last = NEVER, -NEVER
@@ -535,8 +649,8 @@ def replay_events(
         started = time.perf_counter()
         for start in range(0, len(pending), batch_size):
             items = pending[start : start + batch_size]
-            for run in runs:
-                result = run.store.apply_batch_sync(items)
+            for run, store in zip(runs, stores, strict=True):
+                result = store.apply_batch_sync(items)
                 run.crossings.extend(result.crossings)
                 run.applied += result.applied
                 run.duplicates += result.duplicates
@@ -560,8 +674,8 @@ def replay_events(
                         continue
                     if occurred > snapshot_after:
                         flush()
-                        for run in runs:
-                            run.snapshot = dict(run.store.states)
+                        for run, store in zip(runs, stores, strict=True):
+                            run.snapshot = StatesView(dict(store.states), run.rules)
                         snapshot_after = NEVER
                     first, last = min(first, occurred), max(last, occurred)
                     pending.append((event, None))
@@ -570,10 +684,12 @@ def replay_events(
         flush()
         end_ms = at_ms if at_ms is not None else (last if last >= 0 else None)
         if end_ms is not None:
-            for run in runs:
-                cooled = run.store.cool_due_sync(end_ms).crossings
+            for run, store in zip(runs, stores, strict=True):
+                cooled = store.cool_due_sync(end_ms).crossings
                 run.crossings.extend(cooled)
                 run.cooled_at_end = len(cooled)
+        for run, store in zip(runs, stores, strict=True):
+            run.final = StatesView(store.states, run.rules)
     return Replay(
         runs=runs,
         first_event_ms=first if first != NEVER else None,
@@ -584,6 +700,226 @@ def replay_events(
         after_at=after_at,
         apply_seconds=apply_seconds,
     )
+
+
+# --------------------------------------------------------------------------- the fast path
+
+
+def rule_fields(rulesets: Sequence[RuleSet]) -> list[list[str]]:
+    """Per event type (in :data:`EVENT_TYPES` order): the fields any rule of any of the
+    rule sets tests. Events that agree on them match the same rules."""
+    fields: list[set[str]] = [set() for _ in EVENT_TYPES]
+    for rules in rulesets:
+        for rule in rules.rules:
+            assert rule.event is not None
+            fields[EVENT_TYPES.index(rule.event)].update(c.field for c in rule.conditions)
+    return [sorted(names) for names in fields]
+
+
+class _FastRun:
+    """One rule set's native lead table, with the Python side of it: profiles."""
+
+    def __init__(self, run: RuleRun, slot: int, chunk: _ChunkEvents) -> None:
+        self.run = run
+        self.rules = run.rules
+        self.profiles: dict[str, Mapping[str, ProfileEntry]] = {}
+        #: Fit by profile values: many leads share firmographics, and fit rules are slow.
+        self.fits: dict[tuple[tuple[str, object], ...], tuple[float, bool]] = {}
+        self.chunk = chunk
+        self.table = _core.LeadTable(run.rules.kernel, self.on_profile, slot)
+
+    def on_profile(self, lead_id: str, index: int) -> tuple[float, bool]:
+        """A profile event was applied: merge it, return the lead's new fit."""
+        event = self.chunk.event(index)
+        assert isinstance(event, LeadProfile)
+        profile = merge_profile(self.profiles.get(lead_id, {}), event)
+        self.profiles[lead_id] = profile
+        key = tuple([(name, entry[2]) for name, entry in profile.items()])
+        fit = self.fits.get(key)
+        if fit is None:
+            if len(self.fits) >= FIT_CACHE_SIZE:
+                self.fits.clear()
+            fit = self.fits[key] = lead_fit(profile, self.rules)
+        return fit
+
+    def apply(self, batch: _core.Batch, start: int, stop: int, limit_ms: int) -> None:
+        applied, duplicates, raw = self.table.apply(batch, start, stop, limit_ms)
+        rules = self.rules
+        self.run.crossings.extend(make_crossing(c, rules, lead, trig) for lead, trig, c in raw)
+        self.run.applied += applied
+        self.run.duplicates += duplicates
+
+
+class _ChunkEvents:
+    """The pydantic events of the current chunk that Python needed (the records the fast
+    path declined, and profile events), parsed once for all rule sets."""
+
+    def __init__(self) -> None:
+        self.values: Sequence[bytes | None] = ()
+        self.events: dict[int, LeadEvent] = {}
+
+    def reset(self, values: Sequence[bytes | None]) -> None:
+        self.values = values
+        self.events = {}
+
+    def event(self, index: int) -> LeadEvent:
+        event = self.events.get(index)
+        if event is None:
+            raw = self.values[index]
+            assert raw is not None
+            parsed = parse_event(raw.rstrip(b"\r"), max_bytes=1 << 62)
+            assert not isinstance(parsed, Rejected), "the fast path accepted a bad record"
+            event = self.events[index] = parsed
+        return event
+
+
+def replay_sources(
+    sources: Sequence[Source],
+    rulesets: Sequence[RuleSet],
+    stats: ReadStats,
+    *,
+    at_ms: int | None = None,
+    cutoff_ms: int | None = None,
+    max_event_bytes: int = MAX_EVENT_BYTES,
+    progress: bool = False,
+) -> Replay:
+    """:func:`read_events` + :func:`replay_events` in one pass, on the native core: the
+    common records are parsed in Rust, rule matches are computed once per distinct
+    combination of the fields rules look at (in Python, by :mod:`scoring.rules`), and lead
+    states stay in a native table; every event still runs the engine's ``Lead::apply``.
+    Records the fast path declines are validated by :func:`parse_event`, as everywhere.
+    Same results as ``replay_events(read_events(...))``, bit for bit."""
+    fields = rule_fields(rulesets)
+    reader = _core.Reader(fields, max_event_bytes)
+    chunk_events = _ChunkEvents()
+    runs = [RuleRun(rules) for rules in rulesets]
+    fast = [_FastRun(run, slot, chunk_events) for slot, run in enumerate(runs)]
+    limit = NEVER if at_ms is None else at_ms
+    snapshot_after = NEVER if cutoff_ms is None else cutoff_ms
+    first, last = NEVER, -NEVER
+    after_at = 0
+    apply_seconds = 0.0
+    with gc_paused():
+        for source in sources:
+            with contextlib.ExitStack() as stack:
+                update: Callable[[int], None] | None = None
+                if progress:
+                    bar = stack.enter_context(
+                        click.progressbar(
+                            length=source.size(),
+                            label=source.name,
+                            file=click.get_text_stream("stderr"),
+                        )
+                    )
+                    update = bar.update
+                for chunk in source.chunks():
+                    started = time.perf_counter()
+                    batch = _parse_chunk(
+                        source.name, chunk, reader, fields, fast, stats, max_event_bytes
+                    )
+                    stats.seconds += time.perf_counter() - started
+                    started = time.perf_counter()
+                    span, after = batch.time_range(limit)
+                    after_at += after
+                    if span is not None:
+                        first, last = min(first, span[0]), max(last, span[1])
+                    start = 0
+                    if snapshot_after != NEVER:
+                        split = batch.first_after(0, snapshot_after, limit)
+                        if split is not None:
+                            for f in fast:
+                                f.apply(batch, 0, split, limit)
+                                f.run.snapshot = NativeView(f.table.snapshot(), f.rules)
+                            snapshot_after = NEVER
+                            start = split
+                    for f in fast:
+                        f.apply(batch, start, len(batch), limit)
+                    apply_seconds += time.perf_counter() - started
+                    if update is not None:
+                        update(chunk.progress)
+        started = time.perf_counter()
+        end_ms = at_ms if at_ms is not None else (last if last >= 0 else None)
+        for f in fast:
+            if end_ms is not None:
+                cooled = [
+                    make_crossing(c, f.rules, lead, None) for lead, _, c in f.table.cool_due(end_ms)
+                ]
+                cooled.sort(key=lambda c: (c.occurred_at_ms, c.lead_id))
+                f.run.crossings.extend(cooled)
+                f.run.cooled_at_end = len(cooled)
+            f.run.final = NativeView(f.table.snapshot(), f.rules)
+        apply_seconds += time.perf_counter() - started
+    return Replay(
+        runs=runs,
+        first_event_ms=first if first != NEVER else None,
+        last_event_ms=last if last >= 0 else None,
+        at_ms=at_ms,
+        end_ms=end_ms,
+        cutoff_ms=cutoff_ms,
+        after_at=after_at,
+        apply_seconds=apply_seconds,
+    )
+
+
+def _parse_chunk(
+    name: str,
+    chunk: Chunk,
+    reader: _core.Reader,
+    fields: Sequence[Sequence[str]],
+    fast: Sequence[_FastRun],
+    stats: ReadStats,
+    max_bytes: int,
+) -> _core.Batch:
+    """Parse a chunk natively; validate what the fast path declined like
+    :func:`_validate_chunk`; resolve new signatures in every table."""
+    values = chunk.values
+    keys = chunk.keys
+    batch = reader.parse(values, keys)
+    chunk_events = fast[0].chunk
+    chunk_events.reset(values)
+    stats.records += len(values)
+    valid = len(values)
+    for signature, event_type, field_values in batch.new_signatures():
+        get = dict(zip(fields[EVENT_TYPES.index(event_type)], field_values, strict=True)).get
+        for f in fast:
+            index = f.rules.rule_index
+            candidates = f.rules.candidates(event_type, get)
+            f.table.resolve(signature, [index[r.id] for r in candidates if r.matches(get)])
+    for i in batch.slow():
+        raw = values[i]
+        if keys is None:
+            assert raw is not None
+            line = raw.rstrip(b"\r")
+            if not line.strip():
+                stats.blank_lines += 1
+                valid -= 1
+                continue
+            result = parse_event(line, max_bytes=max_bytes)
+        else:
+            result = parse_event(raw, keys[i], require_key=True, max_bytes=max_bytes)
+        if isinstance(result, Rejected):
+            valid -= 1
+            if keys is None:
+                record = BadRecord(name, result.kind, result.error, line=chunk.first_line + i)
+            else:
+                assert chunk.positions is not None
+                partition, offset = chunk.positions[i]
+                record = BadRecord(
+                    name, result.kind, result.error, partition=partition, offset=offset
+                )
+            stats.reject(record)
+            continue
+        chunk_events.events[i] = result
+        batch.set_event(
+            i,
+            result.event_id,
+            result.lead_id,
+            result.occurred_at_ms,
+            isinstance(result, LeadProfile),
+            [matched_rules(result, f.rules) for f in fast],
+        )
+    stats.valid += valid
+    return batch
 
 
 # --------------------------------------------------------------------------- conversions
@@ -670,21 +1006,17 @@ def write_hot(run: RuleRun, path: Path, emitted_at: datetime) -> None:
 
 def lead_rows(run: RuleRun, at_ms: int) -> list[dict[str, Any]]:
     """Per lead at ``at_ms``: score, grade, hot, top reasons; highest score first."""
-    rules = run.rules
     rows: list[dict[str, Any]] = []
-    for lead_id, state in run.store.states.items():
-        parts = explain(state, rules, at_ms)
+    for lead_id, score, parts, grade, hot, applied, clock in run.leads.rows(at_ms, SCORE_REASONS):
         rows.append(
             {
                 "lead_id": lead_id,
-                "score": sum(p.points for p in parts),
-                "grade": fit_grade(state, rules) or "",
-                "hot": state.hot,
-                "events": state.events_applied,
-                "last_event_at": format_ms(state.clock_ms),
-                "top_reasons": "; ".join(
-                    f"{p.rule_id} {p.points:+.2f}" for p in parts[:SCORE_REASONS]
-                ),
+                "score": score,
+                "grade": grade or "",
+                "hot": hot,
+                "events": applied,
+                "last_event_at": format_ms(clock),
+                "top_reasons": "; ".join(f"{rule_id} {points:+.2f}" for rule_id, points in parts),
             }
         )
     rows.sort(key=lambda r: (-r["score"], r["lead_id"]))
@@ -695,10 +1027,20 @@ def write_scores(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
     """``scores.csv`` from :func:`lead_rows` (scores rounded to 4 decimals)."""
     fields = ["lead_id", "score", "grade", "hot", "events", "last_event_at", "top_reasons"]
     with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({**row, "score": f"{row['score']:.4f}", "hot": str(row["hot"]).lower()})
+        writer = csv.writer(handle)
+        writer.writerow(fields)
+        writer.writerows(
+            [
+                row["lead_id"],
+                f"{row['score']:.4f}",
+                row["grade"],
+                "true" if row["hot"] else "false",
+                row["events"],
+                row["last_event_at"],
+                row["top_reasons"],
+            ]
+            for row in rows
+        )
 
 
 def _duration(ms: float | None) -> str | None:
@@ -780,15 +1122,15 @@ def status_differences(
     score_a = {r["lead_id"]: r["score"] for r in rows_a}
     score_b = {r["lead_id"]: r["score"] for r in rows_b}
     diffs = []
-    for lead_id, state_a in a.store.states.items():
-        state_b = b.store.states[lead_id]
+    hot_end_b = b.leads.hot()
+    for lead_id, hot_end_a in a.leads.hot().items():
         ever_a, ever_b = lead_id in hot_a, lead_id in hot_b
-        if state_a.hot == state_b.hot and ever_a == ever_b:
+        if hot_end_a == hot_end_b[lead_id] and ever_a == ever_b:
             continue
         row: dict[str, Any] = {
             "lead_id": lead_id,
-            "hot_at_end_a": state_a.hot,
-            "hot_at_end_b": state_b.hot,
+            "hot_at_end_a": hot_end_a,
+            "hot_at_end_b": hot_end_b[lead_id],
             "hot_events_a": len(hot_a.get(lead_id, ())),
             "hot_events_b": len(hot_b.get(lead_id, ())),
             "first_hot_a": format_ms(min(hot_a[lead_id])) if ever_a else None,
@@ -846,7 +1188,6 @@ def _run_summary(
 ) -> dict[str, Any]:
     """One rule set's part of ``summary.json``."""
     kinds = Counter(c.kind for c in run.crossings)
-    states = run.store.states.values()
     relative = where.directory.relative_to(out_dir)
     return {
         "label": where.label,
@@ -855,8 +1196,8 @@ def _run_summary(
         "thresholds": {"hot": run.rules.thresholds.hot, "cool": run.rules.thresholds.cool},
         "applied": run.applied,
         "duplicates": run.duplicates,
-        "leads": len(run.store.states),
-        "leads_hot_at_end": sum(1 for state in states if state.hot),
+        "leads": len(run.leads),
+        "leads_hot_at_end": sum(run.leads.hot().values()),
         "leads_ever_hot": len({c.lead_id for c in run.crossings if c.kind == "lead_became_hot"}),
         "crossings": {
             "lead_became_hot": kinds["lead_became_hot"],
@@ -944,7 +1285,7 @@ def write_outputs(
             "after_at_ignored": replay.after_at,
             "applied": replay.runs[0].applied,
             "duplicates": replay.runs[0].duplicates,
-            "leads": len(replay.runs[0].store.states),
+            "leads": len(replay.runs[0].leads),
         },
         "bad_by_kind": dict(sorted(stats.bad_by_kind.items())),
         "bad_records": [r.to_dict() for r in stats.bad_records],
@@ -999,7 +1340,6 @@ def run_replay(
     cutoff_ms: int | None = None,
     window_ms: int = 7 * 86_400_000,
     max_event_bytes: int = MAX_EVENT_BYTES,
-    batch_size: int = BATCH_SIZE,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Read, apply, write: the whole ``leadscore replay``. ``rules`` is ``(ruleset, file
@@ -1012,26 +1352,28 @@ def run_replay(
     if cutoff_ms is not None and at_ms is not None and cutoff_ms > at_ms:
         raise ReplayError("--cutoff must not be after --at")
     stats = ReadStats()
-    batches = read_events(sources, stats, max_event_bytes=max_event_bytes, progress=progress)
-    replay = replay_events(
-        batches,
-        [ruleset for ruleset, _ in rules],
-        at_ms=at_ms,
-        cutoff_ms=cutoff_ms,
-        batch_size=batch_size,
-    )
     labels = ["A", "B"]
     outputs = [
         RunOutputs(labels[i], name, out_dir if i == 0 else out_dir / "compare")
         for i, (_, name) in enumerate(rules)
     ]
-    return write_outputs(
-        replay,
-        stats,
-        out_dir,
-        outputs,
-        sources=[s.name for s in sources],
-        conversions=conversions,
-        window_ms=window_ms,
-        started=started,
-    )
+    with gc_paused():  # millions of acyclic objects: see gc_paused
+        replay = replay_sources(
+            sources,
+            [ruleset for ruleset, _ in rules],
+            stats,
+            at_ms=at_ms,
+            cutoff_ms=cutoff_ms,
+            max_event_bytes=max_event_bytes,
+            progress=progress,
+        )
+        return write_outputs(
+            replay,
+            stats,
+            out_dir,
+            outputs,
+            sources=[s.name for s in sources],
+            conversions=conversions,
+            window_ms=window_ms,
+            started=started,
+        )

@@ -25,12 +25,14 @@ from streams import replay as replay_module
 from streams.replay import (
     MAX_BAD_LISTED,
     FileSource,
+    LeadView,
     ReadStats,
     ReplayError,
     load_conversions,
     parse_time_ms,
     read_events,
     replay_events,
+    replay_sources,
     run_replay,
 )
 from streams.replay_cli import calibrate, replay
@@ -69,8 +71,11 @@ def _write_jsonl(
     return path
 
 
-def _replay(path: Path, rules: RuleSet, out: Path, **kwargs: Any) -> dict[str, Any]:
-    return run_replay([FileSource(path)], [(rules, "rules.yaml")], out, **kwargs)
+def _replay(
+    path: Path, rules: RuleSet, out: Path, chunk_bytes: int | None = None, **kwargs: Any
+) -> dict[str, Any]:
+    source = FileSource(path) if chunk_bytes is None else FileSource(path, chunk_bytes)
+    return run_replay([source], [(rules, "rules.yaml")], out, **kwargs)
 
 
 def _hot(out: Path) -> list[dict[str, Any]]:
@@ -111,11 +116,11 @@ def _any_time() -> Any:
 # --------------------------------------------------------------------------- equivalence
 
 
-@pytest.mark.parametrize("batch_size", [1, 7, 5000])
+@pytest.mark.parametrize("chunk_bytes", [1, 700, 1 << 22])
 def test_example_log_gives_the_engine_records(
-    tmp_path: Path, default_rules: RuleSet, batch_size: int
+    tmp_path: Path, default_rules: RuleSet, chunk_bytes: int
 ) -> None:
-    summary = _replay(EXAMPLE_LOG, default_rules, tmp_path, batch_size=batch_size)
+    summary = _replay(EXAMPLE_LOG, default_rules, tmp_path, chunk_bytes=chunk_bytes)
     records = _hot(tmp_path)
     assert records == _reference(EXAMPLE_LOG, default_rules)
     kinds = [r["type"] for r in records]
@@ -124,12 +129,12 @@ def test_example_log_gives_the_engine_records(
     assert summary["counts"]["bad"] == 7
 
 
-def test_batch_size_changes_no_output(tmp_path: Path, default_rules: RuleSet) -> None:
+def test_chunk_size_changes_no_output(tmp_path: Path, default_rules: RuleSet) -> None:
     log = _write_jsonl(tmp_path / "log.jsonl", generate_event_log(5, 4000, 120))
     outputs = []
-    for size in (1, 13, 5000):
+    for size in (97, 10_000, 1 << 22):
         out = tmp_path / f"out-{size}"
-        summary = _replay(log, default_rules, out, batch_size=size)
+        summary = _replay(log, default_rules, out, chunk_bytes=size)
         outputs.append((_hot(out), (out / "scores.csv").read_text(), summary["counts"]))
     assert outputs[0][0], "the generated log should make some leads hot"
     assert outputs[0] == outputs[1] == outputs[2]
@@ -269,16 +274,26 @@ def test_cutoff_keeps_the_scores_of_that_moment(tmp_path: Path, default_rules: R
     )
     log = _write_jsonl(tmp_path / "log.jsonl", events)
     cutoff = BASE_MS + 12 * DAY_MS
-    stats = ReadStats()
-    full = replay_events(read_events([FileSource(log)], stats), [default_rules], cutoff_ms=cutoff)
-    until = replay_events(
-        read_events([FileSource(log)], ReadStats()), [default_rules], at_ms=cutoff
-    )
-    run = full.runs[0]
-    assert run.snapshot is not None
-    assert run.scores_at(cutoff, run.snapshot) == until.runs[0].scores_at(cutoff)
-    applied_at_cutoff = sum(s.events_applied for s in run.snapshot.values())
-    assert applied_at_cutoff < sum(s.events_applied for s in run.store.states.values())
+
+    def applied(view: LeadView) -> int:
+        return sum(row[5] for row in view.rows(cutoff, 0))
+
+    for chunk_bytes in (5000, 1 << 22):  # the cut-off inside a chunk, or not
+        source = FileSource(log, chunk_bytes)
+        full = replay_sources([source], [default_rules], ReadStats(), cutoff_ms=cutoff)
+        until = replay_sources([source], [default_rules], ReadStats(), at_ms=cutoff)
+        run = full.runs[0]
+        assert run.snapshot is not None
+        assert run.scores_at(cutoff, run.snapshot) == until.runs[0].scores_at(cutoff)
+        assert applied(run.snapshot) == applied(until.runs[0].leads) < applied(run.leads)
+        # The pure-Python path (MemoryStore over pydantic events) agrees.
+        slow = replay_events(
+            read_events([FileSource(log)], ReadStats()), [default_rules], cutoff_ms=cutoff
+        )
+        assert slow.runs[0].snapshot is not None
+        assert slow.runs[0].scores_at(cutoff, slow.runs[0].snapshot) == run.scores_at(
+            cutoff, run.snapshot
+        )
 
 
 # --------------------------------------------------------------------------- conversions
