@@ -47,6 +47,9 @@ class Kernel:
 
 # ---- replay's bulk path (native/src/table.rs)
 
+PROFILE_FIELDS: list[str]
+EVENT_TYPES: list[str]
+
 class Batch:
     def __len__(self) -> int: ...
     def slow(self) -> list[int]: ...
@@ -57,7 +60,7 @@ class Batch:
         event_id: str,
         lead_id: str,
         occurred_ms: int,
-        is_profile: bool,
+        profile: tuple[object, ...] | None,
         matched: Sequence[Sequence[int]],
     ) -> None: ...
     def time_range(self, limit_ms: int) -> tuple[tuple[int, int] | None, int]: ...
@@ -82,7 +85,10 @@ class LeadSnapshot:
 
 class LeadTable:
     def __init__(
-        self, kernel: Kernel, on_profile: Callable[[str, int], tuple[float, bool]], slot: int
+        self,
+        kernel: Kernel,
+        on_profile: Callable[[str, str, int, tuple[object, ...]], tuple[float, bool]],
+        slot: int,
     ) -> None: ...
     def resolve(self, signature: int, matched: Sequence[int]) -> None: ...
     def apply(

@@ -360,16 +360,39 @@ def advance(state: LeadState, rules: RuleSet, to_ms: int) -> Step:
 def merge_profile(
     profile: Mapping[str, ProfileEntry], event: LeadProfile
 ) -> dict[str, ProfileEntry]:
+    """The profile after ``event``: the newest value of each field wins (by
+    ``occurred_at``, then event id), so arrival order does not matter."""
+    return merge_profile_values(
+        profile, event.occurred_at_ms, event.event_id, profile_values(event)
+    )
+
+
+def profile_values(event: LeadProfile) -> tuple[Any, ...]:
+    """The event's values of :data:`PROFILE_FIELDS`, in that order."""
+    return tuple(getattr(event, name) for name in PROFILE_FIELDS)
+
+
+def merge_profile_values(
+    profile: Mapping[str, ProfileEntry],
+    occurred_ms: int,
+    event_id: str,
+    values: Sequence[Any],
+) -> dict[str, ProfileEntry]:
+    """:func:`merge_profile` from the values alone (replay's native reader hands them
+    over without building a pydantic model)."""
     merged = dict(profile)
-    stamp = (event.occurred_at_ms, event.event_id)
-    for name in PROFILE_FIELDS:
-        value = getattr(event, name)
-        if value is None and not (name == "email_domain" and event.email is not None):
+    stamp = (occurred_ms, event_id)
+    has_email = values[0] is not None  # PROFILE_FIELDS[0] is "email"
+    for name, value in zip(PROFILE_FIELDS, values, strict=True):
+        if value is None and not (name == "email_domain" and has_email):
             continue  # not provided: keep what we know (email_domain follows email)
         current = merged.get(name)
         if current is None or (current[0], current[1]) <= stamp:
-            merged[name] = (stamp[0], stamp[1], value)
+            merged[name] = (occurred_ms, event_id, value)
     return merged
+
+
+assert PROFILE_FIELDS[0] == "email", "merge_profile_values relies on it"
 
 
 # --------------------------------------------------------------------------- batches

@@ -57,8 +57,9 @@ from scoring.engine import (
     lead_fit,
     make_crossing,
     matched_rules,
-    merge_profile,
+    merge_profile_values,
     ms_to_datetime,
+    profile_values,
     score_at,
 )
 from scoring.rules import RuleSet, format_duration_ms
@@ -719,20 +720,21 @@ def rule_fields(rulesets: Sequence[RuleSet]) -> list[list[str]]:
 class _FastRun:
     """One rule set's native lead table, with the Python side of it: profiles."""
 
-    def __init__(self, run: RuleRun, slot: int, chunk: _ChunkEvents) -> None:
+    def __init__(self, run: RuleRun, slot: int) -> None:
         self.run = run
         self.rules = run.rules
         self.profiles: dict[str, Mapping[str, ProfileEntry]] = {}
         #: Fit by profile values: many leads share firmographics, and fit rules are slow.
         self.fits: dict[tuple[tuple[str, object], ...], tuple[float, bool]] = {}
-        self.chunk = chunk
         self.table = _core.LeadTable(run.rules.kernel, self.on_profile, slot)
 
-    def on_profile(self, lead_id: str, index: int) -> tuple[float, bool]:
+    def on_profile(
+        self, lead_id: str, event_id: str, occurred_ms: int, values: tuple[object, ...]
+    ) -> tuple[float, bool]:
         """A profile event was applied: merge it, return the lead's new fit."""
-        event = self.chunk.event(index)
-        assert isinstance(event, LeadProfile)
-        profile = merge_profile(self.profiles.get(lead_id, {}), event)
+        profile = merge_profile_values(
+            self.profiles.get(lead_id, {}), occurred_ms, event_id, values
+        )
         self.profiles[lead_id] = profile
         key = tuple([(name, entry[2]) for name, entry in profile.items()])
         fit = self.fits.get(key)
@@ -748,29 +750,6 @@ class _FastRun:
         self.run.crossings.extend(make_crossing(c, rules, lead, trig) for lead, trig, c in raw)
         self.run.applied += applied
         self.run.duplicates += duplicates
-
-
-class _ChunkEvents:
-    """The pydantic events of the current chunk that Python needed (the records the fast
-    path declined, and profile events), parsed once for all rule sets."""
-
-    def __init__(self) -> None:
-        self.values: Sequence[bytes | None] = ()
-        self.events: dict[int, LeadEvent] = {}
-
-    def reset(self, values: Sequence[bytes | None]) -> None:
-        self.values = values
-        self.events = {}
-
-    def event(self, index: int) -> LeadEvent:
-        event = self.events.get(index)
-        if event is None:
-            raw = self.values[index]
-            assert raw is not None
-            parsed = parse_event(raw.rstrip(b"\r"), max_bytes=1 << 62)
-            assert not isinstance(parsed, Rejected), "the fast path accepted a bad record"
-            event = self.events[index] = parsed
-        return event
 
 
 def replay_sources(
@@ -791,9 +770,8 @@ def replay_sources(
     Same results as ``replay_events(read_events(...))``, bit for bit."""
     fields = rule_fields(rulesets)
     reader = _core.Reader(fields, max_event_bytes)
-    chunk_events = _ChunkEvents()
     runs = [RuleRun(rules) for rules in rulesets]
-    fast = [_FastRun(run, slot, chunk_events) for slot, run in enumerate(runs)]
+    fast = [_FastRun(run, slot) for slot, run in enumerate(runs)]
     limit = NEVER if at_ms is None else at_ms
     snapshot_after = NEVER if cutoff_ms is None else cutoff_ms
     first, last = NEVER, -NEVER
@@ -875,8 +853,6 @@ def _parse_chunk(
     values = chunk.values
     keys = chunk.keys
     batch = reader.parse(values, keys)
-    chunk_events = fast[0].chunk
-    chunk_events.reset(values)
     stats.records += len(values)
     valid = len(values)
     for signature, event_type, field_values in batch.new_signatures():
@@ -909,13 +885,12 @@ def _parse_chunk(
                 )
             stats.reject(record)
             continue
-        chunk_events.events[i] = result
         batch.set_event(
             i,
             result.event_id,
             result.lead_id,
             result.occurred_at_ms,
-            isinstance(result, LeadProfile),
+            profile_values(result) if isinstance(result, LeadProfile) else None,
             [matched_rules(result, f.rules) for f in fast],
         )
     stats.valid += valid

@@ -7,9 +7,7 @@
 //! `scoring.rules`), validation of the records the fast path declines (pydantic decides and
 //! words the rejection), and profiles and fit grades (a callback per profile event).
 
-use std::collections::HashSet;
-
-use ahash::AHashMap;
+use ahash::{AHashMap, AHashSet};
 use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
@@ -19,12 +17,17 @@ use crate::event::{parse_fast, value_to_py, Scalar, Value, EVENT_TYPES};
 
 const PROFILE_TYPE: u8 = 7; // EVENT_TYPES[7] == "lead_profile"
 
+/// The fields of a profile event, in `schemas.events.PROFILE_FIELDS` order.
+const PROFILE_FIELDS: [&str; 8] =
+    ["email", "email_domain", "company", "company_size", "industry", "country", "job_title", "seniority"];
+
 /// One valid event of a batch.
 struct Row {
     event_id: String,
     lead_id: String,
     occurred_ms: i64,
-    is_profile: bool,
+    /// For `lead_profile` events: the values of `PROFILE_FIELDS` (Python objects).
+    profile: Option<Py<PyTuple>>,
     matches: Matches,
 }
 
@@ -107,6 +110,7 @@ impl Reader {
     #[pyo3(signature = (values, keys = None))]
     fn parse(
         &mut self,
+        py: Python<'_>,
         values: &Bound<'_, PyList>,
         keys: Option<&Bound<'_, PyList>>,
     ) -> PyResult<Batch> {
@@ -151,8 +155,20 @@ impl Reader {
                     next
                 }
             };
+            let profile = if type_index == PROFILE_TYPE {
+                let objects = PROFILE_FIELDS
+                    .iter()
+                    .map(|f| match event.get(f) {
+                        Some(v) => value_to_py(py, &v),
+                        None => Ok(py.None()),
+                    })
+                    .collect::<PyResult<Vec<_>>>()?;
+                Some(PyTuple::new(py, objects)?.unbind())
+            } else {
+                None
+            };
             batch.rows.push(Some(Row {
-                is_profile: type_index == PROFILE_TYPE,
+                profile,
                 event_id: event.event_id,
                 lead_id: event.lead_id,
                 occurred_ms: event.occurred_ms,
@@ -195,18 +211,19 @@ impl Batch {
         Ok(out)
     }
 
-    /// A slow record that Python accepted: its envelope and matched rules per table.
+    /// A slow record that Python accepted: its envelope, its profile values (profile
+    /// events) and the matched rules per table.
     fn set_event(
         &mut self,
         index: usize,
         event_id: String,
         lead_id: String,
         occurred_ms: i64,
-        is_profile: bool,
+        profile: Option<Py<PyTuple>>,
         matched: Vec<Vec<u32>>,
     ) -> PyResult<()> {
         let slot = self.rows.get_mut(index).ok_or_else(|| PyIndexError::new_err(index))?;
-        *slot = Some(Row { event_id, lead_id, occurred_ms, is_profile, matches: Matches::Given(matched) });
+        *slot = Some(Row { event_id, lead_id, occurred_ms, profile, matches: Matches::Given(matched) });
         Ok(())
     }
 
@@ -245,7 +262,7 @@ impl Batch {
 
 struct Entry {
     lead: Lead,
-    seen: HashSet<Box<str>>,
+    seen: AHashSet<Box<str>>,
 }
 
 /// Lead states of one rule set during a replay: the memory store's bulk form.
@@ -255,8 +272,9 @@ pub struct LeadTable {
     leads: AHashMap<String, Entry>,
     /// Signature id -> matched rule indices (None: not resolved yet).
     matches: Vec<Option<Vec<u32>>>,
-    /// Called as `on_profile(lead_id, batch_index)` for each applied profile event; returns
-    /// the lead's (fit score, allows hot) after it.
+    /// Called as `on_profile(lead_id, event_id, occurred_ms, values)` for each applied
+    /// profile event (`values` in `PROFILE_FIELDS` order); returns the lead's (fit score,
+    /// allows hot) after it.
     on_profile: Py<PyAny>,
     /// Which `Given` list is this table's.
     slot: usize,
@@ -321,7 +339,7 @@ impl LeadTable {
                 Some(e) => e,
                 None => self.leads.entry(row.lead_id.clone()).or_insert_with(|| Entry {
                     lead: Lead::new(row.occurred_ms, rules.empty_fit),
-                    seen: HashSet::new(),
+                    seen: AHashSet::new(),
                 }),
             };
             if entry.seen.contains(row.event_id.as_str()) {
@@ -329,12 +347,13 @@ impl LeadTable {
                 continue;
             }
             entry.seen.insert(row.event_id.as_str().into());
-            let fit = if row.is_profile {
-                let (score, allows_hot): (f64, bool) =
-                    self.on_profile.call1(py, (row.lead_id.as_str(), i))?.extract(py)?;
-                Some(Fit { score, allows_hot })
-            } else {
-                None
+            let fit = match &row.profile {
+                Some(values) => {
+                    let args = (row.lead_id.as_str(), row.event_id.as_str(), row.occurred_ms, values);
+                    let (score, allows_hot): (f64, bool) = self.on_profile.call1(py, args)?.extract(py)?;
+                    Some(Fit { score, allows_hot })
+                }
+                None => None,
             };
             entry.lead.apply(rules, row.occurred_ms, matched, fit, i, &mut raw);
             applied += 1;
@@ -430,5 +449,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Batch>()?;
     m.add_class::<LeadTable>()?;
     m.add_class::<LeadSnapshot>()?;
+    m.add("PROFILE_FIELDS", PROFILE_FIELDS.to_vec())?;
+    m.add("EVENT_TYPES", EVENT_TYPES.to_vec())?;
     Ok(())
 }
