@@ -42,7 +42,7 @@ ensure_native() {
         export PATH="$HOME/.cargo/bin:$PATH"
     fi
     command -v cargo >/dev/null \
-        || die "cargo not found: the native core needs Rust (https://rustup.rs, or apt-get install cargo)"
+        || die "cargo not found: the native core needs Rust 1.82+ (https://rustup.rs)"
     local stamp="$CACHE_DIR/native-install.stamp" want
     want="$(cd "$REPO_ROOT/native" && find . -path ./target -prune -o -type f -print0 \
         | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1) $(stat -c %Y "$VENV/pyvenv.cfg")"
