@@ -81,7 +81,10 @@ impl Term {
     /// Decayed, capped contribution at `at_ms`.
     #[inline]
     pub fn value(&self, at_ms: i64, landmark_ms: i64) -> f64 {
-        clamp(self.acc * pow2(ratio(landmark_ms - at_ms, self.half_life_ms)), self.cap)
+        clamp(
+            self.acc * pow2(ratio(landmark_ms - at_ms, self.half_life_ms)),
+            self.cap,
+        )
     }
 }
 
@@ -111,13 +114,21 @@ impl Curve {
 
     /// From a lead's accumulators (rule, acc) in insertion order.
     pub fn from_sums(sums: &[(u32, f64)], params: &[Param], landmark_ms: i64) -> Curve {
-        let mut curve = Curve { landmark_ms, ..Curve::default() };
+        let mut curve = Curve {
+            landmark_ms,
+            ..Curve::default()
+        };
         for &(rule, acc) in sums {
             if acc == 0.0 {
                 continue;
             }
             let p = params[rule as usize];
-            let term = Term { rule, acc, half_life_ms: p.half_life_ms, cap: p.cap };
+            let term = Term {
+                rule,
+                acc,
+                half_life_ms: p.half_life_ms,
+                cap: p.cap,
+            };
             if acc > 0.0 {
                 curve.positive.push(term);
             } else {
@@ -392,9 +403,16 @@ impl PyCurve {
         let terms: Vec<Term> = terms
             .into_iter()
             .enumerate()
-            .map(|(i, (acc, half_life_ms, cap))| Term { rule: i as u32, acc, half_life_ms, cap })
+            .map(|(i, (acc, half_life_ms, cap))| Term {
+                rule: i as u32,
+                acc,
+                half_life_ms,
+                cap,
+            })
             .collect();
-        PyCurve { curve: Curve::new(&terms, landmark_ms) }
+        PyCurve {
+            curve: Curve::new(&terms, landmark_ms),
+        }
     }
 
     /// Indices (into the constructor's terms) of the positive and of the negative terms.

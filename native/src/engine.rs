@@ -87,7 +87,12 @@ impl Lead {
 
     /// Score at `at_ms` (a time before the clock means the clock).
     pub fn score_at(&self, rules: &Rules, at_ms: i64) -> f64 {
-        score_from_sums(&self.sums, &rules.params, self.landmark_ms, at_ms.max(self.clock_ms))
+        score_from_sums(
+            &self.sums,
+            &rules.params,
+            self.landmark_ms,
+            at_ms.max(self.clock_ms),
+        )
     }
 
     /// Per-rule contributions at `at_ms` (clamped to the clock), largest first, ties by id.
@@ -186,8 +191,7 @@ impl Lead {
         // 1. Did decay take a hot lead below `cool` since its last event?
         self.cool_by_decay(rules, t, out);
         // 2. The event's rules, with its own timestamp (late events weigh less).
-        if (t - self.landmark_ms) as f64 > REBASE_AFTER_HALF_LIVES * rules.min_half_life_ms as f64
-        {
+        if (t - self.landmark_ms) as f64 > REBASE_AFTER_HALF_LIVES * rules.min_half_life_ms as f64 {
             rebase(&mut self.sums, &rules.params, self.landmark_ms, t);
             self.landmark_ms = t;
         }
@@ -226,7 +230,16 @@ impl Lead {
 pub type LeadTuple = (i64, i64, Vec<(u32, f64)>, bool, u64, f64, bool, u64);
 /// (became_hot, at_ms, score, sequence, trigger index or None, [(rule index, points)],
 /// fit_score, allows_hot).
-pub type CrossingTuple = (bool, i64, f64, u64, Option<usize>, Vec<(u32, f64)>, f64, bool);
+pub type CrossingTuple = (
+    bool,
+    i64,
+    f64,
+    u64,
+    Option<usize>,
+    Vec<(u32, f64)>,
+    f64,
+    bool,
+);
 
 pub fn lead_from_tuple(t: LeadTuple) -> Lead {
     Lead {
@@ -235,7 +248,10 @@ pub fn lead_from_tuple(t: LeadTuple) -> Lead {
         sums: t.2,
         hot: t.3,
         crossings: t.4,
-        fit: Fit { score: t.5, allows_hot: t.6 },
+        fit: Fit {
+            score: t.5,
+            allows_hot: t.6,
+        },
         events_applied: t.7,
     }
 }
@@ -254,8 +270,21 @@ pub fn lead_to_tuple(l: &Lead) -> LeadTuple {
 }
 
 pub fn crossing_to_tuple(c: RawCrossing) -> CrossingTuple {
-    (c.became_hot, c.at_ms, c.score, c.sequence, c.trigger, c.reasons, c.fit.score, c.fit.allows_hot)
+    (
+        c.became_hot,
+        c.at_ms,
+        c.score,
+        c.sequence,
+        c.trigger,
+        c.reasons,
+        c.fit.score,
+        c.fit.allows_hot,
+    )
 }
+
+/// An event as `Kernel.apply` takes it: (occurred_ms, matched rule indices, the lead's fit
+/// after it when it changed the profile).
+pub type EventRow = (i64, Vec<u32>, Option<(f64, bool)>);
 
 /// A rules file compiled for the state machine (`RuleSet.kernel` in Python).
 #[pyclass(name = "Kernel", module = "leadscore_core", frozen)]
@@ -274,18 +303,29 @@ impl Kernel {
         empty_fit: (f64, bool),
     ) -> PyResult<Kernel> {
         if rules.iter().any(|r| r.2 < 1) {
-            return Err(pyo3::exceptions::PyValueError::new_err("half-lives must be >= 1 ms"));
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "half-lives must be >= 1 ms",
+            ));
         }
         let min_half_life_ms = rules.iter().map(|r| r.2).min().unwrap_or(1);
         Ok(Kernel {
             rules: Rules {
                 ids: rules.iter().map(|r| r.0.clone()).collect(),
-                params: rules.iter().map(|r| Param { half_life_ms: r.2, cap: r.3 }).collect(),
+                params: rules
+                    .iter()
+                    .map(|r| Param {
+                        half_life_ms: r.2,
+                        cap: r.3,
+                    })
+                    .collect(),
                 points: rules.iter().map(|r| r.1).collect(),
                 hot,
                 cool,
                 min_half_life_ms,
-                empty_fit: Fit { score: empty_fit.0, allows_hot: empty_fit.1 },
+                empty_fit: Fit {
+                    score: empty_fit.0,
+                    allows_hot: empty_fit.1,
+                },
             },
         })
     }
@@ -296,7 +336,7 @@ impl Kernel {
     fn apply(
         &self,
         lead: Option<LeadTuple>,
-        events: Vec<(i64, Vec<u32>, Option<(f64, bool)>)>,
+        events: Vec<EventRow>,
     ) -> (Option<LeadTuple>, Vec<CrossingTuple>) {
         let rules = &self.rules;
         let mut state = lead.map(lead_from_tuple);
@@ -306,7 +346,10 @@ impl Kernel {
             let fit = fit.map(|(score, allows_hot)| Fit { score, allows_hot });
             lead.apply(rules, *occurred, matched, fit, i, &mut out);
         }
-        (state.as_ref().map(lead_to_tuple), out.into_iter().map(crossing_to_tuple).collect())
+        (
+            state.as_ref().map(lead_to_tuple),
+            out.into_iter().map(crossing_to_tuple).collect(),
+        )
     }
 
     /// The cooling decay caused by `to_ms`, if any (the sweep, the end of a replay).
@@ -314,7 +357,10 @@ impl Kernel {
         let mut state = lead_from_tuple(lead);
         let mut out = Vec::new();
         state.cool_by_decay(&self.rules, to_ms, &mut out);
-        (lead_to_tuple(&state), out.into_iter().map(crossing_to_tuple).collect())
+        (
+            lead_to_tuple(&state),
+            out.into_iter().map(crossing_to_tuple).collect(),
+        )
     }
 
     fn score_at(&self, lead: LeadTuple, at_ms: i64) -> f64 {

@@ -18,8 +18,16 @@ use crate::event::{parse_fast, value_to_py, Scalar, Value, EVENT_TYPES};
 const PROFILE_TYPE: u8 = 7; // EVENT_TYPES[7] == "lead_profile"
 
 /// The fields of a profile event, in `schemas.events.PROFILE_FIELDS` order.
-const PROFILE_FIELDS: [&str; 8] =
-    ["email", "email_domain", "company", "company_size", "industry", "country", "job_title", "seniority"];
+const PROFILE_FIELDS: [&str; 8] = [
+    "email",
+    "email_domain",
+    "company",
+    "company_size",
+    "industry",
+    "country",
+    "job_title",
+    "seniority",
+];
 
 /// One valid event of a batch.
 struct Row {
@@ -99,9 +107,15 @@ impl Reader {
     #[pyo3(signature = (fields, max_bytes = 65536))]
     fn py_new(fields: Vec<Vec<String>>, max_bytes: usize) -> PyResult<Reader> {
         if fields.len() != EVENT_TYPES.len() {
-            return Err(PyValueError::new_err("fields: one list per event type expected"));
+            return Err(PyValueError::new_err(
+                "fields: one list per event type expected",
+            ));
         }
-        Ok(Reader { fields, signatures: AHashMap::new(), max_bytes })
+        Ok(Reader {
+            fields,
+            signatures: AHashMap::new(),
+            max_bytes,
+        })
     }
 
     /// Parse records (`values`; with Kafka `keys`, each key must be the event's lead id,
@@ -115,7 +129,11 @@ impl Reader {
         keys: Option<&Bound<'_, PyList>>,
     ) -> PyResult<Batch> {
         let n = values.len();
-        let mut batch = Batch { rows: Vec::with_capacity(n), slow: Vec::new(), new_signatures: Vec::new() };
+        let mut batch = Batch {
+            rows: Vec::with_capacity(n),
+            slow: Vec::new(),
+            new_signatures: Vec::new(),
+        };
         let mut key_buf: Vec<u8> = Vec::with_capacity(64);
         for i in 0..n {
             let item = values.get_item(i)?;
@@ -196,7 +214,10 @@ impl Batch {
     }
 
     /// New signatures: (id, event type name, tuple of field values).
-    fn new_signatures<'py>(&self, py: Python<'py>) -> PyResult<Vec<(u32, &'static str, Bound<'py, PyTuple>)>> {
+    fn new_signatures<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<Vec<(u32, &'static str, Bound<'py, PyTuple>)>> {
         let mut out = Vec::with_capacity(self.new_signatures.len());
         for (sig, type_index, values) in &self.new_signatures {
             let objects = values
@@ -206,7 +227,11 @@ impl Batch {
                     None => Ok(py.None()),
                 })
                 .collect::<PyResult<Vec<_>>>()?;
-            out.push((*sig, EVENT_TYPES[*type_index as usize], PyTuple::new(py, objects)?));
+            out.push((
+                *sig,
+                EVENT_TYPES[*type_index as usize],
+                PyTuple::new(py, objects)?,
+            ));
         }
         Ok(out)
     }
@@ -222,8 +247,17 @@ impl Batch {
         profile: Option<Py<PyTuple>>,
         matched: Vec<Vec<u32>>,
     ) -> PyResult<()> {
-        let slot = self.rows.get_mut(index).ok_or_else(|| PyIndexError::new_err(index))?;
-        *slot = Some(Row { event_id, lead_id, occurred_ms, profile, matches: Matches::Given(matched) });
+        let slot = self
+            .rows
+            .get_mut(index)
+            .ok_or_else(|| PyIndexError::new_err(index))?;
+        *slot = Some(Row {
+            event_id,
+            lead_id,
+            occurred_ms,
+            profile,
+            matches: Matches::Given(matched),
+        });
         Ok(())
     }
 
@@ -250,13 +284,18 @@ impl Batch {
     /// `after_ms < occurred_ms <= limit_ms` (None: there is none).
     fn first_after(&self, start: usize, after_ms: i64, limit_ms: i64) -> Option<usize> {
         (start..self.rows.len()).find(|&i| {
-            self.rows[i].as_ref().is_some_and(|r| r.occurred_ms > after_ms && r.occurred_ms <= limit_ms)
+            self.rows[i]
+                .as_ref()
+                .is_some_and(|r| r.occurred_ms > after_ms && r.occurred_ms <= limit_ms)
         })
     }
 
     /// The record's event id and lead id (for slow rows after `set_event` too).
     fn envelope(&self, index: usize) -> Option<(String, String)> {
-        self.rows.get(index)?.as_ref().map(|r| (r.event_id.clone(), r.lead_id.clone()))
+        self.rows
+            .get(index)?
+            .as_ref()
+            .map(|r| (r.event_id.clone(), r.lead_id.clone()))
     }
 }
 
@@ -285,7 +324,12 @@ type TableCrossing = (String, Option<String>, CrossingTuple);
 
 fn dress(lead_id: &str, rows: &[Option<Row>], raw: Vec<RawCrossing>, out: &mut Vec<TableCrossing>) {
     for c in raw {
-        let trigger = c.trigger.map(|i| rows[i].as_ref().map(|r| r.event_id.clone()).unwrap_or_default());
+        let trigger = c.trigger.map(|i| {
+            rows[i]
+                .as_ref()
+                .map(|r| r.event_id.clone())
+                .unwrap_or_default()
+        });
         out.push((lead_id.to_string(), trigger, crossing_to_tuple(c)));
     }
 }
@@ -294,7 +338,13 @@ fn dress(lead_id: &str, rows: &[Option<Row>], raw: Vec<RawCrossing>, out: &mut V
 impl LeadTable {
     #[new]
     fn py_new(kernel: Py<Kernel>, on_profile: Py<PyAny>, slot: usize) -> LeadTable {
-        LeadTable { kernel, leads: AHashMap::new(), matches: Vec::new(), on_profile, slot }
+        LeadTable {
+            kernel,
+            leads: AHashMap::new(),
+            matches: Vec::new(),
+            on_profile,
+            slot,
+        }
     }
 
     /// The matched rule indices of a signature.
@@ -332,15 +382,20 @@ impl LeadTable {
                     .matches
                     .get(*sig as usize)
                     .and_then(|m| m.as_deref())
-                    .ok_or_else(|| PyValueError::new_err(format!("signature {sig} not resolved")))?,
+                    .ok_or_else(|| {
+                        PyValueError::new_err(format!("signature {sig} not resolved"))
+                    })?,
                 Matches::Given(per_table) => &per_table[self.slot],
             };
             let entry = match self.leads.get_mut(row.lead_id.as_str()) {
                 Some(e) => e,
-                None => self.leads.entry(row.lead_id.clone()).or_insert_with(|| Entry {
-                    lead: Lead::new(row.occurred_ms, rules.empty_fit),
-                    seen: AHashSet::new(),
-                }),
+                None => self
+                    .leads
+                    .entry(row.lead_id.clone())
+                    .or_insert_with(|| Entry {
+                        lead: Lead::new(row.occurred_ms, rules.empty_fit),
+                        seen: AHashSet::new(),
+                    }),
             };
             if entry.seen.contains(row.event_id.as_str()) {
                 duplicates += 1;
@@ -349,16 +404,29 @@ impl LeadTable {
             entry.seen.insert(row.event_id.as_str().into());
             let fit = match &row.profile {
                 Some(values) => {
-                    let args = (row.lead_id.as_str(), row.event_id.as_str(), row.occurred_ms, values);
-                    let (score, allows_hot): (f64, bool) = self.on_profile.call1(py, args)?.extract(py)?;
+                    let args = (
+                        row.lead_id.as_str(),
+                        row.event_id.as_str(),
+                        row.occurred_ms,
+                        values,
+                    );
+                    let (score, allows_hot): (f64, bool) =
+                        self.on_profile.call1(py, args)?.extract(py)?;
                     Some(Fit { score, allows_hot })
                 }
                 None => None,
             };
-            entry.lead.apply(rules, row.occurred_ms, matched, fit, i, &mut raw);
+            entry
+                .lead
+                .apply(rules, row.occurred_ms, matched, fit, i, &mut raw);
             applied += 1;
             if !raw.is_empty() {
-                dress(&row.lead_id, &batch.rows, std::mem::take(&mut raw), &mut crossings);
+                dress(
+                    &row.lead_id,
+                    &batch.rows,
+                    std::mem::take(&mut raw),
+                    &mut crossings,
+                );
             }
         }
         Ok((applied, duplicates, crossings))
@@ -368,7 +436,12 @@ impl LeadTable {
     /// order; the caller sorts the crossings by time).
     fn cool_due(&mut self, until_ms: i64) -> Vec<TableCrossing> {
         let kernel = self.kernel.get();
-        let mut ids: Vec<&String> = self.leads.iter().filter(|(_, e)| e.lead.hot).map(|(k, _)| k).collect();
+        let mut ids: Vec<&String> = self
+            .leads
+            .iter()
+            .filter(|(_, e)| e.lead.hot)
+            .map(|(k, _)| k)
+            .collect();
         ids.sort();
         let ids: Vec<String> = ids.into_iter().cloned().collect();
         let mut out = Vec::new();
@@ -391,7 +464,11 @@ impl LeadTable {
     fn snapshot(&self) -> LeadSnapshot {
         LeadSnapshot {
             kernel: Python::attach(|py| self.kernel.clone_ref(py)),
-            leads: self.leads.iter().map(|(k, e)| (k.clone(), e.lead.clone())).collect(),
+            leads: self
+                .leads
+                .iter()
+                .map(|(k, e)| (k.clone(), e.lead.clone()))
+                .collect(),
         }
     }
 }
@@ -419,7 +496,15 @@ fn rows_of<'a>(
             // Summed in this order, like Python's sum() over the explanation.
             let score = parts.iter().fold(0.0, |total, p| total + p.1);
             parts.truncate(top);
-            (id.clone(), score, parts, l.fit.score, l.hot, l.events_applied, l.clock_ms)
+            (
+                id.clone(),
+                score,
+                parts,
+                l.fit.score,
+                l.hot,
+                l.events_applied,
+                l.clock_ms,
+            )
         })
         .collect()
 }
@@ -432,7 +517,10 @@ impl LeadSnapshot {
 
     fn scores(&self, at_ms: i64) -> Vec<(String, f64)> {
         let rules = &self.kernel.get().rules;
-        self.leads.iter().map(|(k, l)| (k.clone(), l.score_at(rules, at_ms))).collect()
+        self.leads
+            .iter()
+            .map(|(k, l)| (k.clone(), l.score_at(rules, at_ms)))
+            .collect()
     }
 
     fn rows(&self, at_ms: i64, top: usize) -> Vec<LeadRow> {
