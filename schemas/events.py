@@ -38,8 +38,11 @@ EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST_EVENT_TIME = datetime(2100, 1, 1, tzinfo=UTC)
 
 #: Date, time, optional fraction and offset (a missing offset is reported as naive later).
+#: ASCII digits only, nothing after the end (``\Z``, not ``$``, which allows a newline),
+#: offsets of at most 23:59 (``fromisoformat`` would read ``+01:60`` as ``+02:00``).
 _RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})?$"
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?"
+    r"([Zz]|[+-](?:[01][0-9]|2[0-3]):?[0-5][0-9])?\Z"
 )
 
 EventId = Annotated[str, Field(min_length=1, max_length=128)]
@@ -77,7 +80,8 @@ class BaseEvent(BaseModel):
         if not _RFC3339.match(value):
             raise ValueError(f"expected RFC 3339 text like 2026-11-23T10:00:00Z, got {value!r}")
         try:
-            return datetime.fromisoformat(value)
+            # RFC 3339 allows a lowercase z; Python 3.11's fromisoformat does not.
+            return datetime.fromisoformat(value[:-1] + "Z" if value[-1] == "z" else value)
         except ValueError:
             raise ValueError(f"not a valid date and time: {value!r}") from None
 

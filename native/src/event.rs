@@ -25,9 +25,9 @@
 //!
 //! Declined (`None`), although Python accepts some of them:
 //!
-//! * `occurred_at` with a lowercase `z` (Python 3.11's `fromisoformat` rejects it, although
-//!   the project's regex lets it through), offset minutes of 60 or more (Python reads
-//!   `+01:60` as two hours), a fraction longer than 9 digits, or any other form;
+//! * `occurred_at` with a lowercase `z` (valid RFC 3339, which `schemas.events` accepts),
+//!   offset minutes of 60 or more (rejected), a fraction longer than 9 digits, or any other
+//!   form;
 //! * integers outside `i64`; floats of magnitude 2^63 or more (`serde_json` reports integer
 //!   literals beyond 64 bits as rounded floats, where Python keeps an exact `int`); negative
 //!   zero (`-0` is the int `0` in Python but `-0.0` in `serde_json`, so `-0`, `-0.0` and
@@ -479,7 +479,7 @@ fn parse_occurred_at(text: &str) -> Option<i64> {
                 seconds
             }
         }
-        _ => return None, // including a lowercase `z`, which fromisoformat rejects
+        _ => return None, // including a lowercase `z`: left to Python
     };
     if i != b.len() {
         return None;

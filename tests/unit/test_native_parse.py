@@ -554,8 +554,6 @@ TIMESTAMPS = [
     ("2099-12-31T23:59:59.999999Z", True),
     ("2100-01-01T00:30:00+01:00", True),  # 2099 in UTC
     # Declined, and Python rejects them too:
-    ("2026-03-04T10:20:30z", False),  # the regex allows a lowercase z, fromisoformat does not
-    ("2026-03-04T10:20:30.5z", False),
     ("2026-03-04T10:20:30", False),  # naive
     ("2026-03-04T10:20:30+24:00", False),  # offsets must be within +-24h
     ("2026-03-04T10:20:30-24:00", False),
@@ -574,14 +572,16 @@ TIMESTAMPS = [
     ("2026-03-04T10:20:30+01", False),  # ditto
     ("2026-03-04T10:20.5Z", False),
     ("2026-03-04T10:20:30 Z", False),
-    ("2026-03-04T10:20:30Z\n", False),  # the regex's $ allows it, fromisoformat does not
-    ("\uff12\uff10\uff12\uff16-03-04T10:20:30Z", False),  # \d matches fullwidth digits
+    ("2026-03-04T10:20:30Z\n", False),  # a trailing newline
+    ("\uff12\uff10\uff12\uff16-03-04T10:20:30Z", False),  # fullwidth digits
+    ("2026-03-04T10:20:30+01:60", False),  # fromisoformat would read it as +02:00
+    ("2026-03-04T10:20:30-00:99", False),  # ... and this as -01:39
     ("1999-12-31T23:59:59.999999Z", False),
     ("2100-01-01T00:00:00Z", False),
     ("2099-12-31T23:30:00-01:00", False),
     # Declined although Python accepts them:
-    ("2026-03-04T10:20:30+01:60", False),  # Python reads it as +02:00
-    ("2026-03-04T10:20:30-00:99", False),  # ... and this as -01:39
+    ("2026-03-04T10:20:30z", False),  # RFC 3339 allows a lowercase z (Python upper-cases it)
+    ("2026-03-04T10:20:30.5z", False),
     ("2026-03-04T10:20:30.1234567890Z", False),  # more than 9 fraction digits
 ]
 

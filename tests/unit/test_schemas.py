@@ -146,6 +146,24 @@ def test_properties_accept_scalars_and_lists_of_scalars() -> None:
             "occurred_at: not a valid date and time: '2026-13-45T10:00:00Z'",
             id="impossible-date",
         ),
+        pytest.param(
+            {"occurred_at": "2026-11-23T10:00:00+01:60"},
+            "occurred_at: expected RFC 3339 text like 2026-11-23T10:00:00Z, "
+            "got '2026-11-23T10:00:00+01:60'",
+            id="offset-minutes-over-59",
+        ),
+        pytest.param(
+            {"occurred_at": "\uff12\uff10\uff12\uff16-11-23T10:00:00Z"},
+            "occurred_at: expected RFC 3339 text like 2026-11-23T10:00:00Z, "
+            "got '\uff12\uff10\uff12\uff16-11-23T10:00:00Z'",
+            id="non-ascii-digits",
+        ),
+        pytest.param(
+            {"occurred_at": "2026-11-23T10:00:00Z\n"},
+            "occurred_at: expected RFC 3339 text like 2026-11-23T10:00:00Z, "
+            "got '2026-11-23T10:00:00Z\\n'",
+            id="trailing-newline",
+        ),
         pytest.param({"url": 5}, "url: expected a valid string, got number 5", id="wrong-type"),
         pytest.param(
             {"url": OMIT}, "url: missing (required in page_view events)", id="missing-field"
@@ -357,6 +375,8 @@ TEN_AM_UTC_MS = 1_795_428_000_000  # 2026-11-23T10:00:00Z
         ("2026-11-23T10:00:00Z", TEN_AM_UTC_MS),
         ("2026-11-23T12:00:00+02:00", TEN_AM_UTC_MS),
         ("2026-11-23T05:00:00-05:00", TEN_AM_UTC_MS),
+        ("2026-11-23t10:00:00z", TEN_AM_UTC_MS),  # RFC 3339 allows lowercase t and z
+        ("2026-11-23T12:00:00+0200", TEN_AM_UTC_MS),
         ("2026-11-23T10:00:00.123999Z", TEN_AM_UTC_MS + 123),  # truncated, not rounded
         ("2026-11-23T12:00:00.000999+02:00", TEN_AM_UTC_MS),
         ("2000-01-01T00:00:00Z", 946_684_800_000),  # the earliest accepted instant
