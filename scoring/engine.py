@@ -24,7 +24,7 @@ implementation of every step.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -266,9 +266,14 @@ def make_crossings(
 
 def matched_rules(event: LeadEvent, rules: RuleSet) -> list[int]:
     """Indices (into ``rules.rules``) of the behaviour rules ``event`` matches, in order."""
-    get = event.field_value
+    return match_values(event.type, event.field_value, rules)
+
+
+def match_values(event_type: str, get: Callable[[str], Any], rules: RuleSet) -> list[int]:
+    """:func:`matched_rules` for an event given as its type and a field reader (``get(name)``
+    returns what ``event.field_value(name)`` would)."""
     index = rules.rule_index
-    return [index[r.id] for r in rules.candidates(event.type, get) if r.matches(get)]
+    return [index[r.id] for r in rules.candidates(event_type, get) if r.matches(get)]
 
 
 # --------------------------------------------------------------------------- reading

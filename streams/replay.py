@@ -56,6 +56,7 @@ from scoring.engine import (
     fit_grade,
     lead_fit,
     make_crossing,
+    match_values,
     matched_rules,
     merge_profile_values,
     ms_to_datetime,
@@ -427,35 +428,42 @@ def _validate_chunk(
     name: str, chunk: Chunk, stats: ReadStats, max_event_bytes: int
 ) -> list[LeadEvent]:
     """The hot loop of reading: one ``parse_event`` per record."""
-    events: list[LeadEvent] = []
-    append = events.append
-    keys = chunk.keys
     stats.records += len(chunk.values)
-    if keys is None:  # a file: no key, skip blank lines
-        for i, raw in enumerate(chunk.values):
-            assert raw is not None
-            line = raw.rstrip(b"\r")  # as `leadscore produce` sends it
-            if not line.strip():
-                stats.blank_lines += 1
-                continue
-            result = parse_event(line, max_bytes=max_event_bytes)
-            if isinstance(result, Rejected):
-                stats.reject(BadRecord(name, result.kind, result.error, line=chunk.first_line + i))
-            else:
-                append(result)
-    else:  # Kafka: the worker's exact check, key included
-        for i, value in enumerate(chunk.values):
-            result = parse_event(value, keys[i], require_key=True, max_bytes=max_event_bytes)
-            if isinstance(result, Rejected):
-                assert chunk.positions is not None
-                partition, offset = chunk.positions[i]
-                stats.reject(
-                    BadRecord(name, result.kind, result.error, partition=partition, offset=offset)
-                )
-            else:
-                append(result)
+    events = [
+        event
+        for i in range(len(chunk.values))
+        if (event := _validate_record(name, chunk, i, stats, max_event_bytes)) is not None
+    ]
     stats.valid += len(events)
     return events
+
+
+def _validate_record(
+    name: str, chunk: Chunk, index: int, stats: ReadStats, max_event_bytes: int
+) -> LeadEvent | None:
+    """Record ``index`` of ``chunk`` as an event, or None (a blank line or a bad record,
+    counted in ``stats``). Files: trailing ``\r`` removed and blank lines skipped, as
+    ``leadscore produce`` does; Kafka: the worker's exact check, key included."""
+    raw = chunk.values[index]
+    if chunk.keys is None:
+        assert raw is not None
+        line = raw.rstrip(b"\r")
+        if not line.strip():
+            stats.blank_lines += 1
+            return None
+        result = parse_event(line, max_bytes=max_event_bytes)
+        if isinstance(result, Rejected):
+            where = {"line": chunk.first_line + index}
+    else:
+        result = parse_event(raw, chunk.keys[index], require_key=True, max_bytes=max_event_bytes)
+        if isinstance(result, Rejected):
+            assert chunk.positions is not None
+            partition, offset = chunk.positions[index]
+            where = {"partition": partition, "offset": offset}
+    if isinstance(result, Rejected):
+        stats.reject(BadRecord(name, result.kind, result.error, **where))
+        return None
+    return result
 
 
 # --------------------------------------------------------------------------- applying
@@ -858,32 +866,11 @@ def _parse_chunk(
     for signature, event_type, field_values in batch.new_signatures():
         get = dict(zip(fields[EVENT_TYPES.index(event_type)], field_values, strict=True)).get
         for f in fast:
-            index = f.rules.rule_index
-            candidates = f.rules.candidates(event_type, get)
-            f.table.resolve(signature, [index[r.id] for r in candidates if r.matches(get)])
+            f.table.resolve(signature, match_values(event_type, get, f.rules))
     for i in batch.slow():
-        raw = values[i]
-        if keys is None:
-            assert raw is not None
-            line = raw.rstrip(b"\r")
-            if not line.strip():
-                stats.blank_lines += 1
-                valid -= 1
-                continue
-            result = parse_event(line, max_bytes=max_bytes)
-        else:
-            result = parse_event(raw, keys[i], require_key=True, max_bytes=max_bytes)
-        if isinstance(result, Rejected):
+        result = _validate_record(name, chunk, i, stats, max_bytes)
+        if result is None:
             valid -= 1
-            if keys is None:
-                record = BadRecord(name, result.kind, result.error, line=chunk.first_line + i)
-            else:
-                assert chunk.positions is not None
-                partition, offset = chunk.positions[i]
-                record = BadRecord(
-                    name, result.kind, result.error, partition=partition, offset=offset
-                )
-            stats.reject(record)
             continue
         batch.set_event(
             i,
