@@ -6,6 +6,7 @@ REBASE_AFTER_HALF_LIVES: float
 TOP_REASONS: int
 
 def pow2(x: float) -> float: ...
+def duplicate_key(data: bytes) -> str | None: ...
 
 class Curve:
     def __init__(

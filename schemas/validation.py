@@ -17,6 +17,8 @@ Checks run in this order; the first failure decides the rejection ``kind``:
 * ``invalid_utf8``: the bytes are not UTF-8 (the message gives the byte offset);
 * ``invalid_json``: not JSON, or JSON that is not an object (with the parser's position);
 * ``invalid_event``: a JSON object that is not a valid event (every problem, by field);
+* ``invalid_json``: a valid event whose JSON repeats a key in one object, e.g. two
+  ``"type"`` (JSON parsers silently keep the last value; we refuse to guess);
 * ``missing_key`` / ``key_mismatch``: only with ``require_key=True``, the message key is
   missing or is not the event's ``lead_id``.
 
@@ -39,6 +41,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+import leadscore_core as _core
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
@@ -114,6 +117,13 @@ def parse_event(
         event = EVENT_ADAPTER.validate_json(value)  # the fast path: parse + validate at once
     except ValidationError as exc:
         return _diagnose(value, exc)
+    duplicate = _core.duplicate_key(value)
+    if duplicate is not None:
+        return Rejected(
+            "invalid_json",
+            f"{duplicate}: repeated key in the JSON object (which value was meant is "
+            "ambiguous); send each field once",
+        )
     if require_key:
         return _check_key(event, key)
     return event

@@ -5,6 +5,7 @@
 //!   both run this code, through `scoring.engine`);
 //! * `event`: the JSONL/Kafka fast path that accepts the common, clearly valid events
 //!   without building pydantic models (anything else is left to `schemas.validation`);
+//! * `duplicates`: finds keys repeated within a JSON object (`parse_event` rejects them);
 //! * `table`: replay's bulk path: lead states in a hash map, rule matches cached per
 //!   distinct combination of the fields rules test.
 //!
@@ -13,6 +14,7 @@
 use pyo3::prelude::*;
 
 mod decay;
+mod duplicates;
 mod engine;
 mod event;
 mod table;
@@ -20,6 +22,7 @@ mod table;
 #[pymodule]
 fn leadscore_core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     decay::register(m)?;
+    duplicates::register(m)?;
     engine::register(m)?;
     event::register(m)?;
     table::register(m)?;

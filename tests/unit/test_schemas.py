@@ -589,3 +589,34 @@ def test_a_huge_payload_is_cut_in_its_dead_letter_so_it_always_fits_a_kafka_mess
         else (base64.b64decode(record.payload_base64 or ""))
     )
     assert payload.startswith(kept) and len(kept) > DEAD_LETTER_PAYLOAD_MAX - 4
+
+
+# --- repeated keys -------------------------------------------------------------------------
+
+_ENVELOPE = b'{"event_id": "e-1", "lead_id": "lead-1", "occurred_at": "2026-11-23T10:00:00Z"'
+
+
+@pytest.mark.parametrize(
+    ("raw", "path"),
+    [
+        (_ENVELOPE + b', "type": "email_open", "type": "page_view", "url": "u"}', "type"),
+        (_ENVELOPE + b', "type": "page_view", "url": "a", "url": "b"}', "url"),
+        (_ENVELOPE + b', "type": "email_open", "properties": {"p": 1, "p": 2}}', "properties.p"),
+        (
+            _ENVELOPE + b', "type": "email_open", "properties": {"p": 1, "\\u0070": 1}}',
+            "properties.p",
+        ),
+    ],
+    ids=["type", "field", "property", "escaped-property"],
+)
+def test_repeated_keys_are_rejected_naming_the_key(raw: bytes, path: str) -> None:
+    """JSON parsers keep the last of repeated keys silently; the contract refuses them."""
+    result = parse_event(raw)
+    assert isinstance(result, Rejected)
+    assert result.kind == "invalid_json"
+    assert result.error.startswith(f"{path}: repeated key in the JSON object")
+
+
+def test_same_key_in_different_objects_is_fine() -> None:
+    raw = _ENVELOPE + b', "type": "email_open", "properties": {"lead_id": "x", "type": 1}}'
+    assert not isinstance(parse_event(raw), Rejected)
