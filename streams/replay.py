@@ -403,6 +403,16 @@ def read_events(
     (the key must be the event's ``lead_id``). With ``progress``, a bar per source is
     drawn on stderr.
     """
+    for source, chunk in _chunks(sources, progress):
+        started = time.perf_counter()
+        events = _validate_chunk(source.name, chunk, stats, max_event_bytes)
+        stats.seconds += time.perf_counter() - started
+        yield events
+
+
+def _chunks(sources: Sequence[Source], progress: bool) -> Iterator[tuple[Source, Chunk]]:
+    """Every chunk of every source, in order; with ``progress``, a bar per source on
+    stderr, advanced once the caller is done with a chunk."""
     for source in sources:
         with contextlib.ExitStack() as stack:
             update: Callable[[int], None] | None = None
@@ -416,12 +426,9 @@ def read_events(
                 )
                 update = bar.update
             for chunk in source.chunks():
-                started = time.perf_counter()
-                events = _validate_chunk(source.name, chunk, stats, max_event_bytes)
-                stats.seconds += time.perf_counter() - started
+                yield source, chunk
                 if update is not None:
                     update(chunk.progress)
-                yield events
 
 
 def _validate_chunk(
@@ -786,43 +793,27 @@ def replay_sources(
     after_at = 0
     apply_seconds = 0.0
     with gc_paused():
-        for source in sources:
-            with contextlib.ExitStack() as stack:
-                update: Callable[[int], None] | None = None
-                if progress:
-                    bar = stack.enter_context(
-                        click.progressbar(
-                            length=source.size(),
-                            label=source.name,
-                            file=click.get_text_stream("stderr"),
-                        )
-                    )
-                    update = bar.update
-                for chunk in source.chunks():
-                    started = time.perf_counter()
-                    batch = _parse_chunk(
-                        source.name, chunk, reader, fields, fast, stats, max_event_bytes
-                    )
-                    stats.seconds += time.perf_counter() - started
-                    started = time.perf_counter()
-                    span, after = batch.time_range(limit)
-                    after_at += after
-                    if span is not None:
-                        first, last = min(first, span[0]), max(last, span[1])
-                    start = 0
-                    if snapshot_after != NEVER:
-                        split = batch.first_after(0, snapshot_after, limit)
-                        if split is not None:
-                            for f in fast:
-                                f.apply(batch, 0, split, limit)
-                                f.run.snapshot = NativeView(f.table.snapshot(), f.rules)
-                            snapshot_after = NEVER
-                            start = split
+        for source, chunk in _chunks(sources, progress):
+            started = time.perf_counter()
+            batch = _parse_chunk(source.name, chunk, reader, fields, fast, stats, max_event_bytes)
+            stats.seconds += time.perf_counter() - started
+            started = time.perf_counter()
+            span, after = batch.time_range(limit)
+            after_at += after
+            if span is not None:
+                first, last = min(first, span[0]), max(last, span[1])
+            start = 0
+            if snapshot_after != NEVER:
+                split = batch.first_after(0, snapshot_after, limit)
+                if split is not None:
                     for f in fast:
-                        f.apply(batch, start, len(batch), limit)
-                    apply_seconds += time.perf_counter() - started
-                    if update is not None:
-                        update(chunk.progress)
+                        f.apply(batch, 0, split, limit)
+                        f.run.snapshot = NativeView(f.table.snapshot(), f.rules)
+                    snapshot_after = NEVER
+                    start = split
+            for f in fast:
+                f.apply(batch, start, len(batch), limit)
+            apply_seconds += time.perf_counter() - started
         started = time.perf_counter()
         end_ms = at_ms if at_ms is not None else (last if last >= 0 else None)
         for f in fast:
