@@ -617,6 +617,38 @@ class Replay:
     apply_seconds: float = 0.0
 
 
+@dataclass(slots=True)
+class _Span:
+    """What both replay loops track while applying: the event-time span, events after
+    ``--at``, time spent applying."""
+
+    first: int = NEVER
+    last: int = -NEVER
+    after_at: int = 0
+    apply_seconds: float = 0.0
+
+    def saw(self, low: int, high: int) -> None:
+        self.first, self.last = min(self.first, low), max(self.last, high)
+
+    def end_ms(self, at_ms: int | None) -> int | None:
+        """``--at``, else the latest event time (None: no event)."""
+        return at_ms if at_ms is not None else (self.last if self.last >= 0 else None)
+
+    def replay(
+        self, runs: list[RuleRun], at_ms: int | None, end_ms: int | None, cutoff_ms: int | None
+    ) -> Replay:
+        return Replay(
+            runs=runs,
+            first_event_ms=self.first if self.first != NEVER else None,
+            last_event_ms=self.last if self.last >= 0 else None,
+            at_ms=at_ms,
+            end_ms=end_ms,
+            cutoff_ms=cutoff_ms,
+            after_at=self.after_at,
+            apply_seconds=self.apply_seconds,
+        )
+
+
 @contextlib.contextmanager
 def gc_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector.
@@ -654,14 +686,12 @@ def replay_events(
     stores = [MemoryStore(rules) for rules in rulesets]
     limit = NEVER if at_ms is None else at_ms
     snapshot_after = NEVER if cutoff_ms is None else cutoff_ms
-    first, last = NEVER, -NEVER
-    after_at = 0
-    apply_seconds = 0.0
+    span = _Span()
     pending: list[tuple[LeadEvent, None]] = []
 
     def flush() -> None:
         """Apply the pending events, ``batch_size`` at a time, to every store."""
-        nonlocal pending, apply_seconds
+        nonlocal pending
         started = time.perf_counter()
         for start in range(0, len(pending), batch_size):
             items = pending[start : start + batch_size]
@@ -670,7 +700,7 @@ def replay_events(
                 run.crossings.extend(result.crossings)
                 run.applied += result.applied
                 run.duplicates += result.duplicates
-        apply_seconds += time.perf_counter() - started
+        span.apply_seconds += time.perf_counter() - started
         pending = []
 
     with gc_paused():
@@ -682,23 +712,23 @@ def replay_events(
             if high <= limit and high <= snapshot_after:
                 # The common case: nothing to skip, no snapshot to take in this chunk.
                 pending.extend(zip(batch, itertools.repeat(None)))
-                first, last = min(first, low), max(last, high)
+                span.saw(low, high)
             else:
                 for event, occurred in zip(batch, times, strict=True):
                     if occurred > limit:
-                        after_at += 1
+                        span.after_at += 1
                         continue
                     if occurred > snapshot_after:
                         flush()
                         for run, store in zip(runs, stores, strict=True):
                             run.snapshot = StatesView(dict(store.states), run.rules)
                         snapshot_after = NEVER
-                    first, last = min(first, occurred), max(last, occurred)
+                    span.saw(occurred, occurred)
                     pending.append((event, None))
             if len(pending) >= batch_size:
                 flush()
         flush()
-        end_ms = at_ms if at_ms is not None else (last if last >= 0 else None)
+        end_ms = span.end_ms(at_ms)
         if end_ms is not None:
             for run, store in zip(runs, stores, strict=True):
                 cooled = store.cool_due_sync(end_ms).crossings
@@ -706,16 +736,7 @@ def replay_events(
                 run.cooled_at_end = len(cooled)
         for run, store in zip(runs, stores, strict=True):
             run.final = StatesView(store.states, run.rules)
-    return Replay(
-        runs=runs,
-        first_event_ms=first if first != NEVER else None,
-        last_event_ms=last if last >= 0 else None,
-        at_ms=at_ms,
-        end_ms=end_ms,
-        cutoff_ms=cutoff_ms,
-        after_at=after_at,
-        apply_seconds=apply_seconds,
-    )
+    return span.replay(runs, at_ms, end_ms, cutoff_ms)
 
 
 # --------------------------------------------------------------------------- the fast path
@@ -789,19 +810,17 @@ def replay_sources(
     fast = [_FastRun(run, slot) for slot, run in enumerate(runs)]
     limit = NEVER if at_ms is None else at_ms
     snapshot_after = NEVER if cutoff_ms is None else cutoff_ms
-    first, last = NEVER, -NEVER
-    after_at = 0
-    apply_seconds = 0.0
+    span = _Span()
     with gc_paused():
         for source, chunk in _chunks(sources, progress):
             started = time.perf_counter()
             batch = _parse_chunk(source.name, chunk, reader, fields, fast, stats, max_event_bytes)
             stats.seconds += time.perf_counter() - started
             started = time.perf_counter()
-            span, after = batch.time_range(limit)
-            after_at += after
-            if span is not None:
-                first, last = min(first, span[0]), max(last, span[1])
+            times, after = batch.time_range(limit)
+            span.after_at += after
+            if times is not None:
+                span.saw(*times)
             start = 0
             if snapshot_after != NEVER:
                 split = batch.first_after(0, snapshot_after, limit)
@@ -813,9 +832,9 @@ def replay_sources(
                     start = split
             for f in fast:
                 f.apply(batch, start, len(batch), limit)
-            apply_seconds += time.perf_counter() - started
+            span.apply_seconds += time.perf_counter() - started
         started = time.perf_counter()
-        end_ms = at_ms if at_ms is not None else (last if last >= 0 else None)
+        end_ms = span.end_ms(at_ms)
         for f in fast:
             if end_ms is not None:
                 cooled = [
@@ -825,17 +844,8 @@ def replay_sources(
                 f.run.crossings.extend(cooled)
                 f.run.cooled_at_end = len(cooled)
             f.run.final = NativeView(f.table.snapshot(), f.rules)
-        apply_seconds += time.perf_counter() - started
-    return Replay(
-        runs=runs,
-        first_event_ms=first if first != NEVER else None,
-        last_event_ms=last if last >= 0 else None,
-        at_ms=at_ms,
-        end_ms=end_ms,
-        cutoff_ms=cutoff_ms,
-        after_at=after_at,
-        apply_seconds=apply_seconds,
-    )
+        span.apply_seconds += time.perf_counter() - started
+    return span.replay(runs, at_ms, end_ms, cutoff_ms)
 
 
 def _parse_chunk(
