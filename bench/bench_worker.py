@@ -49,8 +49,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition  # noqa: 
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # noqa: E402
 
 from schemas.validation import Rejected, parse_event  # noqa: E402
-from scoring.engine import Position  # noqa: E402
-from scoring.rules import default_rules_path, load_rules  # noqa: E402
+from scoring.rules_file import default_rules_path, load_rules  # noqa: E402
+from scoring.state import Position  # noqa: E402
 from scoring.store import MemoryStore  # noqa: E402
 from streams.metrics import Metrics  # noqa: E402
 from streams.processor import Processor, RawMessage  # noqa: E402

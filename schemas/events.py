@@ -18,7 +18,6 @@ To turn raw Kafka bytes into an event (or a dead letter), use
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Annotated, Any, Literal
@@ -32,18 +31,12 @@ from pydantic import (
     field_validator,
 )
 
+from .times import datetime_to_ms, parse_rfc3339
+
 #: Earliest and latest accepted event times. Anything outside is a producer bug (a unit
 #: mix-up such as seconds sent as milliseconds), not a real lead action.
 EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST_EVENT_TIME = datetime(2100, 1, 1, tzinfo=UTC)
-
-#: Date, time, optional fraction and offset (a missing offset is reported as naive later).
-#: ASCII digits only, nothing after the end (``\Z``, not ``$``, which allows a newline),
-#: offsets of at most 23:59 (``fromisoformat`` would read ``+01:60`` as ``+02:00``).
-_RFC3339 = re.compile(
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?"
-    r"([Zz]|[+-](?:[01][0-9]|2[0-3]):?[0-5][0-9])?\Z"
-)
 
 EventId = Annotated[str, Field(min_length=1, max_length=128)]
 LeadId = Annotated[str, Field(min_length=1, max_length=256)]
@@ -77,13 +70,7 @@ class BaseEvent(BaseModel):
         # the contract is RFC 3339 text. (A naive result is rejected by AwareDatetime.)
         if not isinstance(value, str):
             return value
-        if not _RFC3339.match(value):
-            raise ValueError(f"expected RFC 3339 text like 2026-11-23T10:00:00Z, got {value!r}")
-        try:
-            # RFC 3339 allows a lowercase z; Python 3.11's fromisoformat does not.
-            return datetime.fromisoformat(value[:-1] + "Z" if value[-1] == "z" else value)
-        except ValueError:
-            raise ValueError(f"not a valid date and time: {value!r}") from None
+        return parse_rfc3339(value)
 
     @field_validator("occurred_at")
     @classmethod
@@ -98,17 +85,13 @@ class BaseEvent(BaseModel):
     @cached_property
     def occurred_at_ms(self) -> int:
         """Event time in whole milliseconds since the Unix epoch (sub-ms digits truncated)."""
-        delta = self.occurred_at - _EPOCH
-        return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+        return datetime_to_ms(self.occurred_at)
 
     def field_value(self, name: str) -> Any:
         """The value a rule condition named ``name`` reads (``properties.x`` or a field)."""
         if name.startswith("properties."):
             return self.properties.get(name[len("properties.") :])
         return getattr(self, name, None)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class PageView(BaseEvent):

@@ -41,12 +41,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-import leadscore_core as _core
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from schemas.events import EVENT_ADAPTER, EVENT_MODELS, LeadEvent
 from schemas.outputs import DeadLetter, ErrorKind
+
+from . import _native
 
 __all__ = [
     "DEAD_LETTER_PAYLOAD_MAX",
@@ -117,7 +118,7 @@ def parse_event(
         event = EVENT_ADAPTER.validate_json(value)  # the fast path: parse + validate at once
     except ValidationError as exc:
         return _diagnose(value, exc)
-    duplicate = _core.duplicate_key(value)
+    duplicate = _native.duplicate_key(value)
     if duplicate is not None:
         return Rejected(
             "invalid_json",

@@ -5,8 +5,8 @@ The model. A lead's score is linear in its rules' decayed contributions: with po
 ``p_r``, ``score(t) = sum_r p_r * x_r(t)`` where ``x_r(t)`` is rule ``r``'s contribution at
 ``t`` *per point* (each matching event counts ``2 ** -(age / half_life)``; a rule's
 ``cap`` limits it to ``cap / |p_r|`` events' worth). ``x_r(t)`` is computed with the
-engine itself (:func:`scoring.engine.apply_event` and :func:`scoring.engine.explain` on a
-copy of the rules with 1 point per rule). So we fit
+engine itself (:func:`scoring.state_machine.apply_event` and
+:func:`scoring.state_machine.explain` on a copy of the rules with 1 point per rule). So we fit
 
     P(lead converts within W after t) = sigmoid(b + sum_r w_r * x_r(t))
 
@@ -43,9 +43,9 @@ import numpy.typing as npt
 from schemas.events import LeadEvent
 
 from .backtest import roc_auc
-from .engine import apply_event, explain
 from .rules import RuleSet, Thresholds
 from .state import LeadState
+from .state_machine import apply_event, explain
 
 Array = npt.NDArray[np.float64]
 
@@ -132,7 +132,7 @@ class Samples:
 
 def unit_rules(base: RuleSet) -> RuleSet:
     """``base`` with 1 point per rule and caps in events' worth (``cap / |points|``), and
-    thresholds no score reaches: :func:`~scoring.engine.explain` on it gives the features."""
+    thresholds no score reaches: :func:`~scoring.state_machine.explain` on it gives the features."""
     rules = tuple(
         replace(
             rule,

@@ -2,7 +2,7 @@
 
 A :class:`LeadState` is immutable; the engine returns a new one for every change. It is
 small (one float per rule that ever fired for the lead, the latest value of each fit
-attribute, the last applied Kafka offset per partition) and serialises to a JSON-able dict
+attribute, the last applied offset per input stream) and serialises to a JSON-able dict
 for the Redis store.
 """
 
@@ -18,13 +18,24 @@ ProfileEntry = tuple[int, str, Any]
 
 
 @dataclass(frozen=True, slots=True)
+class Position:
+    """Where an event was read: an ``offset`` within one ordered ``stream`` of events.
+    A lead's state keeps the last offset applied per stream, so a redelivered event is
+    recognised without its id. The streams layer names the streams (for Kafka,
+    ``"topic:partition"``; replay of a file reads one stream)."""
+
+    stream: str
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
 class LeadState:
     """A lead's scoring state. Treat the mappings as read-only."""
 
     lead_id: str
     #: The lead's clock: the greatest ``occurred_at`` applied so far (ms since epoch).
     clock_ms: int
-    #: Forward-decay landmark of ``sums`` (ms since epoch); see :mod:`scoring.decay`.
+    #: Forward-decay landmark of ``sums`` (ms since epoch; docs/architecture.md, "Scoring").
     landmark_ms: int
     #: Rule id -> forward-decayed sum of that rule's points against ``landmark_ms``.
     sums: Mapping[str, float] = field(default_factory=dict)
@@ -33,7 +44,7 @@ class LeadState:
     crossings: int = 0
     #: Fit attributes from ``lead_profile`` events.
     profile: Mapping[str, ProfileEntry] = field(default_factory=dict)
-    #: ``"topic:partition"`` -> offset of the last applied message from there.
+    #: Stream (see :class:`Position`) -> offset of the last event applied from it.
     positions: Mapping[str, int] = field(default_factory=dict)
     #: Events applied to this lead (duplicates excluded).
     events_applied: int = 0

@@ -1,8 +1,8 @@
 """Lead stores: where lead states live between events.
 
 :class:`LeadStore` is the interface the live worker and replay program against. Two
-implementations share every bit of scoring math (:func:`scoring.engine.apply_lead_events`
-and :func:`scoring.engine.advance`); they differ only in where states are kept:
+implementations share every bit of scoring math (:func:`scoring.state_machine.apply_lead_events`
+and :func:`scoring.state_machine.advance`); they differ only in where states are kept:
 
 * :class:`MemoryStore` (here): a dict; replay, backtests, tests.
 * ``streams.redis_store.RedisStore``: Redis, atomic per lead, crash-safe; the live worker.
@@ -17,17 +17,10 @@ from typing import Protocol
 
 from schemas.events import LeadEvent
 
-from .engine import (
-    Crossing,
-    Position,
-    advance,
-    apply_lead_events,
-    cool_due_ms,
-    group_by_lead,
-    score_at,
-)
+from .crossings import Crossing
 from .rules import RuleSet
-from .state import LeadState
+from .state import LeadState, Position
+from .state_machine import advance, apply_lead_events, cool_due_ms, group_by_lead, score_at
 
 EventItem = tuple[LeadEvent, Position | None]
 

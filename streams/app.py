@@ -19,7 +19,8 @@ from typing import Any
 import faust
 from redis.asyncio import Redis
 
-from scoring.rules import RuleSet, load_rules
+from scoring.rules import RuleSet
+from scoring.rules_file import load_rules
 
 from .kafka import faust_broker_credentials
 from .metrics import Metrics

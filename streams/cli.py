@@ -18,7 +18,8 @@ from typing import Any
 import click
 import orjson
 
-from scoring.rules import RulesError, format_duration_ms, load_rules
+from schemas.times import format_duration_ms
+from scoring.rules_file import RulesError, load_rules
 
 from .settings import Settings, SettingsError, load_settings
 
@@ -176,7 +177,9 @@ def _redis_store(settings: Settings) -> Any:
 @click.pass_context
 def score(ctx: click.Context, lead_id: str, at_text: str | None, as_json: bool) -> None:
     """Show a lead's current decayed score, grade, hot state and explanation."""
-    from scoring.engine import datetime_to_ms, explain, fit_grade, fit_score, ms_to_datetime
+    from schemas.times import datetime_to_ms, ms_to_datetime
+    from scoring.profile import fit_grade, fit_score
+    from scoring.state_machine import explain
 
     settings = _settings(ctx)
     store = _redis_store(settings)
@@ -234,7 +237,7 @@ def score(ctx: click.Context, lead_id: str, at_text: str | None, as_json: bool) 
 @click.pass_context
 def top(ctx: click.Context, count: int, at_text: str | None) -> None:
     """List the hottest leads by current decayed score."""
-    from scoring.engine import datetime_to_ms
+    from schemas.times import datetime_to_ms
 
     settings = _settings(ctx)
     store = _redis_store(settings)

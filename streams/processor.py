@@ -30,9 +30,11 @@ from typing import Protocol, TypeVar
 
 import redis.exceptions
 
+from schemas.times import datetime_to_ms
 from schemas.validation import Rejected, dead_letter, parse_event
-from scoring.engine import Crossing, Position, datetime_to_ms, group_by_lead
-from scoring.state import LeadState
+from scoring.crossings import Crossing
+from scoring.state import LeadState, Position
+from scoring.state_machine import group_by_lead
 from scoring.store import BatchResult, EventItem, LeadStore
 
 from .metrics import Metrics
@@ -132,6 +134,7 @@ class Processor:
         async with self.lock:
             self.metrics.consumed.inc(len(messages))
             items: list[EventItem] = []
+            item_partitions: list[tuple[str, int]] = []
             dead: list[tuple[bytes, bytes]] = []
             seen_at = self.clock()
             for message in messages:
@@ -144,8 +147,9 @@ class Processor:
                 if isinstance(parsed, Rejected):
                     dead.append(self._dead_letter(message, parsed, seen_at))
                 else:
-                    position = Position(message.topic, message.partition, message.offset)
+                    position = Position(f"{message.topic}:{message.partition}", message.offset)
                     items.append((parsed, position))
+                    item_partitions.append((message.topic, message.partition))
             if dead:
                 await self._retry(
                     "produce dead letters", lambda: self.sink.send_all(self.dlq_topic, dead)
@@ -158,10 +162,8 @@ class Processor:
             self.metrics.duplicates.inc(result.duplicates)
             for message in messages:
                 self.next_offsets[(message.topic, message.partition)] = message.offset + 1
-            for event, where in items:
-                if where is not None:
-                    tp = (where.topic, where.partition)
-                    self.event_time[tp] = max(self.event_time.get(tp, 0), event.occurred_at_ms)
+            for (event, _), tp in zip(items, item_partitions, strict=True):
+                self.event_time[tp] = max(self.event_time.get(tp, 0), event.occurred_at_ms)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         return result
 
@@ -207,10 +209,10 @@ class Processor:
     ) -> None:
         """Dead-letter the events of leads that could not be applied (kind
         ``processing_error``, the reason naming the lead and the error)."""
-        by_position = {(m.topic, m.partition, m.offset): m for m in messages}
+        by_position = {(f"{m.topic}:{m.partition}", m.offset): m for m in messages}
         records = [
             self._dead_letter(
-                by_position[(position.topic, position.partition, position.offset)],
+                by_position[(position.stream, position.offset)],
                 Rejected("processing_error", f"lead_id: {event.lead_id!r}: {why}"),
                 seen_at,
             )

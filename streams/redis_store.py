@@ -1,7 +1,7 @@
 """Redis lead store: the live worker's source of truth.
 
-Same math as the memory store (:func:`scoring.engine.apply_lead_events`,
-:func:`scoring.engine.advance`); this module only loads and saves states, atomically per
+Same math as the memory store (:func:`scoring.state_machine.apply_lead_events`,
+:func:`scoring.state_machine.advance`); this module only loads and saves states, atomically per
 lead, so that a crash at any point neither loses nor double-counts an event.
 
 Key layout (``P`` = the configured key prefix, default ``leadscore:``; ``{T}`` = the lead's
@@ -43,22 +43,19 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from scoring.decay import Curve
-from scoring.engine import (
-    Crossing,
+from scoring.crossings import Crossing, crossing_from_dict, crossing_to_dict
+from scoring.rules import RuleSet
+from scoring.state import LeadState, Position
+from scoring.state_machine import (
     LeadBatch,
-    Position,
     advance,
     apply_lead_events,
     cool_due_ms,
-    crossing_from_dict,
-    crossing_to_dict,
-    curve,
+    decay_to,
     group_by_lead,
+    rank_values,
     score_at,
 )
-from scoring.rules import RuleSet
-from scoring.state import LeadState
 from scoring.store import BatchResult, EventItem
 
 # KEYS[1] = P lead:{T}         (hash: v, s)
@@ -245,8 +242,8 @@ class RedisStore:
                     due_remove.append(state.lead_id)
                 else:
                     due_add[state.lead_id] = due
-                lead_curve = curve(state, self.rules)
-                ranks = _rank_values(lead_curve, state, landmark, self._half_lives)
+                ranks = dict.fromkeys(self._half_lives, 0.0)
+                ranks.update(rank_values(state, self.rules, landmark))
                 for h, value in ranks.items():
                     if value > 0:
                         rank_add[h][state.lead_id] = value
@@ -277,13 +274,12 @@ class RedisStore:
 
     async def _rebase_rank(self, old: int, new: int) -> None:
         for h in self._half_lives:
-            factor = math.pow(2.0, (old - new) / h)
             key = self.rank_key(h)
             cursor = 0
             while True:
                 cursor, entries = await self.client.zscan(key, cursor, count=1000)
                 if entries:
-                    await self.client.zadd(key, {m: s * factor for m, s in entries})
+                    await self.client.zadd(key, {m: decay_to(s, old, new, h) for m, s in entries})
                 if cursor == 0:
                     break
         await self.client.hset(self._meta, "landmark", new)
@@ -425,26 +421,12 @@ class RedisStore:
                     elif score > best[0][0]:
                         heapq.heapreplace(best, (score, lead))
             threshold = sum(
-                0.0 if h in exhausted else last_bound[h] * math.pow(2.0, (landmark - at_ms) / h)
+                0.0 if h in exhausted else decay_to(last_bound[h], landmark, at_ms, h)
                 for h in self._half_lives
             )
             if len(best) == n and best[0][0] >= threshold:
                 break
         return [(lead, score) for score, lead in sorted(best, key=lambda x: (-x[0], x[1]))]
-
-
-def _rank_values(
-    lead_curve: Curve, state: LeadState, landmark_ms: int, half_lives: Iterable[int]
-) -> dict[int, float]:
-    """Per half-life: the lead's positive, uncapped contribution, forward-decayed to the
-    rank landmark (``acc * 2 ** ((L_lead - L_rank) / h)``, the same at any time). Decayed
-    back to any time it is that part's uncapped value then, an upper bound of the part
-    (caps and negative rules only lower it). 0 where the lead has no positive term."""
-    values = dict.fromkeys(half_lives, 0.0)
-    for term in lead_curve.positive:
-        value = term.acc * math.pow(2.0, (state.landmark_ms - landmark_ms) / term.half_life_ms)
-        values[term.half_life_ms] = values.get(term.half_life_ms, 0.0) + value
-    return values
 
 
 def _texts(values: Any) -> list[str]:

@@ -47,24 +47,14 @@ import leadscore_core as _core
 import orjson
 
 from schemas.events import EVENT_MODELS, LeadEvent, LeadProfile
+from schemas.times import datetime_to_ms, format_duration_ms, ms_to_datetime
 from schemas.validation import MAX_EVENT_BYTES, Rejected, parse_event
 from scoring import backtest
-from scoring.engine import (
-    Crossing,
-    datetime_to_ms,
-    explain,
-    fit_grade,
-    lead_fit,
-    make_crossing,
-    match_values,
-    matched_rules,
-    merge_profile_values,
-    ms_to_datetime,
-    profile_values,
-    score_at,
-)
-from scoring.rules import RuleSet, format_duration_ms
+from scoring.crossings import Crossing, make_crossing
+from scoring.profile import fit_grade, lead_fit, merge_profile_values, profile_values
+from scoring.rules import RuleSet
 from scoring.state import LeadState, ProfileEntry
+from scoring.state_machine import explain, match_values, matched_rules, score_at
 from scoring.store import MemoryStore
 
 #: Valid events handed to the store per ``apply_batch_sync`` call (the worker's default

@@ -13,18 +13,12 @@ from typing import Any, TypeVar
 import click
 import yaml
 
+from schemas.times import format_duration_ms, parse_duration_ms
 from schemas.validation import MAX_EVENT_BYTES
 from scoring import backtest
 from scoring.calibrate import CalibrationError, calibrate_points, calibrated_document
-from scoring.rules import (
-    RulesError,
-    RuleSet,
-    build_ruleset,
-    format_duration_ms,
-    load_rules,
-    load_rules_document,
-    parse_duration_ms,
-)
+from scoring.rules import RuleSet
+from scoring.rules_file import RulesError, build_ruleset, load_rules, load_rules_document
 
 from .replay import (
     ReadStats,

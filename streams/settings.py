@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from scoring.rules import default_rules_path
+from scoring.rules_file import default_rules_path
 
 ENV_PREFIX = "LEADSCORE_"
 

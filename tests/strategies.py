@@ -27,10 +27,12 @@ from typing import Any
 from hypothesis import strategies as st
 
 from schemas.events import EVENT_ADAPTER, EVENT_MODELS, LeadEvent
-from scoring.decay import Term, clamp
-from scoring.engine import Crossing, Position
-from scoring.rules import RuleSet, build_ruleset
+from scoring.crossings import Crossing
+from scoring.rules import RuleSet
+from scoring.rules_file import build_ruleset
+from scoring.state import Position
 from scoring.store import MemoryStore
+from tests.decay_curve import Term, clamp
 
 # --------------------------------------------------------------------------- time
 
@@ -493,7 +495,7 @@ def curve_terms(
     negative: bool = True,
     caps: bool = True,
 ) -> list[Term]:
-    """Terms for a :class:`scoring.decay.Curve` with landmark 0 and *small* half-lives
+    """Terms for a :class:`tests.decay_curve.Curve` with landmark 0 and *small* half-lives
     (milliseconds), so that a brute-force scan of every millisecond is cheap."""
     n = draw(st.integers(1, max_terms))
     hl_strategy = st.sampled_from(half_lives) if half_lives else st.integers(3, 400)

@@ -56,7 +56,7 @@ pub struct Term {
 }
 
 #[inline]
-fn ratio(num: i64, den: i64) -> f64 {
+pub fn ratio(num: i64, den: i64) -> f64 {
     // Both stay far below 2^53, so this is CPython's correctly rounded int / int.
     num as f64 / den as f64
 }
@@ -468,6 +468,24 @@ impl PyCurve {
     }
 }
 
+/// `value` (points against `from_ms`) as worth against `to_ms`:
+/// `value * 2^((from_ms - to_ms) / half_life_ms)`. Moving a landmark, or reading a
+/// forward-decayed value at a time, is this.
+#[inline]
+pub fn decay_to(value: f64, from_ms: i64, to_ms: i64, half_life_ms: i64) -> f64 {
+    value * pow2(ratio(from_ms - to_ms, half_life_ms))
+}
+
+#[pyfunction(name = "decay_to")]
+fn py_decay_to(value: f64, from_ms: i64, to_ms: i64, half_life_ms: i64) -> PyResult<f64> {
+    if half_life_ms < 1 {
+        return Err(pyo3::exceptions::PyValueError::new_err(
+            "half_life_ms must be >= 1",
+        ));
+    }
+    Ok(decay_to(value, from_ms, to_ms, half_life_ms))
+}
+
 /// `2 ** x` exactly as the engine computes it.
 #[pyfunction(name = "pow2")]
 fn py_pow2(x: f64) -> f64 {
@@ -477,6 +495,7 @@ fn py_pow2(x: f64) -> f64 {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyCurve>()?;
     m.add_function(wrap_pyfunction!(py_pow2, m)?)?;
+    m.add_function(wrap_pyfunction!(py_decay_to, m)?)?;
     m.add("REBASE_AFTER_HALF_LIVES", REBASE_AFTER_HALF_LIVES)?;
     Ok(())
 }

@@ -13,7 +13,7 @@
 use pyo3::prelude::*;
 
 use crate::decay::{
-    lower_bound_from_sums, pow2, rebase, score_from_sums, Curve, Param, REBASE_AFTER_HALF_LIVES,
+    decay_to, lower_bound_from_sums, pow2, rebase, score_from_sums, Curve, Param, REBASE_AFTER_HALF_LIVES,
 };
 
 /// How many rules a crossing's reasons list (the fit-grade reason is added in Python).
@@ -373,6 +373,25 @@ impl Kernel {
 
     fn cool_due_ms(&self, lead: LeadTuple) -> Option<i64> {
         lead_from_tuple(lead).cool_due_ms(&self.rules)
+    }
+
+    /// Per half-life (in order of first appearance): the lead's positive, uncapped points
+    /// forward-decayed to `landmark_ms` (`acc * 2^((L_lead - landmark) / h)`), an upper
+    /// bound of that part at any time once decayed back to it (the rank index of `top`).
+    fn rank_values(&self, lead: LeadTuple, landmark_ms: i64) -> Vec<(i64, f64)> {
+        let mut out: Vec<(i64, f64)> = Vec::new();
+        for &(rule, acc) in &lead.2 {
+            if acc <= 0.0 {
+                continue;
+            }
+            let h = self.rules.params[rule as usize].half_life_ms;
+            let value = decay_to(acc, lead.1, landmark_ms, h);
+            match out.iter_mut().find(|e| e.0 == h) {
+                Some(e) => e.1 += value,
+                None => out.push((h, value)),
+            }
+        }
+        out
     }
 
     /// `score_from_sums` over (rule index, acc) pairs.

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 import redis
 
-from scoring.rules import RuleSet, default_rules_path, load_rules
+from scoring.rules import RuleSet
+from scoring.rules_file import default_rules_path, load_rules
 from tests.integration.worker_harness import WorkerStack, free_port
 
 

@@ -30,8 +30,8 @@ from typing import Any
 
 import pytest
 
-from scoring.engine import score_at
 from scoring.rules import RuleSet
+from scoring.state_machine import score_at
 from tests.integration.worker_harness import (
     FUTURE_MS,
     WorkerStack,

@@ -53,8 +53,11 @@ from typing import Any
 
 import pytest
 
-from scoring.engine import datetime_to_ms, fit_grade, score_at
-from scoring.rules import RuleSet, default_rules_path
+from schemas.times import datetime_to_ms
+from scoring.profile import fit_grade
+from scoring.rules import RuleSet
+from scoring.rules_file import default_rules_path
+from scoring.state_machine import score_at
 from streams.replay import format_ms
 from tests.integration.worker_harness import (
     REPO_ROOT,

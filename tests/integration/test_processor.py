@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from redis.asyncio import Redis
 
-from scoring.rules import default_rules_path, load_rules
+from scoring.rules_file import default_rules_path, load_rules
 from streams.kafka import AckedProducer
 from streams.metrics import Metrics
 from streams.processor import Processor, RawMessage

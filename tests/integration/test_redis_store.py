@@ -17,8 +17,10 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 from redis.crc import key_slot
 
-from scoring.engine import Position, score_at
-from scoring.rules import RuleSet, build_ruleset, default_rules_path, load_rules
+from scoring.rules import RuleSet
+from scoring.rules_file import build_ruleset, default_rules_path, load_rules
+from scoring.state import Position
+from scoring.state_machine import score_at
 from scoring.store import EventItem, MemoryStore
 from streams.redis_store import RedisStore
 from tests.strategies import DAY_MS, HOUR_MS, event_from_dict, generate_event_log
@@ -61,7 +63,7 @@ def items_for(log: Sequence[dict[str, Any]], partitions: int = 4) -> list[EventI
     for data in log:
         event = event_from_dict(data)
         partition = zlib.crc32(event.lead_id.encode()) % partitions
-        items.append((event, Position("events", partition, offsets[partition])))
+        items.append((event, Position(f"events:{partition}", offsets[partition])))
         offsets[partition] += 1
     return items
 

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from scoring.rules import default_rules_path
+from scoring.rules_file import default_rules_path
 from streams.cli import _key_of, _lines
 from streams.kafka import AckedProducer
 from streams.replay_cli import replay

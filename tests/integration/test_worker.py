@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 
 from schemas.outputs import DeadLetter
+from schemas.times import datetime_to_ms
 from schemas.validation import Rejected, parse_event
-from scoring.engine import cool_due_ms, datetime_to_ms, score_at
 from scoring.rules import RuleSet
+from scoring.state_machine import cool_due_ms, score_at
 from tests.integration.worker_harness import (
     FUTURE_MS,
     REPO_ROOT,

@@ -45,7 +45,8 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.events import EVENT_ADAPTER, LeadEvent
-from scoring.engine import Crossing, datetime_to_ms
+from schemas.times import datetime_to_ms
+from scoring.crossings import Crossing
 from scoring.rules import RuleSet
 from scoring.state import LeadState
 from scoring.store import MemoryStore

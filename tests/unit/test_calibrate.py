@@ -21,7 +21,7 @@ from scoring.calibrate import (
     fit_logistic,
     unit_rules,
 )
-from scoring.rules import build_ruleset
+from scoring.rules_file import build_ruleset
 from tests.strategies import BASE_MS, DAY_MS, HOUR_MS, page_view
 
 RULES_DOC: dict[str, Any] = {

@@ -7,8 +7,9 @@ import random
 
 import pytest
 
-from scoring import decay as decay_module
-from scoring.decay import (
+from scoring.state_machine import apply_event, cool_due_ms, explain, score_at
+from tests import decay_curve as decay_module
+from tests.decay_curve import (
     REBASE_AFTER_HALF_LIVES,
     Curve,
     Term,
@@ -17,7 +18,6 @@ from scoring.decay import (
     forward_weight,
     score_from_sums,
 )
-from scoring.engine import apply_event, cool_due_ms, explain, score_at
 from tests.strategies import (
     BASE_MS,
     DAY_MS,

@@ -12,32 +12,29 @@ import pytest
 
 from schemas.events import LeadEvent
 from schemas.outputs import LeadBecameHot, LeadCooled, Reason
-from scoring.engine import (
+from schemas.times import datetime_to_ms, ms_to_datetime
+from scoring.crossings import (
     CROSSING_ID_NAMESPACE,
     TOP_REASONS,
-    Contribution,
     Crossing,
-    Position,
+    crossing_from_dict,
+    crossing_id,
+    crossing_to_dict,
+)
+from scoring.profile import fit_grade, fit_score
+from scoring.rules import RuleSet
+from scoring.state import LeadState, Position
+from scoring.state_machine import (
+    Contribution,
     advance,
     apply_event,
     apply_lead_events,
     cool_due_ms,
-    crossing_from_dict,
-    crossing_id,
-    crossing_to_dict,
-    curve,
-    datetime_to_ms,
     explain,
-    fit_grade,
-    fit_score,
     group_by_lead,
-    ms_to_datetime,
     new_state,
     score_at,
-    terms,
 )
-from scoring.rules import RuleSet
-from scoring.state import LeadState
 from scoring.store import BatchResult, MemoryStore
 from tests.strategies import (
     BASE_MS,
@@ -189,7 +186,7 @@ def test_cap_limits_the_rules_total_and_is_applied_when_read() -> None:
 def test_rules_no_longer_in_the_file_count_zero() -> None:
     state, _ = run([page_view(at_ms=T0, url=PRICING)])
     smaller = rules_from([{"id": "pv", "event": "page_view", "points": 10}], half_life="1h")
-    assert [t.rule_id for t in terms(state, smaller)] == ["pv"]
+    assert [c.rule_id for c in explain(state, smaller, T0)] == ["pv"]
     assert score_at(state, smaller, T0) == pytest.approx(10.0)
 
 
@@ -600,13 +597,13 @@ def test_duplicate_with_different_content_is_still_a_duplicate() -> None:
 
 
 def test_duplicate_position_is_ignored() -> None:
-    p = Position("events", 3, 100)
+    p = Position("events:3", 100)
     first = apply_lead_events(None, [(page_view(at_ms=T0), p)], RULES)
     assert first.state is not None
     assert first.state.positions == {"events:3": 100}
     redelivered = [
-        (page_view(at_ms=T0 + 1), Position("events", 3, 100)),  # same offset: duplicate
-        (page_view(at_ms=T0 + 2), Position("events", 3, 42)),  # before it: duplicate
+        (page_view(at_ms=T0 + 1), Position("events:3", 100)),  # same offset: duplicate
+        (page_view(at_ms=T0 + 2), Position("events:3", 42)),  # before it: duplicate
     ]
     again = apply_lead_events(first.state, redelivered, RULES)
     assert again.duplicates == 2
@@ -616,11 +613,11 @@ def test_duplicate_position_is_ignored() -> None:
 
 def test_positions_are_per_topic_and_partition() -> None:
     items = [
-        (page_view(at_ms=T0), Position("events", 0, 10)),
-        (page_view(at_ms=T0 + 1), Position("events", 1, 5)),  # other partition: new
-        (page_view(at_ms=T0 + 2), Position("backfill", 0, 1)),  # other topic: new
-        (page_view(at_ms=T0 + 3), Position("events", 0, 11)),  # later offset: new
-        (page_view(at_ms=T0 + 4), Position("events", 0, 11)),  # same again: duplicate
+        (page_view(at_ms=T0), Position("events:0", 10)),
+        (page_view(at_ms=T0 + 1), Position("events:1", 5)),  # other partition: new
+        (page_view(at_ms=T0 + 2), Position("backfill:0", 1)),  # other topic: new
+        (page_view(at_ms=T0 + 3), Position("events:0", 11)),  # later offset: new
+        (page_view(at_ms=T0 + 4), Position("events:0", 11)),  # same again: duplicate
         (page_view(at_ms=T0 + 5), None),  # no position: only the id counts
     ]
     result = apply_lead_events(None, items, RULES)
@@ -628,12 +625,6 @@ def test_positions_are_per_topic_and_partition() -> None:
     assert len(result.applied_event_ids) == 5
     assert result.state is not None
     assert result.state.positions == {"events:0": 11, "events:1": 5, "backfill:0": 1}
-
-
-def test_position_key_and_str() -> None:
-    p = Position("lead-events", 7, 12345)
-    assert p.key == "lead-events:7"
-    assert str(p) == "lead-events[7]@12345"
 
 
 def test_group_by_lead_keeps_each_leads_order() -> None:
@@ -766,7 +757,7 @@ def test_cool_due_ms_with_mixed_half_lives_and_a_negative_rule() -> None:
     due = cool_due_ms(state, RULES)
     assert due is not None
     assert due == first_cool_ms(state, RULES, state.clock_ms)
-    assert curve(state, RULES).score(due) < 50
+    assert score_at(state, RULES, due) < 50
 
 
 def test_cool_due_ms_is_none_when_decay_never_cools() -> None:
@@ -892,9 +883,9 @@ def test_ms_datetime_conversions() -> None:
 def test_lead_state_round_trips_through_json() -> None:
     rules = fit_rules(min_grade=None)
     items = [
-        (lead_profile(at_ms=T0, email="a@b.example", country="DE"), Position("ev", 0, 1)),
-        (form_submit(at_ms=T0 + 1, form_id="demo"), Position("ev", 0, 2)),
-        (email_open(at_ms=T0 + 2), Position("ev", 1, 7)),
+        (lead_profile(at_ms=T0, email="a@b.example", country="DE"), Position("ev:0", 1)),
+        (form_submit(at_ms=T0 + 1, form_id="demo"), Position("ev:0", 2)),
+        (email_open(at_ms=T0 + 2), Position("ev:1", 7)),
     ]
     state = apply_lead_events(None, items, rules).state
     assert state is not None
@@ -945,10 +936,10 @@ def test_memory_store_apply_batch_sync() -> None:
     store = MemoryStore(RULES)
     demo_a = form_submit("a", T0, form_id="demo")
     items = [
-        (demo_a, Position("ev", 0, 1)),
-        (page_view("b", T0 + 1), Position("ev", 1, 1)),
-        (demo_a, Position("ev", 0, 2)),  # re-sent: duplicate id
-        (page_view("b", T0 + 2, url=PRICING), Position("ev", 1, 1)),  # redelivery: duplicate
+        (demo_a, Position("ev:0", 1)),
+        (page_view("b", T0 + 1), Position("ev:1", 1)),
+        (demo_a, Position("ev:0", 2)),  # re-sent: duplicate id
+        (page_view("b", T0 + 2, url=PRICING), Position("ev:1", 1)),  # redelivery: duplicate
     ]
     result = store.apply_batch_sync(items)
     assert isinstance(result, BatchResult)

@@ -21,13 +21,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import leadscore_core
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.events import _RFC3339, EVENT_MODELS, event_fields
+from schemas import _native as leadscore_core
+from schemas.events import EVENT_MODELS, event_fields
+from schemas.times import _RFC3339
 from schemas.validation import MAX_EVENT_BYTES, Rejected, parse_event
 from tests.strategies import generate_event_log
 

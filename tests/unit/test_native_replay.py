@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.events import EVENT_MODELS, PROFILE_FIELDS
-from scoring.rules import RuleSet, default_rules_path, load_rules
+from scoring.rules import RuleSet
+from scoring.rules_file import default_rules_path, load_rules
 from streams.replay import (
     EVENT_TYPES,
     FileSource,

@@ -23,21 +23,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.events import EVENT_MODELS, LeadEvent
-from scoring.decay import Curve, Term, decay, score_from_sums
-from scoring.engine import (
-    Crossing,
-    Position,
+from scoring.crossings import Crossing
+from scoring.profile import fit_grade
+from scoring.rules import RuleSet
+from scoring.rules_file import default_rules_path, load_rules
+from scoring.state import LeadState, Position
+from scoring.state_machine import (
     advance,
     apply_event,
     apply_lead_events,
     cool_due_ms,
     explain,
-    fit_grade,
     score_at,
 )
-from scoring.rules import RuleSet, default_rules_path, load_rules
-from scoring.state import LeadState
 from scoring.store import MemoryStore
+from tests.decay_curve import Curve, Term, decay, score_from_sums
 from tests.strategies import (
     BASE_MS,
     DAY_MS,
@@ -179,7 +179,7 @@ def test_b_redelivered_positions_change_nothing(
     """Kafka redelivers messages after a restart, and the ids seen are not known (only the
     state with its positions is): the positions alone make the redelivery a no-op."""
     rules, log = case
-    items = [(e, Position("lead-events", 0, 1000 + i)) for i, e in enumerate(log)]
+    items = [(e, Position("lead-events:0", 1000 + i)) for i, e in enumerate(log)]
     cut = data.draw(st.integers(0, len(items)), label="processed before the crash")
     replay_from = data.draw(st.integers(0, cut), label="committed offset")
     once = apply_lead_events(None, items, rules)
@@ -425,7 +425,7 @@ def test_memory_store_batch_size_does_not_matter(
 @given(case=rules_and_logs(lead_ids=LEADS, n=(1, 20), fit=True))
 def test_lead_state_round_trips(case: tuple[RuleSet, list[LeadEvent]]) -> None:
     rules, log = case
-    positions = [Position("t", i % 3, i) for i in range(len(log))]
+    positions = [Position(f"t:{i % 3}", i) for i in range(len(log))]
     store, _ = run_events(log, rules, positions=positions)
     for state in store.states.values():
         restored = LeadState.from_dict(json.loads(json.dumps(state.to_dict())))

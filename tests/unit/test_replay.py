@@ -19,8 +19,9 @@ from click.testing import CliRunner
 
 from schemas.validation import Rejected, parse_event
 from scoring import backtest
-from scoring.engine import Crossing
-from scoring.rules import RuleSet, default_rules_path, load_rules
+from scoring.crossings import Crossing
+from scoring.rules import RuleSet
+from scoring.rules_file import default_rules_path, load_rules
 from streams import replay as replay_module
 from streams.replay import (
     MAX_BAD_LISTED,
@@ -522,7 +523,7 @@ def test_talkingdata_calibration_beats_the_base_rules_on_hot_events() -> None:
     """The finding reported in docs/replay.md: trained on the first 70% of the time span,
     the calibrated rules flag about as many leads but far more of those that convert."""
     from scoring.calibrate import calibrate_points, calibrated_document
-    from scoring.rules import build_ruleset
+    from scoring.rules_file import build_ruleset
 
     rules_path = REPO / "examples" / "rules" / "talkingdata.yaml"
     base = load_rules(rules_path)

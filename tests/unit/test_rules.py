@@ -10,16 +10,9 @@ from typing import Any
 
 import pytest
 
-from scoring.rules import (
-    GRADES,
-    Condition,
-    RulesError,
-    build_ruleset,
-    default_rules_path,
-    format_duration_ms,
-    load_rules,
-    parse_duration_ms,
-)
+from schemas.times import format_duration_ms, parse_duration_ms
+from scoring.rules import GRADES, Condition
+from scoring.rules_file import RulesError, build_ruleset, default_rules_path, load_rules
 from tests.strategies import (
     DAY_MS,
     HOUR_MS,

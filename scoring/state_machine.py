@@ -16,48 +16,25 @@ the end of a replay use it, and produce the very same ``lead_cooled`` (same id, 
 the next event would have produced.
 
 The state machine and the decay maths run in the native core (``native/src/engine.rs``,
-``leadscore_core.Kernel``); rule matching, fit grades, profiles and Kafka positions stay
-here. Both stores and replay go through the functions of this module, so there is one
+reached through :mod:`scoring._native`); rule matching (:mod:`scoring.rules`), profiles
+and fit (:mod:`scoring.profile`) and crossing ids (:mod:`scoring.crossings`) are Python.
+Both stores and replay go through the functions of this module, so there is one
 implementation of every step.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
-from schemas.events import PROFILE_FIELDS, LeadEvent, LeadProfile
-from schemas.outputs import LeadBecameHot, LeadCooled, Reason
+from schemas.events import LeadEvent, LeadProfile
 
-from .decay import Curve, Term
+from . import _native
+from .crossings import Crossing, make_crossings
+from .profile import lead_fit, merge_profile
 from .rules import RuleSet
-from .state import LeadState, ProfileEntry
-
-#: Namespace of crossing ids (uuid5). Changing it changes every id: don't.
-CROSSING_ID_NAMESPACE = uuid.UUID("5d0f8a3e-6b1c-4f4e-9a51-1e3c2b7d9f10")
-#: How many rules a crossing's ``reasons`` lists.
-TOP_REASONS = 5
-
-CrossingKind = Literal["lead_became_hot", "lead_cooled"]
-
-
-@dataclass(frozen=True, slots=True)
-class Position:
-    """Where an event came from: a Kafka message (or a line of a file, as partition 0)."""
-
-    topic: str
-    partition: int
-    offset: int
-
-    @property
-    def key(self) -> str:
-        return f"{self.topic}:{self.partition}"
-
-    def __str__(self) -> str:
-        return f"{self.topic}[{self.partition}]@{self.offset}"
+from .state import LeadState, Position, ProfileEntry
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,52 +46,6 @@ class Contribution:
 
 
 @dataclass(frozen=True, slots=True)
-class Crossing:
-    """A threshold crossing: becomes a ``lead_became_hot`` / ``lead_cooled`` record."""
-
-    kind: CrossingKind
-    event_id: str
-    lead_id: str
-    score: float
-    threshold: float
-    occurred_at_ms: int
-    trigger_event_id: str | None
-    reasons: tuple[Reason, ...]
-    fit_grade: str | None
-    rules_version: str
-
-    def to_record(self, emitted_at: datetime) -> LeadBecameHot | LeadCooled:
-        """The output record, stamped with the (caller's) wall-clock ``emitted_at``."""
-        model = LeadBecameHot if self.kind == "lead_became_hot" else LeadCooled
-        return model(
-            event_id=self.event_id,
-            lead_id=self.lead_id,
-            score=self.score,
-            threshold=self.threshold,
-            occurred_at=ms_to_datetime(self.occurred_at_ms),
-            trigger_event_id=self.trigger_event_id,
-            reasons=list(self.reasons),
-            fit_grade=self.fit_grade,
-            rules_version=self.rules_version,
-            emitted_at=emitted_at,
-        )
-
-
-def crossing_to_dict(crossing: Crossing) -> dict[str, Any]:
-    """JSON-able form of a crossing (the Redis outbox stores these)."""
-    data = {name: getattr(crossing, name) for name in Crossing.__slots__}
-    data["reasons"] = [r.model_dump() for r in crossing.reasons]
-    return data
-
-
-def crossing_from_dict(data: Mapping[str, Any]) -> Crossing:
-    """Inverse of :func:`crossing_to_dict`."""
-    fields = dict(data)
-    fields["reasons"] = tuple(Reason.model_validate(r) for r in data["reasons"])
-    return Crossing(**fields)
-
-
-@dataclass(frozen=True, slots=True)
 class Step:
     """Result of one engine call."""
 
@@ -122,37 +53,9 @@ class Step:
     crossings: tuple[Crossing, ...] = ()
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def ms_to_datetime(ms: int) -> datetime:
-    """Milliseconds since the epoch -> aware UTC datetime."""
-    return _EPOCH + timedelta(milliseconds=ms)
-
-
-def datetime_to_ms(value: datetime) -> int:
-    """Aware datetime -> milliseconds since the epoch (sub-ms truncated)."""
-    if value.tzinfo is None:
-        raise ValueError("naive datetime: leadscore only accepts timezone-aware times")
-    delta = value - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
-
-
-def crossing_id(rules_version: str, lead_id: str, kind: str, at_ms: int, sequence: int) -> str:
-    """Deterministic id of a crossing: the same crossing always gets the same id."""
-    name = f"{rules_version}\x1f{lead_id}\x1f{kind}\x1f{at_ms}\x1f{sequence}"
-    return str(uuid.uuid5(CROSSING_ID_NAMESPACE, name))
-
-
-# --------------------------------------------------------------------------- the core's view
-
 #: A lead as the native core takes it: (clock_ms, landmark_ms, [(rule index, acc)], hot,
 #: crossings, fit_score, fit_allows_hot, events_applied).
 PackedLead = tuple[int, int, list[tuple[int, float]], bool, int, float, bool, int]
-#: (became_hot, at_ms, score, sequence, trigger index, [(rule index, points)], fit_score,
-#: fit_allows_hot): a crossing as the core reports it.
-RawCrossing = tuple[bool, int, float, int, int | None, list[tuple[int, float]], float, bool]
-
 _NO_FIT: tuple[float, bool] = (0.0, True)
 
 
@@ -210,60 +113,6 @@ def _unpack(
     )
 
 
-def lead_fit(profile: Mapping[str, ProfileEntry], rules: RuleSet) -> tuple[float, bool]:
-    """``(fit score, whether its grade lets the lead be hot)`` for a profile."""
-    if not rules.has_fit:
-        return 0.0, rules.grade_allows_hot(None)
-    get = {name: entry[2] for name, entry in profile.items()}.get
-    score = float(sum(r.points for r in rules.fit_rules if r.matches(get)))
-    return score, rules.grade_allows_hot(rules.grade(score))
-
-
-def make_crossing(
-    raw: RawCrossing, rules: RuleSet, lead_id: str, trigger_event_id: str | None
-) -> Crossing:
-    """Dress a crossing of the core: id, reasons with rule ids, grade, fit reason."""
-    became_hot, at_ms, score, sequence, _, parts, fit_points, allows = raw
-    ids = rules.rule_ids
-    thresholds = rules.thresholds
-    kind: CrossingKind = "lead_became_hot" if became_hot else "lead_cooled"
-    grade = rules.grade(fit_points) if rules.has_fit else None
-    reasons = [Reason(rule_id=ids[i], points=points) for i, points in parts]
-    if thresholds.min_grade is not None:
-        meets = "meets" if allows else "is below"
-        reasons.append(
-            Reason(
-                rule_id="fit-grade",
-                points=fit_points,
-                detail=f"fit grade {grade} {meets} the minimum grade {thresholds.min_grade}",
-            )
-        )
-    return Crossing(
-        kind=kind,
-        event_id=crossing_id(rules.version, lead_id, kind, at_ms, sequence),
-        lead_id=lead_id,
-        score=score,
-        threshold=thresholds.hot if became_hot else thresholds.cool,
-        occurred_at_ms=at_ms,
-        trigger_event_id=trigger_event_id,
-        reasons=tuple(reasons),
-        fit_grade=grade,
-        rules_version=rules.version,
-    )
-
-
-def make_crossings(
-    raw: Iterable[RawCrossing],
-    rules: RuleSet,
-    lead_id: str,
-    trigger_ids: Sequence[str],
-) -> list[Crossing]:
-    """:func:`make_crossing` for each; ``trigger_ids`` maps the core's trigger indices."""
-    return [
-        make_crossing(c, rules, lead_id, None if c[4] is None else trigger_ids[c[4]]) for c in raw
-    ]
-
-
 def matched_rules(event: LeadEvent, rules: RuleSet) -> list[int]:
     """Indices (into ``rules.rules``) of the behaviour rules ``event`` matches, in order."""
     return match_values(event.type, event.field_value, rules)
@@ -277,17 +126,6 @@ def match_values(event_type: str, get: Callable[[str], Any], rules: RuleSet) -> 
 
 
 # --------------------------------------------------------------------------- reading
-
-
-def terms(state: LeadState, rules: RuleSet) -> tuple[Term, ...]:
-    """The lead's per-rule terms under ``rules`` (rules no longer in the file count 0)."""
-    lead_curve = curve(state, rules)
-    return lead_curve.positive + lead_curve.negative
-
-
-def curve(state: LeadState, rules: RuleSet) -> Curve:
-    """The lead's score as a function of time (until its next event)."""
-    return Curve.from_sums(state.sums, rules.decay_params, state.landmark_ms)
 
 
 def score_at(state: LeadState, rules: RuleSet, at_ms: int) -> float:
@@ -305,16 +143,19 @@ def explain(state: LeadState, rules: RuleSet, at_ms: int) -> tuple[Contribution,
     return tuple(Contribution(ids[i], points) for i, points in parts)
 
 
-def fit_score(state: LeadState, rules: RuleSet) -> float:
-    """Sum of the fit rules that match the lead's profile (fit points do not decay)."""
-    return lead_fit(state.profile, rules)[0]
+def rank_values(state: LeadState, rules: RuleSet, landmark_ms: int) -> dict[int, float]:
+    """Half-life (ms) -> the lead's positive points of that half-life, forward-decayed to the
+    shared ``landmark_ms`` (uncapped). The worth at ``t`` of those points is the value times
+    ``2 ** ((landmark_ms - t) / h)``: an upper bound of their contribution that never
+    changes as time passes, so a rank index can keep it (``leadscore top``)."""
+    return dict(rules.kernel.rank_values(_pack(state, rules)[0], landmark_ms))
 
 
-def fit_grade(state: LeadState, rules: RuleSet) -> str | None:
-    """A-D grade from the fit rules, or None when the rules file has no fit section."""
-    if not rules.has_fit:
-        return None
-    return rules.grade(fit_score(state, rules))
+def decay_to(value: float, from_ms: int, to_ms: int, half_life_ms: int) -> float:
+    """``value`` (points against ``from_ms``) as worth against ``to_ms``: times
+    ``2 ** ((from_ms - to_ms) / half_life_ms)``. Moving a forward-decay landmark, or
+    reading a rank value at a time, is this."""
+    return _native.decay_to(value, from_ms, to_ms, half_life_ms)
 
 
 def cool_due_ms(state: LeadState, rules: RuleSet) -> int | None:
@@ -360,44 +201,6 @@ def advance(state: LeadState, rules: RuleSet, to_ms: int) -> Step:
         packed, rules, state.lead_id, unknown, state.landmark_ms, state.profile, state.positions
     )
     return Step(new, tuple(make_crossings(raw, rules, state.lead_id, ())))
-
-
-def merge_profile(
-    profile: Mapping[str, ProfileEntry], event: LeadProfile
-) -> dict[str, ProfileEntry]:
-    """The profile after ``event``: the newest value of each field wins (by
-    ``occurred_at``, then event id), so arrival order does not matter."""
-    return merge_profile_values(
-        profile, event.occurred_at_ms, event.event_id, profile_values(event)
-    )
-
-
-def profile_values(event: LeadProfile) -> tuple[Any, ...]:
-    """The event's values of :data:`PROFILE_FIELDS`, in that order."""
-    return tuple(getattr(event, name) for name in PROFILE_FIELDS)
-
-
-def merge_profile_values(
-    profile: Mapping[str, ProfileEntry],
-    occurred_ms: int,
-    event_id: str,
-    values: Sequence[Any],
-) -> dict[str, ProfileEntry]:
-    """:func:`merge_profile` from the values alone (replay's native reader hands them
-    over without building a pydantic model)."""
-    merged = dict(profile)
-    stamp = (occurred_ms, event_id)
-    has_email = values[0] is not None  # PROFILE_FIELDS[0] is "email"
-    for name, value in zip(PROFILE_FIELDS, values, strict=True):
-        if value is None and not (name == "email_domain" and has_email):
-            continue  # not provided: keep what we know (email_domain follows email)
-        current = merged.get(name)
-        if current is None or (current[0], current[1]) <= stamp:
-            merged[name] = (occurred_ms, event_id, value)
-    return merged
-
-
-assert PROFILE_FIELDS[0] == "email", "merge_profile_values relies on it"
 
 
 # --------------------------------------------------------------------------- batches
@@ -447,7 +250,7 @@ def _apply(
                 duplicates += 1
                 continue
             if position is not None:
-                last = positions.get(position.key)
+                last = positions.get(position.stream)
                 if last is not None and position.offset <= last:
                     duplicates += 1
                     continue
@@ -455,7 +258,7 @@ def _apply(
             if not positions_copied:
                 positions = dict(positions)
                 positions_copied = True
-            positions[position.key] = position.offset  # type: ignore[index]
+            positions[position.stream] = position.offset  # type: ignore[index]
         fit = None
         if isinstance(event, LeadProfile):
             profile = merge_profile(profile, event)

@@ -1,4 +1,6 @@
-"""Exponential decay in event time, kept exact with forward decay.
+"""The native decay arithmetic (``scoring._native``), wrapped for tests: named terms,
+the three first-crossing methods one at a time. Exponential decay in event time, kept
+exact with forward decay.
 
 An event worth ``p`` points at time ``s`` is worth ``p * 2 ** (-(t - s) / h)`` at time
 ``t >= s`` (``h`` = the rule's half-life). Summing those naively would mean rewriting every
@@ -25,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-import leadscore_core as _core
+from scoring import _native as _core
 
 #: Move the landmark once it is this many half-lives (of the shortest rule) behind the
 #: lead's clock. Weights then stay below 2**64 ~ 1.8e19, far from float overflow (~2**1024),

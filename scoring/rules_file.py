@@ -1,0 +1,337 @@
+"""Rules files: reading and validating the YAML that says what earns (or costs) a lead
+points, how fast points fade, and when a lead is hot.
+
+A rules file is YAML (see ``scoring/default_rules.yaml`` for a documented example)::
+
+    version: default-1            # echoed into every output event
+    half_life: 14d                # default half-life; units s m h d w
+    thresholds: {hot: 70, cool: 50, min_grade: C}
+    rules:
+      - {id: pricing-page, event: page_view, url_contains: /pricing, points: 15}
+      - {id: ebook, event: download, asset_type: [ebook, whitepaper], points: 20, half_life: 30d}
+    fit:
+      grades: {A: 60, B: 30, C: 0}   # minimum fit score per grade; below the last: D
+      rules:
+        - {id: free-mail, email_domain: [gmail.com, yahoo.com], points: -30}
+
+Conditions of a rule (all must hold):
+
+* ``event``: the event type (behaviour rules only);
+* ``url_contains: TEXT`` (case-insensitive) and ``url_regex: REGEX`` on the event's ``url``;
+* ``FIELD: VALUE`` or ``FIELD: [V1, V2]`` (also inside ``where:``): equality / membership on
+  an event field or ``properties.NAME``; strings compare case-insensitively;
+* ``contains: {FIELD: TEXT or [TEXTS]}``: the field contains one of the texts (any case);
+* ``unless: {FIELD: VALUE or [VALUES]}``: the field is present and NOT one of the values.
+
+A condition on a field the event does not carry never holds (so ``unless`` does not fire for
+leads who never told us their country).
+
+This module turns the YAML into the compiled model of :mod:`scoring.rules`. Errors name
+the file, the rule and the field: ``rules.yaml: rule 'pricing': points: ...``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from schemas.events import EVENT_MODELS, PROFILE_FIELDS, event_fields
+from schemas.times import parse_duration_ms
+
+from .rules import GRADES, Condition, Rule, RuleSet, Thresholds, normalise
+
+Scalar = str | int | float | bool
+
+
+class RulesError(ValueError):
+    """A rules file is invalid; the message says where (file, rule id, field) and why."""
+
+
+# The YAML is validated with pydantic models (these), then compiled into the small
+# immutable types below that the engine uses.
+
+_ScalarOrList = Scalar | list[Scalar]
+_TextOrList = str | list[str]
+
+
+class _RuleModel(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    id: str = Field(min_length=1, max_length=128)
+    points: float
+    half_life: str | int | float | None = None
+    cap: float | None = Field(default=None, gt=0)
+    url_contains: str | None = Field(default=None, min_length=1)
+    url_regex: str | None = None
+    where: dict[str, _ScalarOrList] = Field(default_factory=dict)
+    contains: dict[str, _TextOrList] = Field(default_factory=dict)
+    unless: dict[str, _ScalarOrList] = Field(default_factory=dict)
+
+    @field_validator("points")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("points must be a finite number")
+        return value
+
+
+class _BehaviourRuleModel(_RuleModel):
+    event: str
+
+
+class _ThresholdsModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    hot: float
+    cool: float
+    min_grade: Literal["A", "B", "C", "D"] | None = None
+
+
+class _FitModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    grades: dict[Literal["A", "B", "C"], float] = Field(
+        default_factory=lambda: {"A": 60.0, "B": 30.0, "C": 0.0}  # type: ignore[arg-type]
+    )
+    rules: list[_RuleModel] = Field(default_factory=list)
+
+
+class _RulesFileModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: str = Field(min_length=1, max_length=128)
+    half_life: str | int | float = "14d"
+    thresholds: _ThresholdsModel
+    rules: list[_BehaviourRuleModel] = Field(min_length=1)
+    fit: _FitModel | None = None
+
+
+def _format_loc(loc: Sequence[int | str], raw: Mapping[str, Any]) -> str:
+    """Turn a pydantic error location into ``rule 'id': field`` wording."""
+    parts = list(loc)
+    prefix = ""
+    if len(parts) >= 2 and parts[0] == "rules" and isinstance(parts[1], int):
+        prefix = _rule_label(raw.get("rules"), parts[1])
+        parts = parts[2:]
+    elif len(parts) >= 3 and parts[:2] == ["fit", "rules"] and isinstance(parts[2], int):
+        fit = raw.get("fit") if isinstance(raw.get("fit"), dict) else {}
+        prefix = "fit " + _rule_label(fit.get("rules") if fit else None, parts[2])
+        parts = parts[3:]
+    # Drop pydantic's union-member tags (e.g. 'str', 'list[...]') from the path.
+    names = [str(p) for p in parts if not (isinstance(p, str) and ("[" in p or p in _TAGS))]
+    where = ".".join(names) or "(top level)"
+    return f"{prefix}: {where}" if prefix else where
+
+
+_TAGS = {"str", "int", "float", "bool"}
+
+
+def _rule_label(rules: Any, index: int) -> str:
+    try:
+        rule_id = rules[index].get("id")
+    except (TypeError, IndexError, AttributeError):
+        rule_id = None
+    return f"rule {rule_id!r}" if rule_id else f"rule #{index + 1}"
+
+
+def _conditions(model: _RuleModel, allowed: frozenset[str], where_label: str) -> list[Condition]:
+    equals: dict[str, Any] = dict(model.where)
+    for key, value in (model.model_extra or {}).items():
+        if key == "event":
+            continue
+        if not isinstance(value, str | int | float | bool | list):
+            raise RulesError(f"{where_label}: {key}: expected a value or a list of values")
+        equals[key] = value
+
+    def check_field(name: str) -> None:
+        if name.startswith("properties.") and len(name) > len("properties."):
+            return
+        if name not in allowed:
+            raise RulesError(
+                f"{where_label}: unknown condition or field {name!r}; "
+                f"fields here are: {', '.join(sorted(allowed))} or properties.NAME"
+            )
+
+    def as_tuple(value: Any) -> tuple[Any, ...]:
+        items = value if isinstance(value, list) else [value]
+        return tuple(normalise(v) for v in items)
+
+    conditions: list[Condition] = []
+    if model.url_contains is not None:
+        check_field("url")
+        conditions.append(Condition("url", "contains", (model.url_contains.casefold(),)))
+    if model.url_regex is not None:
+        check_field("url")
+        conditions.append(Condition("url", "regex", pattern=_compile(model.url_regex, where_label)))
+    for name, value in equals.items():
+        check_field(name)
+        conditions.append(Condition(name, "equals", as_tuple(value)))
+    for name, value in model.contains.items():
+        check_field(name)
+        conditions.append(Condition(name, "contains", as_tuple(value)))
+    for name, value in model.unless.items():
+        check_field(name)
+        conditions.append(Condition(name, "unless", as_tuple(value)))
+    return conditions
+
+
+def _compile(pattern: str, where_label: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise RulesError(f"{where_label}: url_regex: invalid regular expression: {exc}") from exc
+
+
+def _half_life(value: str | int | float | None, default_ms: int, where_label: str) -> int:
+    if value is None:
+        return default_ms
+    try:
+        return parse_duration_ms(value)
+    except ValueError as exc:
+        raise RulesError(f"{where_label}: half_life: {exc}") from exc
+
+
+def build_ruleset(raw: Any, source: str = "<memory>") -> RuleSet:
+    """Validate a parsed rules document (a dict) and compile it. Raises :class:`RulesError`."""
+    if not isinstance(raw, dict):
+        raise RulesError(f"{source}: expected a mapping with version, thresholds and rules")
+    try:
+        model = _RulesFileModel.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"{source}: {_format_loc(e['loc'], raw)}: {e['msg']}" for e in exc.errors()]
+        raise RulesError("\n".join(lines)) from None
+
+    default_half_life = _half_life(model.half_life, 0, source)
+    seen: set[str] = set()
+    rules: list[Rule] = []
+    for rule_model in model.rules:
+        label = f"{source}: rule {rule_model.id!r}"
+        if rule_model.id in seen:
+            raise RulesError(f"{label}: id: duplicate rule id")
+        seen.add(rule_model.id)
+        if rule_model.event not in EVENT_MODELS:
+            raise RulesError(
+                f"{label}: event: unknown event type {rule_model.event!r}; "
+                f"expected one of {', '.join(EVENT_MODELS)}"
+            )
+        conditions = _conditions(rule_model, event_fields(rule_model.event), label)
+        rules.append(
+            Rule(
+                id=rule_model.id,
+                event=rule_model.event,
+                points=rule_model.points,
+                half_life_ms=_half_life(rule_model.half_life, default_half_life, label),
+                cap=rule_model.cap,
+                conditions=tuple(conditions),
+            )
+        )
+
+    fit_rules: list[Rule] = []
+    bands: tuple[tuple[str, float], ...] = (("A", 60.0), ("B", 30.0), ("C", 0.0))
+    if model.fit is not None:
+        bands = tuple(sorted(model.fit.grades.items(), key=lambda kv: GRADES.index(kv[0])))
+        for (g1, m1), (g2, m2) in itertools.pairwise(bands):
+            if m1 <= m2:
+                raise RulesError(
+                    f"{source}: fit.grades: grade {g1} needs a higher minimum than {g2} "
+                    f"({m1} <= {m2})"
+                )
+        for fit_model in model.fit.rules:
+            label = f"{source}: fit rule {fit_model.id!r}"
+            if fit_model.id in seen:
+                raise RulesError(f"{label}: id: duplicate rule id")
+            seen.add(fit_model.id)
+            if "event" in (fit_model.model_extra or {}):
+                raise RulesError(
+                    f"{label}: event: fit rules test the lead's profile (lead_profile "
+                    "attributes), not an event type; remove `event`"
+                )
+            if fit_model.half_life is not None or fit_model.cap is not None:
+                raise RulesError(f"{label}: fit rules do not decay; remove half_life/cap")
+            conditions = _conditions(fit_model, frozenset(PROFILE_FIELDS), label)
+            if not conditions:
+                raise RulesError(f"{label}: a fit rule needs at least one condition")
+            fit_rules.append(Rule(fit_model.id, None, fit_model.points, 0, None, tuple(conditions)))
+
+    thresholds = Thresholds(
+        hot=model.thresholds.hot,
+        cool=model.thresholds.cool,
+        min_grade=model.thresholds.min_grade,
+    )
+    if thresholds.cool > thresholds.hot:
+        raise RulesError(
+            f"{source}: thresholds: cool ({thresholds.cool:g}) must not be above "
+            f"hot ({thresholds.hot:g})"
+        )
+    if thresholds.min_grade is not None and not fit_rules:
+        raise RulesError(f"{source}: thresholds.min_grade needs a fit: section with rules")
+    return RuleSet(
+        version=model.version,
+        half_life_ms=default_half_life,
+        thresholds=thresholds,
+        rules=tuple(rules),
+        fit_rules=tuple(fit_rules),
+        grade_bands=bands,
+        source=source,
+    )
+
+
+class _RulesLoader(yaml.SafeLoader):
+    """YAML 1.2-style booleans (only true/false: a country code NO or ON stays text) and
+    duplicate keys rejected instead of silently keeping the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                mark = key_node.start_mark
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_RulesLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_RulesLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def load_rules_document(path: str | Path) -> Any:
+    """A rules file parsed as YAML (not validated) with the rules loader: only true/false
+    are booleans (country NO stays text), duplicate keys are errors. For tools that
+    rewrite a rules file (``leadscore calibrate``). Raises :class:`RulesError`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RulesError(f"{path}: cannot read rules file: {exc.strerror or exc}") from exc
+    try:
+        return yaml.load(text, Loader=_RulesLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RulesError(f"{path}{where}: not valid YAML: {problem}") from None
+
+
+def load_rules(path: str | Path) -> RuleSet:
+    """Read and validate a rules file. Raises :class:`RulesError` naming file/rule/field."""
+    return build_ruleset(load_rules_document(path), source=str(path))
+
+
+def default_rules_path() -> Path:
+    """The rules file shipped with leadscore (``scoring/default_rules.yaml``)."""
+    return Path(__file__).with_name("default_rules.yaml")
