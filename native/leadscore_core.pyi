@@ -1,7 +1,7 @@
 """Type stubs of the native core (native/src). Imported only by its doors:
 scoring/_native.py (the engine) and schemas/_native.py (the event decoder)."""
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 
 REBASE_AFTER_HALF_LIVES: float
 TOP_REASONS: int
@@ -35,11 +35,15 @@ class Kernel:
         cool: float,
         empty_fit: tuple[float, bool],
     ) -> None: ...
-    def apply(
+    def apply_lead(
         self,
         lead: PackedLead | None,
-        events: Sequence[tuple[int, Sequence[int], tuple[float, bool] | None]],
-    ) -> tuple[PackedLead, list[RawCrossing]]: ...
+        positions: list[tuple[str, int]],
+        seen: Container[str] | None,
+        events: Sequence[tuple[str, int, Sequence[int], bool, tuple[str, int] | None]],
+        on_profile: Callable[[int], tuple[float, bool]],
+        dedupe: bool = True,
+    ) -> tuple[PackedLead | None, list[tuple[str, int]], list[int], int, list[RawCrossing]]: ...
     def advance(self, lead: PackedLead, to_ms: int) -> tuple[PackedLead, list[RawCrossing]]: ...
     def score_at(self, lead: PackedLead, at_ms: int) -> float: ...
     def explain(self, lead: PackedLead, at_ms: int) -> list[tuple[int, float]]: ...

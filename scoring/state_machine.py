@@ -236,50 +236,52 @@ def _apply(
     *,
     check_duplicates: bool,
 ) -> LeadBatch:
-    rows: list[tuple[int, list[int], tuple[float, bool] | None]] = []
-    applied: list[str] = []
-    applied_set: set[str] = set()
-    duplicates = 0
+    """Hand the lead's events to the core's one per-event orchestration
+    (``Kernel.apply_lead``, ``native/src/engine.rs:accept``, which replay's lead table runs
+    too): duplicates, positions and the state machine are decided there; rule matching and
+    profile merges (called back for applied profile events) are Python."""
+    items = list(events)
+    if not items:
+        return LeadBatch(state, (), (), 0)
     profile: Mapping[str, ProfileEntry] = {} if state is None else state.profile
-    positions: Mapping[str, int] = {} if state is None else state.positions
-    positions_copied = False
-    lead_id = None if state is None else state.lead_id
-    for event, position in events:
-        if check_duplicates:
-            if event.event_id in applied_set or event.event_id in seen_event_ids:
-                duplicates += 1
-                continue
-            if position is not None:
-                last = positions.get(position.stream)
-                if last is not None and position.offset <= last:
-                    duplicates += 1
-                    continue
-        if position is not None:
-            if not positions_copied:
-                positions = dict(positions)
-                positions_copied = True
-            positions[position.stream] = position.offset  # type: ignore[index]
-        fit = None
-        if isinstance(event, LeadProfile):
-            profile = merge_profile(profile, event)
-            fit = lead_fit(profile, rules)
-        rows.append((event.occurred_at_ms, matched_rules(event, rules), fit))
-        applied.append(event.event_id)
-        applied_set.add(event.event_id)
-        lead_id = event.lead_id
-    if not rows:
-        return LeadBatch(state, (), (), duplicates)
-    assert lead_id is not None
+
+    def on_profile(index: int) -> tuple[float, bool]:
+        nonlocal profile
+        event = items[index][0]
+        assert isinstance(event, LeadProfile)
+        profile = merge_profile(profile, event)
+        return lead_fit(profile, rules)
+
+    rows = [
+        (
+            event.event_id,
+            event.occurred_at_ms,
+            matched_rules(event, rules),
+            isinstance(event, LeadProfile),
+            None if position is None else (position.stream, position.offset),
+        )
+        for event, position in items
+    ]
     packed_in: PackedLead | None = None
     unknown: dict[str, float] = {}
     old_landmark: int | None = None
+    positions_in: list[tuple[str, int]] = []
     if state is not None:
         packed_in, unknown = _pack(state, rules, lead_fit(state.profile, rules))
         old_landmark = state.landmark_ms
-    packed, raw = rules.kernel.apply(packed_in, rows)
-    new = _unpack(packed, rules, lead_id, unknown, old_landmark, profile, positions)
-    crossings = make_crossings(raw, rules, lead_id, applied)
-    return LeadBatch(new, tuple(crossings), tuple(applied), duplicates)
+        positions_in = list(state.positions.items())
+    packed, positions, applied, duplicates, raw = rules.kernel.apply_lead(
+        packed_in, positions_in, seen_event_ids, rows, on_profile, check_duplicates
+    )
+    if not applied:
+        return LeadBatch(state, (), (), duplicates)
+    assert packed is not None
+    lead_id = items[0][0].lead_id
+    new = _unpack(packed, rules, lead_id, unknown, old_landmark, profile, dict(positions))
+    trigger_ids = [event.event_id for event, _ in items]
+    crossings = make_crossings(raw, rules, lead_id, trigger_ids)
+    applied_ids = tuple(trigger_ids[i] for i in applied)
+    return LeadBatch(new, tuple(crossings), applied_ids, duplicates)
 
 
 def group_by_lead(

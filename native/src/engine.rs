@@ -13,7 +13,8 @@
 use pyo3::prelude::*;
 
 use crate::decay::{
-    decay_to, lower_bound_from_sums, pow2, rebase, score_from_sums, Curve, Param, REBASE_AFTER_HALF_LIVES,
+    decay_to, lower_bound_from_sums, pow2, rebase, score_from_sums, Curve, Param,
+    REBASE_AFTER_HALF_LIVES,
 };
 
 /// How many rules a crossing's reasons list (the fit-grade reason is added in Python).
@@ -223,6 +224,105 @@ impl Lead {
     }
 }
 
+// ------------------------------------------------------------------- one event, per lead
+
+/// Event ids already applied to a lead (a Python container live, a hash set in replay).
+pub trait SeenIds {
+    fn contains(&self, event_id: &str) -> PyResult<bool>;
+    fn insert(&mut self, event_id: &str);
+}
+
+/// Last applied offset per input stream (`Position.stream` in Python): a handful per lead.
+pub type Positions = Vec<(String, i64)>;
+
+/// One event of a lead, as the orchestration takes it.
+pub struct Incoming<'a> {
+    pub event_id: &'a str,
+    pub occurred_ms: i64,
+    pub matched: &'a [u32],
+    /// Where it was read (stream, offset), if anywhere.
+    pub position: Option<(&'a str, i64)>,
+    /// Whether it changes the profile (then `fit` below is asked for the new fit).
+    pub changes_profile: bool,
+}
+
+/// THE per-event orchestration, shared by every path (Python's `apply_lead_events` through
+/// [`Kernel::apply_lead`], and replay's [`crate::table::LeadTable`]): skip a duplicate (an
+/// event id already applied, or with `positions`, an offset at or before the last one
+/// applied from its stream), else record its id and position, ask `fit` for the lead's fit
+/// after a profile change (only for applied profile events), create the lead at its first
+/// applied event, and run the state machine ([`Lead::apply`]). Returns whether it applied.
+/// With `dedupe` false nothing is skipped (positions are still recorded).
+#[allow(clippy::too_many_arguments)]
+pub fn accept<S: SeenIds>(
+    slot: &mut Option<Lead>,
+    rules: &Rules,
+    seen: &mut S,
+    positions: Option<&mut Positions>,
+    dedupe: bool,
+    event: &Incoming<'_>,
+    fit: impl FnOnce() -> PyResult<Fit>,
+    trigger: usize,
+    out: &mut Vec<RawCrossing>,
+) -> PyResult<bool> {
+    if dedupe && seen.contains(event.event_id)? {
+        return Ok(false);
+    }
+    if let (Some(positions), Some((stream, offset))) = (positions, event.position) {
+        match positions.iter_mut().find(|p| p.0 == stream) {
+            Some(last) if dedupe && offset <= last.1 => return Ok(false),
+            Some(last) => last.1 = offset,
+            None => positions.push((stream.to_string(), offset)),
+        }
+    }
+    seen.insert(event.event_id);
+    let fit = if event.changes_profile {
+        Some(fit()?)
+    } else {
+        None
+    };
+    let lead = slot.get_or_insert_with(|| Lead::new(event.occurred_ms, rules.empty_fit));
+    lead.apply(rules, event.occurred_ms, event.matched, fit, trigger, out);
+    Ok(true)
+}
+
+/// Python's view of a lead's seen ids: the caller's container (ids applied in earlier
+/// batches) plus the ids applied in this call.
+struct PySeen<'py> {
+    before: Option<Bound<'py, PyAny>>,
+    now: ahash::AHashSet<String>,
+}
+
+impl SeenIds for PySeen<'_> {
+    fn contains(&self, event_id: &str) -> PyResult<bool> {
+        if self.now.contains(event_id) {
+            return Ok(true);
+        }
+        match &self.before {
+            Some(c) => c.contains(event_id),
+            None => Ok(false),
+        }
+    }
+
+    fn insert(&mut self, event_id: &str) {
+        self.now.insert(event_id.to_string());
+    }
+}
+
+/// An event as `Kernel.apply_lead` takes it: (event_id, occurred_ms, matched rule
+/// indices, changes the profile, (stream, offset) or None).
+pub type LeadEventRow = (String, i64, Vec<u32>, bool, Option<(String, i64)>);
+
+/// What `Kernel.apply_lead` returns: (new state or None, positions, indices of the applied
+/// events, duplicates skipped, crossings (trigger = index into the events)).
+pub type LeadApplied = (
+    Option<LeadTuple>,
+    Positions,
+    Vec<usize>,
+    usize,
+    Vec<CrossingTuple>,
+);
+
 // ------------------------------------------------------------------------------ Python
 
 /// Lead state as Python passes it: (clock_ms, landmark_ms, [(rule index, acc)], hot,
@@ -282,10 +382,6 @@ pub fn crossing_to_tuple(c: RawCrossing) -> CrossingTuple {
     )
 }
 
-/// An event as `Kernel.apply` takes it: (occurred_ms, matched rule indices, the lead's fit
-/// after it when it changed the profile).
-pub type EventRow = (i64, Vec<u32>, Option<(f64, bool)>);
-
 /// A rules file compiled for the state machine (`RuleSet.kernel` in Python).
 #[pyclass(name = "Kernel", module = "leadscore_core", frozen)]
 pub struct Kernel {
@@ -330,26 +426,66 @@ impl Kernel {
         })
     }
 
-    /// Apply one lead's events in order. `lead`: None for a new lead. Each event:
-    /// (occurred_ms, matched rule indices, fit after it or None). Returns the new state and
-    /// the crossings (trigger = index into `events`).
-    fn apply(
+    /// Apply one lead's events in order through [`accept`]: duplicates skipped (when
+    /// `dedupe`: ids in `seen` (a container) or earlier in `events`, and offsets at or before
+    /// `positions`), `on_profile(i)` called for each applied profile event `i` and returning
+    /// the lead's (fit score, allows hot) after it.
+    #[pyo3(signature = (lead, positions, seen, events, on_profile, dedupe = true))]
+    fn apply_lead(
         &self,
         lead: Option<LeadTuple>,
-        events: Vec<EventRow>,
-    ) -> (Option<LeadTuple>, Vec<CrossingTuple>) {
+        positions: Positions,
+        seen: Option<Bound<'_, PyAny>>,
+        events: Vec<LeadEventRow>,
+        on_profile: Bound<'_, PyAny>,
+        dedupe: bool,
+    ) -> PyResult<LeadApplied> {
         let rules = &self.rules;
         let mut state = lead.map(lead_from_tuple);
+        let mut positions = positions;
+        let mut seen = PySeen {
+            before: seen,
+            now: ahash::AHashSet::new(),
+        };
         let mut out = Vec::new();
-        for (i, (occurred, matched, fit)) in events.iter().enumerate() {
-            let lead = state.get_or_insert_with(|| Lead::new(*occurred, rules.empty_fit));
-            let fit = fit.map(|(score, allows_hot)| Fit { score, allows_hot });
-            lead.apply(rules, *occurred, matched, fit, i, &mut out);
+        let mut applied = Vec::with_capacity(events.len());
+        for (i, (event_id, occurred_ms, matched, changes_profile, position)) in
+            events.iter().enumerate()
+        {
+            let incoming = Incoming {
+                event_id,
+                occurred_ms: *occurred_ms,
+                matched,
+                position: position.as_ref().map(|(s, o)| (s.as_str(), *o)),
+                changes_profile: *changes_profile,
+            };
+            let fit = || -> PyResult<Fit> {
+                let (score, allows_hot): (f64, bool) = on_profile.call1((i,))?.extract()?;
+                Ok(Fit { score, allows_hot })
+            };
+            let done = accept(
+                &mut state,
+                rules,
+                &mut seen,
+                Some(&mut positions),
+                dedupe,
+                &incoming,
+                fit,
+                i,
+                &mut out,
+            )?;
+            if done {
+                applied.push(i);
+            }
         }
-        (
+        let duplicates = events.len() - applied.len();
+        Ok((
             state.as_ref().map(lead_to_tuple),
+            positions,
+            applied,
+            duplicates,
             out.into_iter().map(crossing_to_tuple).collect(),
-        )
+        ))
     }
 
     /// The cooling decay caused by `to_ms`, if any (the sweep, the end of a replay).

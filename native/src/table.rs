@@ -12,7 +12,9 @@ use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
-use crate::engine::{crossing_to_tuple, CrossingTuple, Fit, Kernel, Lead, RawCrossing};
+use crate::engine::{
+    accept, crossing_to_tuple, CrossingTuple, Fit, Incoming, Kernel, Lead, RawCrossing, SeenIds,
+};
 use crate::event::{parse_fast, value_to_py, Scalar, Value, EVENT_TYPES};
 
 const PROFILE_TYPE: u8 = 7; // EVENT_TYPES[7] == "lead_profile"
@@ -300,8 +302,19 @@ impl Batch {
 }
 
 struct Entry {
-    lead: Lead,
+    /// None until the lead's first event is applied.
+    lead: Option<Lead>,
     seen: AHashSet<Box<str>>,
+}
+
+impl SeenIds for AHashSet<Box<str>> {
+    fn contains(&self, event_id: &str) -> PyResult<bool> {
+        Ok((**self).contains(event_id))
+    }
+
+    fn insert(&mut self, event_id: &str) {
+        (**self).insert(event_id.into());
+    }
 }
 
 /// Lead states of one rule set during a replay: the memory store's bulk form.
@@ -393,33 +406,45 @@ impl LeadTable {
                     .leads
                     .entry(row.lead_id.clone())
                     .or_insert_with(|| Entry {
-                        lead: Lead::new(row.occurred_ms, rules.empty_fit),
+                        lead: None,
                         seen: AHashSet::new(),
                     }),
             };
-            if entry.seen.contains(row.event_id.as_str()) {
+            let incoming = Incoming {
+                event_id: &row.event_id,
+                occurred_ms: row.occurred_ms,
+                matched,
+                position: None,
+                changes_profile: row.profile.is_some(),
+            };
+            let on_profile = &self.on_profile;
+            let fit = || -> PyResult<Fit> {
+                let values = row.profile.as_ref().expect("changes_profile");
+                let args = (
+                    row.lead_id.as_str(),
+                    row.event_id.as_str(),
+                    row.occurred_ms,
+                    values,
+                );
+                let (score, allows_hot): (f64, bool) = on_profile.call1(py, args)?.extract(py)?;
+                Ok(Fit { score, allows_hot })
+            };
+            if accept(
+                &mut entry.lead,
+                rules,
+                &mut entry.seen,
+                None,
+                true,
+                &incoming,
+                fit,
+                i,
+                &mut raw,
+            )? {
+                applied += 1;
+            } else {
                 duplicates += 1;
                 continue;
             }
-            entry.seen.insert(row.event_id.as_str().into());
-            let fit = match &row.profile {
-                Some(values) => {
-                    let args = (
-                        row.lead_id.as_str(),
-                        row.event_id.as_str(),
-                        row.occurred_ms,
-                        values,
-                    );
-                    let (score, allows_hot): (f64, bool) =
-                        self.on_profile.call1(py, args)?.extract(py)?;
-                    Some(Fit { score, allows_hot })
-                }
-                None => None,
-            };
-            entry
-                .lead
-                .apply(rules, row.occurred_ms, matched, fit, i, &mut raw);
-            applied += 1;
             if !raw.is_empty() {
                 dress(
                     &row.lead_id,
@@ -439,7 +464,7 @@ impl LeadTable {
         let mut ids: Vec<&String> = self
             .leads
             .iter()
-            .filter(|(_, e)| e.lead.hot)
+            .filter(|(_, e)| e.lead.as_ref().is_some_and(|l| l.hot))
             .map(|(k, _)| k)
             .collect();
         ids.sort();
@@ -448,7 +473,8 @@ impl LeadTable {
         let mut raw = Vec::new();
         for id in ids {
             let entry = self.leads.get_mut(&id).expect("listed above");
-            entry.lead.cool_by_decay(&kernel.rules, until_ms, &mut raw);
+            let lead = entry.lead.as_mut().expect("hot, so applied");
+            lead.cool_by_decay(&kernel.rules, until_ms, &mut raw);
             for c in raw.drain(..) {
                 out.push((id.clone(), None, crossing_to_tuple(c)));
             }
@@ -467,7 +493,7 @@ impl LeadTable {
             leads: self
                 .leads
                 .iter()
-                .map(|(k, e)| (k.clone(), e.lead.clone()))
+                .filter_map(|(k, e)| e.lead.as_ref().map(|l| (k.clone(), l.clone())))
                 .collect(),
         }
     }
