@@ -1,7 +1,7 @@
 """Type stubs of the native core (native/src). Imported only by its doors:
 scoring/_native.py (the engine) and schemas/_native.py (the event decoder)."""
 
-from collections.abc import Callable, Container, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 
 REBASE_AFTER_HALF_LIVES: float
 TOP_REASONS: int
@@ -49,14 +49,8 @@ class Kernel:
     def explain(self, lead: PackedLead, at_ms: int) -> list[tuple[int, float]]: ...
     def cool_due_ms(self, lead: PackedLead) -> int | None: ...
     def rank_values(self, lead: PackedLead, landmark_ms: int) -> list[tuple[int, float]]: ...
-    def score_from_sums(
-        self, sums: Sequence[tuple[int, float]], landmark_ms: int, at_ms: int
-    ) -> float: ...
 
 # ---- replay's bulk path (native/src/table.rs)
-
-PROFILE_FIELDS: list[str]
-EVENT_TYPES: list[str]
 
 class Batch:
     def __len__(self) -> int: ...
@@ -76,7 +70,13 @@ class Batch:
     def envelope(self, index: int) -> tuple[str, str] | None: ...
 
 class Reader:
-    def __init__(self, fields: Sequence[Sequence[str]], max_bytes: int = 65536) -> None: ...
+    def __init__(
+        self,
+        fields: Mapping[str, Sequence[str]],
+        profile_type: str,
+        profile_fields: Sequence[str],
+        max_bytes: int = 65536,
+    ) -> None: ...
     def parse(
         self, values: list[bytes | None], keys: list[bytes | None] | None = None
     ) -> Batch: ...

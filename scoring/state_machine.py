@@ -170,11 +170,6 @@ def cool_due_ms(state: LeadState, rules: RuleSet) -> int | None:
 # --------------------------------------------------------------------------- transitions
 
 
-def new_state(lead_id: str, at_ms: int) -> LeadState:
-    """State of a lead never seen before, with its clock at its first event."""
-    return LeadState(lead_id=lead_id, clock_ms=at_ms, landmark_ms=at_ms)
-
-
 def apply_event(
     state: LeadState | None,
     event: LeadEvent,

@@ -529,11 +529,6 @@ impl Kernel {
         }
         out
     }
-
-    /// `score_from_sums` over (rule index, acc) pairs.
-    fn score_from_sums(&self, sums: Vec<(u32, f64)>, landmark_ms: i64, at_ms: i64) -> f64 {
-        score_from_sums(&sums, &self.rules.params, landmark_ms, at_ms)
-    }
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -17,26 +17,12 @@ use crate::engine::{
 };
 use crate::event::{parse_fast, value_to_py, Scalar, Value, EVENT_TYPES};
 
-const PROFILE_TYPE: u8 = 7; // EVENT_TYPES[7] == "lead_profile"
-
-/// The fields of a profile event, in `schemas.events.PROFILE_FIELDS` order.
-const PROFILE_FIELDS: [&str; 8] = [
-    "email",
-    "email_domain",
-    "company",
-    "company_size",
-    "industry",
-    "country",
-    "job_title",
-    "seniority",
-];
-
 /// One valid event of a batch.
 struct Row {
     event_id: String,
     lead_id: String,
     occurred_ms: i64,
-    /// For `lead_profile` events: the values of `PROFILE_FIELDS` (Python objects).
+    /// For profile events: the values of the reader's `profile_fields` (Python objects).
     profile: Option<Py<PyTuple>>,
     matches: Matches,
 }
@@ -88,8 +74,13 @@ fn encode_value(out: &mut Vec<u8>, v: Option<&Value>) {
 /// sets, so signature ids mean the same in every table).
 #[pyclass(module = "leadscore_core")]
 pub struct Reader {
-    /// Per event type: the fields any rule set's rules for that type look at.
+    /// Per event type (indexed like the fast path's `EVENT_TYPES`): the fields any rule
+    /// set's rules for that type look at.
     fields: Vec<Vec<String>>,
+    /// The profile event type (its index), and the fields whose values a profile event
+    /// hands to Python, in the caller's order (`schemas.events.PROFILE_FIELDS`).
+    profile_type: Option<u8>,
+    profile_fields: Vec<String>,
     signatures: AHashMap<Vec<u8>, u32>,
     max_bytes: usize,
 }
@@ -105,16 +96,32 @@ pub struct Batch {
 
 #[pymethods]
 impl Reader {
+    /// `fields`: event type name -> the fields rules test (types the fast path does not
+    /// know are never accepted by it, so their fields are not needed here);
+    /// `profile_type` / `profile_fields`: the event type that carries profile attributes and
+    /// the attributes to hand over, in order. Both come from `schemas.events`.
     #[new]
-    #[pyo3(signature = (fields, max_bytes = 65536))]
-    fn py_new(fields: Vec<Vec<String>>, max_bytes: usize) -> PyResult<Reader> {
-        if fields.len() != EVENT_TYPES.len() {
-            return Err(PyValueError::new_err(
-                "fields: one list per event type expected",
-            ));
+    #[pyo3(signature = (fields, profile_type, profile_fields, max_bytes = 65536))]
+    fn py_new(
+        fields: std::collections::HashMap<String, Vec<String>>,
+        profile_type: &str,
+        profile_fields: Vec<String>,
+        max_bytes: usize,
+    ) -> PyResult<Reader> {
+        let mut by_index = vec![Vec::new(); EVENT_TYPES.len()];
+        for (name, names) in fields {
+            if let Some(i) = EVENT_TYPES.iter().position(|t| *t == name) {
+                by_index[i] = names;
+            }
         }
+        let profile_type = EVENT_TYPES
+            .iter()
+            .position(|t| *t == profile_type)
+            .map(|i| i as u8);
         Ok(Reader {
-            fields,
+            fields: by_index,
+            profile_type,
+            profile_fields,
             signatures: AHashMap::new(),
             max_bytes,
         })
@@ -175,8 +182,9 @@ impl Reader {
                     next
                 }
             };
-            let profile = if type_index == PROFILE_TYPE {
-                let objects = PROFILE_FIELDS
+            let profile = if Some(type_index) == self.profile_type {
+                let objects = self
+                    .profile_fields
                     .iter()
                     .map(|f| match event.get(f) {
                         Some(v) => value_to_py(py, &v),
@@ -325,7 +333,7 @@ pub struct LeadTable {
     /// Signature id -> matched rule indices (None: not resolved yet).
     matches: Vec<Option<Vec<u32>>>,
     /// Called as `on_profile(lead_id, event_id, occurred_ms, values)` for each applied
-    /// profile event (`values` in `PROFILE_FIELDS` order); returns the lead's (fit score,
+    /// profile event (`values` in the reader's `profile_fields` order); returns the lead's (fit score,
     /// allows hot) after it.
     on_profile: Py<PyAny>,
     /// Which `Given` list is this table's.
@@ -563,7 +571,5 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Batch>()?;
     m.add_class::<LeadTable>()?;
     m.add_class::<LeadSnapshot>()?;
-    m.add("PROFILE_FIELDS", PROFILE_FIELDS.to_vec())?;
-    m.add("EVENT_TYPES", EVENT_TYPES.to_vec())?;
     Ok(())
 }

@@ -32,7 +32,6 @@ from scoring.state_machine import (
     cool_due_ms,
     explain,
     group_by_lead,
-    new_state,
     score_at,
 )
 from scoring.store import BatchResult, MemoryStore
@@ -150,9 +149,8 @@ def test_first_event_creates_the_lead() -> None:
     assert score_at(state, RULES, T0 + 123) == pytest.approx(40.0)
 
 
-def test_new_state() -> None:
-    state = new_state("l", T0)
-    assert state == LeadState(lead_id="l", clock_ms=T0, landmark_ms=T0)
+def test_a_fresh_state_scores_zero() -> None:
+    state = LeadState(lead_id="l", clock_ms=T0, landmark_ms=T0)
     assert score_at(state, RULES, T0 + 5) == 0
 
 

@@ -10,26 +10,26 @@ import random
 from pathlib import Path
 from typing import Any
 
-import leadscore_core
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas.events import EVENT_MODELS, PROFILE_FIELDS
+from schemas._native import Reader
+from schemas.events import PROFILE_FIELDS
+from schemas.times import parse_time_ms
+from scoring._native import LeadTable
 from scoring.rules import RuleSet
 from scoring.rules_file import default_rules_path, load_rules
-from streams.replay import (
-    EVENT_TYPES,
-    FileSource,
-    ReadStats,
-    Replay,
-    lead_rows,
-    read_events,
-    replay_events,
-    replay_sources,
-)
+from streams.replay.fast import replay_sources
+from streams.replay.outputs import lead_rows
+from streams.replay.reading import ReadStats, read_events
+from streams.replay.reference import replay_events
+from streams.replay.results import NEVER, Replay
+from streams.replay.sources import FileSource
 from tests.strategies import BASE_MS, DAY_MS, generate_event_log, rule_sets
 
-EXAMPLES = max(10, int(os.environ.get("LEADSCORE_PROPERTY_EXAMPLES", "150")) // 5)
+Fit = tuple[float, bool]
+BASE_DAY_MS = parse_time_ms("2026-01-02T00:00:00Z")
+EXAMPLES = max(10, int(os.environ.get("PROPERTY_TEST_EXAMPLES", "150")) // 5)
 
 BAD_LINES = [
     b'{"event_id": "bad", "type": "page_view"',
@@ -45,9 +45,28 @@ BAD_LINES = [
 ]
 
 
-def test_native_constants_match_the_schemas() -> None:
-    assert tuple(leadscore_core.EVENT_TYPES) == tuple(EVENT_MODELS) == EVENT_TYPES
-    assert tuple(leadscore_core.PROFILE_FIELDS) == PROFILE_FIELDS
+def test_the_reader_takes_event_types_and_profile_fields_from_python() -> None:
+    """Nothing about profiles is hard-coded natively: the reader hands over the profile
+    attributes it is told, in the order it is told."""
+    rules = load_rules(default_rules_path())
+    seen: list[tuple[object, ...]] = []
+
+    def on_profile(lead: str, event_id: str, at_ms: int, values: tuple[object, ...]) -> Fit:
+        seen.append((lead, event_id, at_ms, values))
+        return (0.0, True)
+
+    reader = Reader({"lead_profile": []}, "lead_profile", ["country", "email"])
+    line = (
+        b'{"event_id": "p1", "lead_id": "l", "occurred_at": "2026-01-02T00:00:00Z", '
+        b'"type": "lead_profile", "email": "a@b.example", "country": "DE"}'
+    )
+    batch = reader.parse([line])
+    table = LeadTable(rules.kernel, on_profile, 0)
+    for signature, _, _ in batch.new_signatures():
+        table.resolve(signature, [])
+    assert table.apply(batch, 0, len(batch), NEVER)[:2] == (1, 0)
+    assert seen == [("l", "p1", BASE_DAY_MS, ("DE", "a@b.example"))]
+    assert set(PROFILE_FIELDS) >= {"country", "email"}
 
 
 def _write(path: Path, seed: int, n: int, leads: int, span_ms: int) -> Path:
