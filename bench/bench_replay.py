@@ -30,7 +30,7 @@ import orjson
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from streams.replay_cli import replay  # noqa: E402
+from streams.replay.commands import replay  # noqa: E402
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 SPAN = timedelta(days=90)

@@ -16,7 +16,7 @@ group and Redis key prefix that are deleted at the end.
    * parse: ``schemas.validation.parse_event`` of every message;
    * engine: ``MemoryStore.apply_batch_sync`` (the scoring math alone, no I/O);
    * Redis: ``RedisStore.apply_batch`` in batches of 2000 (parsed events, one prefix);
-   * processor: ``streams.processor.Processor.process`` in-process, batches of 2000 raw
+   * processor: ``streams.live.processor.Processor.process`` in-process, batches of 2000 raw
      messages: parse + Redis + acked produce of crossings (aiokafka, acks=all); with
      ``--profile N`` a cProfile of the first N batches;
 3. the worker: ``leadscore worker`` as a subprocess (Faust) on the topic; time until
@@ -50,11 +50,11 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from schemas.validation import Rejected, parse_event  # noqa: E402
 from scoring.rules_file import default_rules_path, load_rules  # noqa: E402
-from scoring.state import Position  # noqa: E402
 from scoring.store import MemoryStore  # noqa: E402
-from streams.metrics import Metrics  # noqa: E402
-from streams.processor import Processor, RawMessage  # noqa: E402
-from streams.redis_store import RedisStore  # noqa: E402
+from streams.live.interfaces import RawMessage, position_of  # noqa: E402
+from streams.live.metrics import Metrics  # noqa: E402
+from streams.live.processor import Processor  # noqa: E402
+from streams.live.redis_store import RedisStore  # noqa: E402
 from tests.integration.worker_harness import (  # noqa: E402
     FUTURE_MS,
     WorkerConfig,
@@ -278,7 +278,7 @@ def main() -> None:
         for raw in raws:
             parsed = parse_event(raw.value, raw.key, require_key=True)
             assert not isinstance(parsed, Rejected), parsed
-            items.append((parsed, Position(raw.topic, raw.partition, raw.offset)))
+            items.append((parsed, position_of(raw)))
         table.add(
             "floor: parse_event (pydantic validate_json)", len(items), time.perf_counter() - t
         )

@@ -5,7 +5,7 @@ implementations share every bit of scoring math (:func:`scoring.state_machine.ap
 and :func:`scoring.state_machine.advance`); they differ only in where states are kept:
 
 * :class:`MemoryStore` (here): a dict; replay, backtests, tests.
-* ``streams.redis_store.RedisStore``: Redis, atomic per lead, crash-safe; the live worker.
+* ``streams.live.redis_store.RedisStore``: Redis, atomic per lead, crash-safe; the live worker.
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
-"""Kafka plumbing shared by the worker and the CLI: client configuration from the settings,
-topic creation, and an acknowledged batch producer (confluent-kafka)."""
+"""Kafka plumbing shared by the worker, the commands and replay (confluent-kafka): client
+configuration from the settings, topic creation, and an acknowledged batch producer."""
 
 from __future__ import annotations
 
 import logging
-import ssl
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -33,29 +32,6 @@ def confluent_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         config["ssl.ca.location"] = str(settings.kafka_ssl_cafile)
     config.update(extra)
     return config
-
-
-def faust_broker_credentials(settings: Settings) -> Any:
-    """Faust (aiokafka) credentials for the configured security protocol, or None."""
-    import faust
-
-    protocol = settings.kafka_security_protocol
-    if protocol == "PLAINTEXT":
-        return None
-    context = None
-    if protocol in ("SSL", "SASL_SSL"):
-        context = ssl.create_default_context(
-            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
-        )
-    if protocol == "SSL":
-        return faust.SSLCredentials(context)
-    password = settings.kafka_sasl_password
-    return faust.SASLCredentials(
-        username=settings.kafka_sasl_username,
-        password=password.get_secret_value() if password else None,
-        mechanism=settings.kafka_sasl_mechanism or "PLAIN",
-        ssl_context=context,
-    )
 
 
 def ensure_topics(settings: Settings, *, timeout: float = 120.0) -> list[str]:

@@ -18,7 +18,8 @@ from scoring.rules_file import default_rules_path
 
 ENV_PREFIX = "LEADSCORE_"
 
-#: LEADSCORE_* variables that belong to the scripts and tests, not to the settings.
+#: LEADSCORE_* variables that belong to the service scripts (scripts/services), not to the
+#: settings.
 _NOT_SETTINGS = frozenset(
     {
         "LEADSCORE_KAFKA_VERSION",
@@ -28,11 +29,6 @@ _NOT_SETTINGS = frozenset(
         "LEADSCORE_REDIS_PORT",
         "LEADSCORE_STOP_SERVICES",
         "LEADSCORE_KAFKA_START_TIMEOUT",
-        "LEADSCORE_CRASH_EVENTS",
-        "LEADSCORE_CRASH_KILLS",
-        "LEADSCORE_CRASH_LEADS",
-        "LEADSCORE_CRASH_SEED",
-        "LEADSCORE_PROPERTY_EXAMPLES",
     }
 )
 

@@ -1,7 +1,7 @@
 """Crash test: SIGKILL the worker at many random moments while it works through a large log,
 restart it each time, and check the end result against the in-memory replay.
 
-What must hold however the kills fall (``streams/processor.py``: acked dead letters, atomic
+What must hold however the kills fall (``streams/live/processor.py``: acked dead letters, atomic
 per-lead state + seen ids + outbox in Redis, acked crossings, outbox relay at start):
 
 (a) every lead's score in Redis equals the MemoryStore replay of the same log;
@@ -16,8 +16,9 @@ per-lead state + seen ids + outbox in Redis, acked crossings, outbox relay at st
 Event times lie in 2030, so the live cooling sweep (wall clock) never fires: the replay's
 coolings are exactly those detected at events.
 
-Knobs (environment): LEADSCORE_CRASH_EVENTS (default 100000), LEADSCORE_CRASH_LEADS (5000),
-LEADSCORE_CRASH_KILLS (12), LEADSCORE_CRASH_SEED (kill moments; random by default, printed).
+Knobs (environment, read by this test only): CRASH_TEST_EVENTS (default 100000),
+CRASH_TEST_LEADS (5000), CRASH_TEST_KILLS (12), CRASH_TEST_SEED (kill moments; random by
+default, printed).
 """
 
 from __future__ import annotations
@@ -52,9 +53,9 @@ from tests.strategies import DAY_MS, generate_event_log
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(480)]
 
-N_EVENTS = int(os.environ.get("LEADSCORE_CRASH_EVENTS", "100000"))
-N_LEADS = int(os.environ.get("LEADSCORE_CRASH_LEADS", "5000"))
-KILLS = int(os.environ.get("LEADSCORE_CRASH_KILLS", "12"))
+N_EVENTS = int(os.environ.get("CRASH_TEST_EVENTS", "100000"))
+N_LEADS = int(os.environ.get("CRASH_TEST_LEADS", "5000"))
+KILLS = int(os.environ.get("CRASH_TEST_KILLS", "12"))
 PARTITIONS = 4
 LOG_SEED = 20_301
 #: The consumer group forgets a SIGKILLed member only after its session timeout; with
@@ -76,9 +77,9 @@ def test_sigkill_at_random_moments_loses_nothing_and_applies_nothing_twice(
             print(f"\ncrash-test: {text or f'{name} = {value}'}", end="", flush=True)
 
     started = time.monotonic()
-    seed = int(os.environ.get("LEADSCORE_CRASH_SEED") or random.SystemRandom().randrange(10**6))
+    seed = int(os.environ.get("CRASH_TEST_SEED") or random.SystemRandom().randrange(10**6))
     rng = random.Random(seed)
-    report("kill_seed", seed, f"kill-moment seed {seed} (LEADSCORE_CRASH_SEED={seed} repeats it)")
+    report("kill_seed", seed, f"kill-moment seed {seed} (CRASH_TEST_SEED={seed} repeats it)")
 
     # ---------------------------------------------------------------- the log, produced
     events = generate_event_log(

@@ -53,12 +53,11 @@ from typing import Any
 
 import pytest
 
-from schemas.times import datetime_to_ms
+from schemas.times import datetime_to_ms, format_ms
 from scoring.profile import fit_grade
 from scoring.rules import RuleSet
 from scoring.rules_file import default_rules_path
 from scoring.state_machine import score_at
-from streams.replay import format_ms
 from tests.integration.worker_harness import (
     REPO_ROOT,
     ReadRecord,
@@ -164,7 +163,7 @@ def test_live_worker_and_replay_publish_the_same_hot_and_cooled_events(
 ) -> None:
     """``one-worker``: a single worker with a 1 s sweep consumes the whole backlog, as after
     downtime. Its sweep may only cool a lead up to the event time its partition has been
-    read to (streams.processor.Processor._sweep_limit); without that limit the sweep
+    read to (streams.live.processor.Processor._sweep_limit); without that limit the sweep
     cooled leads whose older events were still queued and they re-heated (90 of 169
     leads differed from the replay)."""
     started = time.monotonic()

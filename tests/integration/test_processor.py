@@ -1,4 +1,4 @@
-"""The worker's batch logic (streams.processor.Processor) on real Redis and Kafka, without
+"""The worker's batch logic (streams.live.processor.Processor) on real Redis and Kafka, without
 Faust: poison isolation and dead letters."""
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from redis.asyncio import Redis
 
 from scoring.rules_file import default_rules_path, load_rules
 from streams.kafka import AckedProducer
-from streams.metrics import Metrics
-from streams.processor import Processor, RawMessage
-from streams.redis_store import RedisStore
+from streams.live.interfaces import RawMessage
+from streams.live.metrics import Metrics
+from streams.live.processor import Processor
+from streams.live.redis_store import RedisStore
 from streams.settings import load_settings
 from tests.strategies import event_dict
 
@@ -83,7 +84,7 @@ def test_a_lead_that_cannot_be_applied_is_dead_lettered_and_its_neighbours_appli
         try:
             store = RedisStore(client, rules, key_prefix)
             # Corrupt stored state: what a bug or a bad manual edit would leave behind.
-            await client.hset(store.lead_key("broken"), mapping={"v": 1, "s": b"not json"})
+            await client.hset(store.keys.lead("broken").state, mapping={"v": 1, "s": b"not json"})
             metrics = Metrics()
             processor = Processor(
                 store,

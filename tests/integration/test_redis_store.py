@@ -22,7 +22,7 @@ from scoring.rules_file import build_ruleset, default_rules_path, load_rules
 from scoring.state import Position
 from scoring.state_machine import score_at
 from scoring.store import EventItem, MemoryStore
-from streams.redis_store import RedisStore
+from streams.live.redis_store import RedisStore
 from tests.strategies import DAY_MS, HOUR_MS, event_from_dict, generate_event_log
 
 pytestmark = pytest.mark.integration
@@ -188,7 +188,7 @@ def test_concurrent_writers_apply_each_event_exactly_once(redis_url: str, key_pr
                 state = await stores[0].get(lead_id)
                 assert state is not None
                 assert state.events_applied == expected.events_applied
-                seen = await clients[0].scard(f"{stores[0].lead_key(lead_id)}:seen")
+                seen = await clients[0].scard(stores[0].keys.lead(lead_id).seen)
                 assert seen == expected.events_applied
                 assert math.isclose(
                     score_at(state, DEFAULT_RULES, last),
@@ -216,7 +216,7 @@ def test_indexes_are_repaired_when_the_batch_is_redelivered(
             await store.apply_batch(items)
             index_keys = [
                 f"{key_prefix}idx:cool-due",
-                *(store.rank_key(h) for h in DEFAULT_RULES.half_lives_ms()),
+                *(store.keys.rank_index(h) for h in DEFAULT_RULES.half_lives_ms()),
             ]
             before = {k: await client.zrange(k, 0, -1, withscores=True) for k in index_keys}
             assert before[f"{key_prefix}idx:cool-due"], "expected some hot leads"
@@ -257,8 +257,8 @@ def test_outbox_holds_crossings_until_delivered(redis_url: str, key_prefix: str)
 @pytest.mark.parametrize("lead_id", ["plain", "with{brace}", "}starts", "{", "a{}b", "ünï"])
 def test_all_keys_of_a_lead_share_one_cluster_slot(lead_id: str) -> None:
     store = RedisStore(Redis(), DEFAULT_RULES, "p:")
-    key = store.lead_key(lead_id)
-    slots = {key_slot(k.encode()) for k in (key, f"{key}:seen", f"{key}:outbox")}
+    keys = store.keys.lead(lead_id)
+    slots = {key_slot(k.encode()) for k in (keys.state, keys.seen, keys.outbox)}
     assert len(slots) == 1
 
 
@@ -292,7 +292,7 @@ def test_rank_index_rebases_and_top_stays_exact(redis_url: str, key_prefix: str)
                 got = await store.top(n, last)
                 want = memory.top_sync(n, last)
                 assert [lead for lead, _ in got] == [lead for lead, _ in want]
-            scores = await client.zrange(store.rank_key(HOUR_MS), 0, -1, withscores=True)
+            scores = await client.zrange(store.keys.rank_index(HOUR_MS), 0, -1, withscores=True)
             assert all(math.isfinite(s) for _, s in scores)
         finally:
             await client.aclose()

@@ -3,7 +3,8 @@ produced to the topic, and gives the same outputs as replaying the file; it neve
 consumer group nor moves anyone's offsets.
 
 Real broker (tests/conftest.py's fixtures); the log is produced with the same code as
-``leadscore produce`` (``streams.cli._lines`` / ``_key_of`` and the acked producer)."""
+``leadscore produce`` (``streams.live.commands._lines`` / ``_key_of`` and the acked
+producer)."""
 
 from __future__ import annotations
 
@@ -20,9 +21,9 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from scoring.rules_file import default_rules_path
-from streams.cli import _key_of, _lines
 from streams.kafka import AckedProducer
-from streams.replay_cli import replay
+from streams.live.commands import _key_of, _lines
+from streams.replay.commands import replay
 from streams.settings import load_settings
 from tests.strategies import generate_event_log
 

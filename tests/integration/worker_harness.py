@@ -9,7 +9,7 @@ against the real Kafka broker and Redis (no mocks, no fakes).
   record landed), :func:`read_topic` (everything up to the current end, no consumer
   group), :func:`committed_total` / :func:`end_offsets` (progress of a group);
 * Redis helpers: :func:`read_states` etc. read lead states with the key layout of
-  :class:`streams.redis_store.RedisStore`;
+  :class:`streams.live.redis_store.RedisStore`;
 * the reference: :func:`replay` applies the same log with :class:`scoring.store.MemoryStore`,
   and :func:`record_payload` / :func:`crossing_payload` put live records and replayed
   crossings in the same comparable form (every field but ``emitted_at``).
@@ -50,7 +50,7 @@ from scoring.crossings import Crossing
 from scoring.rules import RuleSet
 from scoring.state import LeadState
 from scoring.store import MemoryStore
-from streams.redis_store import RedisStore
+from streams.live.redis_store import RedisStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: The console script of this virtualenv (the same interpreter that runs the tests).
@@ -488,7 +488,7 @@ async def _read_states(
             chunk = lead_ids[start : start + 1000]
             async with client.pipeline(transaction=False) as pipe:
                 for lead in chunk:
-                    pipe.hget(store.lead_key(lead), "s")
+                    pipe.hget(store.keys.lead(lead).state, "s")
                 replies = await pipe.execute()
             for lead, raw in zip(chunk, replies, strict=True):
                 if raw is not None:
@@ -548,7 +548,7 @@ def seen_counts(redis_url: str, prefix: str, rules: RuleSet, lead_ids: Iterable[
         for start in range(0, len(ids), 1000):
             with client.pipeline(transaction=False) as pipe:
                 for lead in ids[start : start + 1000]:
-                    pipe.scard(f"{store.lead_key(lead)}:seen")
+                    pipe.scard(store.keys.lead(lead).seen)
                 total += sum(int(n) for n in pipe.execute())
         return total
     finally:

@@ -59,8 +59,8 @@ RANGE_US = (LATEST - EARLIEST) // timedelta(microseconds=1)
 RAW = "\x00raw:"
 
 #: Examples per property test (twice as many for mutated messages): about 2 s in all.
-#: LEADSCORE_PROPERTY_EXAMPLES=20000 for a long hunt.
-EXAMPLES = int(os.environ.get("LEADSCORE_PROPERTY_EXAMPLES", "300"))
+#: PROPERTY_TEST_EXAMPLES=20000 for a long hunt.
+EXAMPLES = int(os.environ.get("PROPERTY_TEST_EXAMPLES", "300"))
 fast_settings = settings(
     max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )

@@ -53,8 +53,8 @@ from tests.strategies import (
 )
 
 # Engine calls are fast but their first call may not be: no per-example deadline. Each
-# test takes about 2 s at the default; LEADSCORE_PROPERTY_EXAMPLES=5000 for a long hunt.
-EXAMPLES = int(os.environ.get("LEADSCORE_PROPERTY_EXAMPLES", "150"))
+# test takes about 2 s at the default; PROPERTY_TEST_EXAMPLES=5000 for a long hunt.
+EXAMPLES = int(os.environ.get("PROPERTY_TEST_EXAMPLES", "150"))
 PROPERTY = settings(
     max_examples=EXAMPLES,
     deadline=None,

@@ -1,20 +1,21 @@
-"""The worker's batch logic, independent of Faust: raw messages in, Redis state and
-Kafka records out.
+"""The worker's batch logic, independent of Faust and Redis: raw messages in, lead states
+(a :class:`~streams.live.interfaces.DurableStore`) and records (a
+:class:`~streams.live.interfaces.Sink`) out.
 
 For each micro-batch (one Faust ``take_events`` buffer):
 
 1. validate every message (``schemas.validation.parse_event``); rejects become dead letters;
 2. produce the dead letters and wait for their acks (so a crash cannot lose them);
-3. apply the valid events through the Redis store: states, seen ids and the crossings
-   (outbox) are written atomically per lead;
+3. apply the valid events through the store: states, seen ids and the crossings (outbox)
+   are written atomically per lead;
 4. produce the crossings to the hot-lead topic and wait for the acks;
 5. drop them from the outbox.
 
 Only when ``process`` returns does Faust ack (and later commit) the batch's offsets. A crash
 anywhere before that redelivers the batch: already-applied events are skipped by the store
 (seen ids / offsets), and crossings still in the outbox are produced by
-:meth:`Processor.relay_outbox` at start and on every sweep. Transient Redis/Kafka failures
-are retried with backoff, never dropped.
+:meth:`Processor.relay_outbox` at start and on every sweep. Failures that pass (of the
+sink, and of the store as it judges them) are retried with backoff, never dropped.
 """
 
 from __future__ import annotations
@@ -23,66 +24,23 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
-from typing import Protocol, TypeVar
-
-import redis.exceptions
+from typing import TypeVar
 
 from schemas.times import datetime_to_ms
 from schemas.validation import Rejected, dead_letter, parse_event
 from scoring.crossings import Crossing
-from scoring.state import LeadState, Position
+from scoring.state import LeadState
 from scoring.state_machine import group_by_lead
-from scoring.store import BatchResult, EventItem, LeadStore
+from scoring.store import BatchResult, EventItem
 
+from .interfaces import DurableStore, RawMessage, Sink, position_of, topic_partition_of
 from .metrics import Metrics
-from .redis_store import StoreConflictError
 
 log = logging.getLogger("leadscore.worker")
 
 T = TypeVar("T")
-
-#: Failures that pass: retried (with backoff) for as long as they last. Anything else while
-#: applying a batch is treated as a poison event and isolated (see Processor._apply).
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-    StoreConflictError,
-    OSError,
-    TimeoutError,
-)
-
-
-@dataclass(frozen=True, slots=True)
-class RawMessage:
-    """A consumed Kafka message, as bytes."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-    @property
-    def where(self) -> str:
-        return f"{self.topic}[{self.partition}]@{self.offset}"
-
-
-class Sink(Protocol):
-    """Where records go: sends a batch and returns once the broker acknowledged all."""
-
-    async def send_all(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None: ...
-
-
-class DurableStore(LeadStore, Protocol):
-    """A :class:`LeadStore` with a transactional outbox (the Redis store)."""
-
-    async def mark_delivered(self, crossings: Sequence[Crossing]) -> None: ...
-
-    async def undelivered(self, limit: int = 1000) -> list[Crossing]: ...
 
 
 def utc_now() -> datetime:
@@ -147,8 +105,7 @@ class Processor:
                 if isinstance(parsed, Rejected):
                     dead.append(self._dead_letter(message, parsed, seen_at))
                 else:
-                    position = Position(f"{message.topic}:{message.partition}", message.offset)
-                    items.append((parsed, position))
+                    items.append((parsed, position_of(message)))
                     item_partitions.append((message.topic, message.partition))
             if dead:
                 await self._retry(
@@ -209,10 +166,10 @@ class Processor:
     ) -> None:
         """Dead-letter the events of leads that could not be applied (kind
         ``processing_error``, the reason naming the lead and the error)."""
-        by_position = {(f"{m.topic}:{m.partition}", m.offset): m for m in messages}
+        by_position = {position_of(m): m for m in messages}
         records = [
             self._dead_letter(
-                by_position[(position.stream, position.offset)],
+                by_position[position],
                 Rejected("processing_error", f"lead_id: {event.lead_id!r}: {why}"),
                 seen_at,
             )
@@ -303,11 +260,10 @@ class Processor:
         a partition of one of our topics that another worker owns: not this worker's call."""
         ours = {topic for topic, _ in lags}
         limit = now_ms
-        for key in state.positions:
-            topic, _, partition = key.rpartition(":")
-            if topic not in ours:
+        for stream in state.positions:
+            tp = topic_partition_of(stream)
+            if tp is None or tp[0] not in ours:
                 continue  # a topic no longer consumed: no events will come from it
-            tp = (topic, int(partition))
             if tp not in lags:
                 return None
             if lags[tp] > 0:
@@ -322,8 +278,8 @@ class Processor:
     ) -> T:
         """Run ``operation`` until it succeeds, backing off exponentially (logged, counted)
         for as long as failures last: dropping the batch would lose events. With
-        ``poison_check``, only :data:`TRANSIENT_ERRORS` are retried and anything else is
-        raised to the caller (a poison event, not an outage)."""
+        ``poison_check``, only failures the store calls transient are retried and anything
+        else is raised to the caller (a poison event, not an outage)."""
         delay = self.retry_initial
         attempt = 0
         while True:
@@ -332,7 +288,7 @@ class Processor:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if poison_check and not isinstance(exc, TRANSIENT_ERRORS):
+                if poison_check and not self.store.is_transient(exc):
                     raise
                 if attempt == 0:
                     self.failing[what] = (time.monotonic(), "")

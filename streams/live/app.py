@@ -1,7 +1,9 @@
-"""The live worker: a Faust app wired by :func:`build_app` from the settings.
+"""The live worker's Faust app, wired by :func:`build_app` from the settings: the agent,
+the outbox relay at start, the cooling-sweep timer, ``/healthz`` and ``/metrics``, and
+:func:`run_worker`.
 
 Faust only moves bytes: it consumes the input topic(s) in micro-batches and hands them to
-:class:`streams.processor.Processor`, which does validation, scoring (Redis store) and
+:class:`streams.live.processor.Processor`, which does validation, scoring (Redis store) and
 publishing. See docs/architecture.md for the delivery guarantees.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import tempfile
 import time
 from collections.abc import Sequence
@@ -17,16 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import faust
-from redis.asyncio import Redis
 
 from scoring.rules import RuleSet
 from scoring.rules_file import load_rules
 
-from .kafka import faust_broker_credentials
+from ..kafka import ensure_topics
+from ..settings import Settings
+from .interfaces import RawMessage
 from .metrics import Metrics
-from .processor import Processor, RawMessage
+from .processor import Processor
 from .redis_store import RedisStore
-from .settings import Settings
 
 log = logging.getLogger("leadscore.worker")
 
@@ -57,31 +60,39 @@ class Worker:
     app: faust.App
     processor: Processor
     store: RedisStore
-    redis: Redis
     metrics: Metrics
     rules: RuleSet
 
 
-def redis_client(settings: Settings) -> Redis:
-    """The asyncio Redis client for the settings."""
-    password = settings.redis_password.get_secret_value() if settings.redis_password else None
-    kwargs: dict[str, Any] = {
-        "socket_timeout": 10,
-        "socket_connect_timeout": 5,
-        "health_check_interval": 30,
-    }
-    if password is not None:
-        kwargs["password"] = password
-    return Redis.from_url(settings.redis_url, **kwargs)
-
-
 def build_app(settings: Settings, rules: RuleSet | None = None) -> Worker:
-    """Build the worker's Faust app (no global singleton, no import-time side effects)."""
+    """Build the worker's Faust app (no global singleton, no import-time side effects),
+    in the start order of :mod:`streams.live`."""
     rules = rules or load_rules(settings.rules_file)
+    store = RedisStore.connect(settings, rules)
+    app = _faust_app(settings)
+    metrics = Metrics()
+    processor = Processor(
+        store,
+        FaustSink(app),
+        hot_topic=settings.hot_topic,
+        dlq_topic=settings.dlq_topic,
+        metrics=metrics,
+        max_event_bytes=settings.max_event_bytes,
+        partition_lag=lambda: partition_lag(app, processor),
+    )
+    # Crossings a crash left in the outbox go out before any new batch is processed.
+    outbox_relayed = asyncio.Event()
+    _add_agent(app, settings, processor, outbox_relayed)
+    _add_tasks(app, settings, processor, outbox_relayed, rules)
+    _add_pages(app, store, processor, metrics)
+    return Worker(app, processor, store, metrics, rules)
+
+
+def _faust_app(settings: Settings) -> faust.App:
     # Faust keeps table files here (we have none, but it insists on the folder).
     datadir = Path(tempfile.gettempdir()) / "leadscore-faust" / settings.app_id
     datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    return faust.App(
         settings.app_id,
         broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap_servers.split(",")],
         broker_credentials=faust_broker_credentials(settings),
@@ -100,18 +111,33 @@ def build_app(settings: Settings, rules: RuleSet | None = None) -> Worker:
         web_port=settings.web_port,
         web_bind=settings.web_host,
     )
-    metrics = Metrics()
-    redis = redis_client(settings)
-    store = RedisStore(redis, rules, settings.redis_key_prefix)
-    processor = Processor(
-        store,
-        FaustSink(app),
-        hot_topic=settings.hot_topic,
-        dlq_topic=settings.dlq_topic,
-        metrics=metrics,
-        max_event_bytes=settings.max_event_bytes,
-        partition_lag=lambda: partition_lag(app, processor),
+
+
+def faust_broker_credentials(settings: Settings) -> Any:
+    """Faust (aiokafka) credentials for the configured security protocol, or None."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context = None
+    if protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(
+            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
+        )
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    password = settings.kafka_sasl_password
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username,
+        password=password.get_secret_value() if password else None,
+        mechanism=settings.kafka_sasl_mechanism or "PLAIN",
+        ssl_context=context,
     )
+
+
+def _add_agent(
+    app: faust.App, settings: Settings, processor: Processor, outbox_relayed: asyncio.Event
+) -> None:
+    """The agent: input topic(s) in micro-batches to :meth:`Processor.process`."""
     events = app.topic(
         *settings.input_topics,
         key_type=bytes,
@@ -120,9 +146,6 @@ def build_app(settings: Settings, rules: RuleSet | None = None) -> Worker:
         value_serializer="raw",
         allow_empty=True,
     )
-
-    # Crossings a crash left in the outbox go out before any new batch is processed.
-    outbox_relayed = asyncio.Event()
 
     @app.agent(events, concurrency=1, name="leadscore.score")
     async def score(stream: Any) -> None:
@@ -149,6 +172,16 @@ def build_app(settings: Settings, rules: RuleSet | None = None) -> Worker:
                 await task
                 raise
 
+
+def _add_tasks(
+    app: faust.App,
+    settings: Settings,
+    processor: Processor,
+    outbox_relayed: asyncio.Event,
+    rules: RuleSet,
+) -> None:
+    """The outbox relay at start (then the agent may consume) and the cooling sweep."""
+
     @app.task
     async def relay_on_start() -> None:
         relayed = await processor.relay_outbox()
@@ -164,10 +197,14 @@ def build_app(settings: Settings, rules: RuleSet | None = None) -> Worker:
     async def cooling_sweep() -> None:
         await processor.sweep()
 
+
+def _add_pages(app: faust.App, store: RedisStore, processor: Processor, metrics: Metrics) -> None:
+    """``/healthz`` and ``/metrics``."""
+
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
         try:
-            await redis.ping()
+            await store.client.ping()
             redis_ok = True
         except Exception as exc:  # reported, not raised: this is a health probe
             log.warning("healthz: Redis ping failed: %s", exc)
@@ -186,8 +223,6 @@ def build_app(settings: Settings, rules: RuleSet | None = None) -> Worker:
     async def metrics_page(web: Any, request: Any) -> Any:
         _update_lag(app, processor, metrics)
         return web.bytes(metrics.render(), content_type="text/plain; version=0.0.4")
-
-    return Worker(app, processor, store, redis, metrics, rules)
 
 
 async def partition_lag(app: faust.App, processor: Processor) -> dict[tuple[str, int], int]:
@@ -228,8 +263,6 @@ def _update_lag(app: faust.App, processor: Processor, metrics: Metrics) -> None:
 def run_worker(settings: Settings) -> None:
     """Create topics, then run the worker until SIGTERM/SIGINT (graceful: the current
     batch is finished, produced and committed)."""
-    from .kafka import ensure_topics
-
     ensure_topics(settings)
     worker = build_app(settings)
     faust_worker = faust.Worker(worker.app, loglevel=settings.log_level)

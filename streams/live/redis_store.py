@@ -2,50 +2,26 @@
 
 Same math as the memory store (:func:`scoring.state_machine.apply_lead_events`,
 :func:`scoring.state_machine.advance`); this module only loads and saves states, atomically per
-lead, so that a crash at any point neither loses nor double-counts an event.
-
-Key layout (``P`` = the configured key prefix, default ``leadscore:``; ``{T}`` = the lead's
-hash tag: the lead id, or ``h:<sha1>`` when the id itself contains a brace). All keys of
-one lead share the tag, so they live in one Redis Cluster slot and one Lua script can
-update them together:
-
-====================== ====== ======================================================
-key                    type   content
-====================== ====== ======================================================
-``P lead:{T}``         hash   ``v``: version (CAS counter), ``s``: state JSON
-                              (:meth:`scoring.state.LeadState.to_dict`), including the
-                              last applied offset per ``topic:partition``
-``P lead:{T}:seen``    set    event ids applied to the lead (duplicates are skipped)
-``P lead:{T}:outbox``  hash   crossing id -> crossing JSON, written atomically with the
-                              state, deleted once produced to Kafka (transactional outbox)
-``P idx:outbox``       set    lead ids that may have undelivered outbox entries
-``P idx:cool-due``     zset   hot lead id -> millisecond it cools if nothing happens
-                              (the cooling sweep reads the due ones, no scan)
-``P idx:rank:<h>``     zset   lead id -> forward-decayed positive score of the lead's
-                              rules with half-life ``h`` ms, against ``P meta.landmark``
-``P meta``             hash   ``landmark``: landmark (ms) of the rank indexes
-====================== ====== ======================================================
-
-The ``idx:*`` keys are global (other slots), so they are written after the per-lead
-script, with idempotent commands (ZADD/ZREM/SADD set absolute values): if a crash falls in
-between, the redelivered events (now duplicates) rewrite the same index entries.
+lead (the compare-and-set script of :mod:`streams.live.redis_scripts`), so that a crash at
+any point neither loses nor double-counts an event. Key layout: :mod:`streams.live.redis_keys`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import orjson
+import redis.exceptions
 from redis.asyncio import Redis
 
-from scoring.crossings import Crossing, crossing_from_dict, crossing_to_dict
+from scoring.crossings import Crossing, crossing_from_dict
 from scoring.rules import RuleSet
-from scoring.state import LeadState, Position
+from scoring.state import LeadState
 from scoring.state_machine import (
     LeadBatch,
     advance,
@@ -58,37 +34,9 @@ from scoring.state_machine import (
 )
 from scoring.store import BatchResult, EventItem
 
-# KEYS[1] = P lead:{T}         (hash: v, s)
-# KEYS[2] = P lead:{T}:seen    (set of applied event ids)
-# KEYS[3] = P lead:{T}:outbox  (hash: crossing id -> crossing JSON)
-# ARGV[1] = expected version ("0" for a lead not stored yet)
-# ARGV[2] = new state JSON
-# ARGV[3] = n, the number of applied event ids that follow
-# ARGV[4 .. 3+n]   = applied event ids
-# ARGV[4+n .. end] = outbox entries: crossing id, crossing JSON, ...
-# Returns the new version, or -1 when the stored version is not the expected one (another
-# writer got there first: reload and recompute).
-CAS_SCRIPT = """
-local current = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
-if current ~= tonumber(ARGV[1]) then
-  return -1
-end
-redis.call('HSET', KEYS[1], 'v', current + 1, 's', ARGV[2])
-local n = tonumber(ARGV[3])
-local i = 4
-while i <= 3 + n do
-  local last = math.min(i + 999, 3 + n)
-  redis.call('SADD', KEYS[2], unpack(ARGV, i, last))
-  i = last + 1
-end
-i = 4 + n
-while i <= #ARGV do
-  local last = math.min(i + 999, #ARGV)
-  redis.call('HSET', KEYS[3], unpack(ARGV, i, last))
-  i = last + 1
-end
-return current + 1
-"""
+from ..settings import Settings
+from .redis_keys import KeySpace
+from .redis_scripts import LeadWrite, compare_and_set_leads
 
 #: Re-base the rank indexes' landmark after this many half-lives (of the shortest rule):
 #: keeps the stored forward-decayed values below 2**512, far from double overflow.
@@ -103,40 +51,65 @@ class StoreConflictError(RuntimeError):
     """A lead's compare-and-set failed too many times (two writers fighting over it)."""
 
 
+#: Failures that pass (see :meth:`RedisStore.is_transient`).
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    StoreConflictError,
+    OSError,
+    TimeoutError,
+)
+
+
 @dataclass(frozen=True, slots=True)
 class _Loaded:
     state: LeadState | None
     version: int
 
 
+#: One compare-and-set round: load the given leads, return them and their new results.
+_Step = Callable[[list[str]], Awaitable[tuple[dict[str, _Loaded], dict[str, LeadBatch]]]]
+
+
 class RedisStore:
-    """:class:`scoring.store.LeadStore` on Redis. One instance per worker process."""
+    """:class:`streams.live.interfaces.DurableStore` on Redis. One instance per worker
+    process."""
 
     def __init__(self, client: Redis, rules: RuleSet, prefix: str = "leadscore:") -> None:
-        if "{" in prefix or "}" in prefix:
-            raise ValueError("the Redis key prefix must not contain braces (hash tags)")
         # redis-py's asyncio reply annotations are unions of everything a reply could be;
         # the replies are checked where they are decoded instead.
         self.client: Any = client
         self.rules = rules
-        self.prefix = prefix
-        self._cas = client.register_script(CAS_SCRIPT)
-        self._outbox_index = f"{prefix}idx:outbox"
-        self._cool_due_index = f"{prefix}idx:cool-due"
-        self._meta = f"{prefix}meta"
+        self.keys = KeySpace(prefix)
         self._half_lives = rules.half_lives_ms()
         self._rank_landmark: int | None = None
 
-    # ------------------------------------------------------------------ keys
-    def lead_key(self, lead_id: str) -> str:
-        return f"{self.prefix}lead:{{{_hash_tag(lead_id)}}}"
+    @classmethod
+    def connect(cls, settings: Settings, rules: RuleSet) -> RedisStore:
+        """A store on a new asyncio client for the settings (URL, password, key prefix);
+        :meth:`aclose` closes it. Connects on first use."""
+        password = settings.redis_password.get_secret_value() if settings.redis_password else None
+        kwargs: dict[str, Any] = {
+            "socket_timeout": 10,
+            "socket_connect_timeout": 5,
+            "health_check_interval": 30,
+        }
+        if password is not None:
+            kwargs["password"] = password
+        return cls(Redis.from_url(settings.redis_url, **kwargs), rules, settings.redis_key_prefix)
 
-    def rank_key(self, half_life_ms: int) -> str:
-        return f"{self.prefix}idx:rank:{half_life_ms}"
+    async def aclose(self) -> None:
+        """Close the client's connections."""
+        await self.client.aclose()
+
+    def is_transient(self, error: Exception) -> bool:
+        """Redis unreachable, timing out or loading, or a lead fought over by two writers."""
+        return isinstance(error, TRANSIENT_ERRORS)
 
     # ------------------------------------------------------------------ reads
     async def get(self, lead_id: str) -> LeadState | None:
-        raw = await self.client.hget(self.lead_key(lead_id), "s")
+        raw = await self.client.hget(self.keys.lead(lead_id).state, "s")
         return None if raw is None else LeadState.from_dict(orjson.loads(raw))
 
     async def _load(
@@ -145,10 +118,10 @@ class RedisStore:
         """One round trip: states (with versions) and which event ids were seen."""
         async with self.client.pipeline(transaction=False) as pipe:
             for lead_id in lead_ids:
-                key = self.lead_key(lead_id)
-                pipe.hmget(key, "v", "s")
+                keys = self.keys.lead(lead_id)
+                pipe.hmget(keys.state, "v", "s")
                 if event_ids is not None:
-                    pipe.smismember(f"{key}:seen", event_ids[lead_id])
+                    pipe.smismember(keys.seen, event_ids[lead_id])
             replies = await pipe.execute()
         step = 1 if event_ids is None else 2
         loaded: dict[str, _Loaded] = {}
@@ -167,64 +140,56 @@ class RedisStore:
         """Apply a batch: 1 round trip to load, 1 to write (per-lead CAS scripts), 1 for
         the indexes; more only for leads that lost a CAS race."""
         groups = group_by_lead(items)
-        crossings: list[Crossing] = []
-        applied = duplicates = 0
-        pending = list(groups)
-        for _attempt in range(MAX_CAS_ATTEMPTS):
-            event_ids = {lead: [e.event_id for e, _ in groups[lead]] for lead in pending}
-            loaded, seen = await self._load(pending, event_ids)
-            results = {
-                lead: apply_lead_events(loaded[lead].state, groups[lead], self.rules, seen[lead])
-                for lead in pending
-            }
-            conflicts = await self._save(loaded, results)
-            for lead, result in results.items():
-                if lead in conflicts:
-                    continue
-                crossings.extend(result.crossings)
-                applied += len(result.applied_event_ids)
-                duplicates += result.duplicates
-            if not conflicts:
-                break
-            pending = conflicts
-        else:
-            raise StoreConflictError(f"leads kept changing under us: {pending[:5]}")
-        return BatchResult(tuple(crossings), applied, duplicates)
+        written = await self._compare_and_set(list(groups), partial(self._apply_step, groups))
+        return BatchResult(
+            tuple(c for r in written.values() for c in r.crossings),
+            sum(len(r.applied_event_ids) for r in written.values()),
+            sum(r.duplicates for r in written.values()),
+        )
 
-    async def _save(self, loaded: dict[str, _Loaded], results: dict[str, LeadBatch]) -> list[str]:
+    async def _apply_step(
+        self, groups: dict[str, list[EventItem]], leads: list[str]
+    ) -> tuple[dict[str, _Loaded], dict[str, LeadBatch]]:
+        event_ids = {lead: [e.event_id for e, _ in groups[lead]] for lead in leads}
+        loaded, seen = await self._load(leads, event_ids)
+        return loaded, {
+            lead: apply_lead_events(loaded[lead].state, groups[lead], self.rules, seen[lead])
+            for lead in leads
+        }
+
+    async def _compare_and_set(self, lead_ids: Sequence[str], step: _Step) -> dict[str, LeadBatch]:
+        """Run ``step`` (load leads, compute their new results) on ``lead_ids`` and save
+        the results; again for the leads whose compare-and-set lost to another writer, up
+        to :data:`MAX_CAS_ATTEMPTS` times. Returns the results saved, in order."""
+        saved: dict[str, LeadBatch] = {}
+        pending = list(lead_ids)
+        for _attempt in range(MAX_CAS_ATTEMPTS):
+            loaded, results = await step(pending)
+            lost = await self._save(loaded, results)
+            saved.update((lead, r) for lead, r in results.items() if lead not in lost)
+            if not lost:
+                return saved
+            pending = [lead for lead in results if lead in lost]
+        raise StoreConflictError(f"leads kept changing under us: {pending[:5]}")
+
+    async def _save(self, loaded: dict[str, _Loaded], results: dict[str, LeadBatch]) -> set[str]:
         """Write changed leads with the CAS script, then refresh the indexes of every lead
         in ``results`` (also unchanged ones: that repairs indexes after a crash). Returns
         the leads that lost a CAS race."""
-        changed = [lead for lead, r in results.items() if r.applied_event_ids or r.crossings]
-        conflicts: list[str] = []
-        if changed:
-            async with self.client.pipeline(transaction=False) as pipe:
-                with_outputs = [lead for lead in changed if results[lead].crossings]
-                if with_outputs:
-                    # Before the state write: a crash right after it leaves the lead
-                    # findable by the outbox relay.
-                    pipe.sadd(self._outbox_index, *with_outputs)
-                for lead in changed:
-                    result = results[lead]
-                    assert result.state is not None
-                    key = self.lead_key(lead)
-                    args: list[Any] = [
-                        loaded[lead].version,
-                        orjson.dumps(result.state.to_dict()),
-                        len(result.applied_event_ids),
-                        *result.applied_event_ids,
-                    ]
-                    for crossing in result.crossings:
-                        args += [crossing.event_id, orjson.dumps(crossing_to_dict(crossing))]
-                    await self._cas(
-                        keys=[key, f"{key}:seen", f"{key}:outbox"], args=args, client=pipe
-                    )
-                replies = await pipe.execute()
-            versions = replies[1:] if with_outputs else replies
-            conflicts = [lead for lead, v in zip(changed, versions, strict=True) if int(v) < 0]
-        states = [r.state for lead, r in results.items() if lead not in conflicts]
+        writes: list[LeadWrite] = []
+        for lead, r in results.items():
+            if r.applied_event_ids or r.crossings:
+                assert r.state is not None
+                keys = self.keys.lead(lead)
+                writes.append(
+                    LeadWrite(keys, loaded[lead].version, r.state, r.applied_event_ids, r.crossings)
+                )
+        lost = set(
+            await compare_and_set_leads(self.client, writes, outbox_index=self.keys.outbox_index)
+        )
+        states = [r.state for lead, r in results.items() if lead not in lost]
         await self._update_indexes([s for s in states if s is not None])
-        return conflicts
+        return lost
 
     async def _update_indexes(self, states: Iterable[LeadState]) -> None:
         states = list(states)
@@ -250,22 +215,22 @@ class RedisStore:
                     else:
                         rank_remove[h].append(state.lead_id)
             if due_add:
-                pipe.zadd(self._cool_due_index, due_add)
+                pipe.zadd(self.keys.cool_due_index, due_add)
             if due_remove:
-                pipe.zrem(self._cool_due_index, *due_remove)
+                pipe.zrem(self.keys.cool_due_index, *due_remove)
             for h in self._half_lives:
                 if rank_add[h]:
-                    pipe.zadd(self.rank_key(h), rank_add[h])
+                    pipe.zadd(self.keys.rank_index(h), rank_add[h])
                 if rank_remove[h]:
-                    pipe.zrem(self.rank_key(h), *rank_remove[h])
+                    pipe.zrem(self.keys.rank_index(h), *rank_remove[h])
             await pipe.execute()
 
     async def _rank_landmark_for(self, clock_ms: int) -> int:
         """The rank indexes' landmark, created on first use and re-based (all rank entries
         rewritten once) when ``clock_ms`` has run too far ahead of it."""
         if self._rank_landmark is None:
-            await self.client.hsetnx(self._meta, "landmark", clock_ms)
-            self._rank_landmark = int(await self.client.hget(self._meta, "landmark"))
+            await self.client.hsetnx(self.keys.meta, "landmark", clock_ms)
+            self._rank_landmark = int(await self.client.hget(self.keys.meta, "landmark"))
         landmark = self._rank_landmark
         if (clock_ms - landmark) > RANK_REBASE_AFTER_HALF_LIVES * self._half_lives[0]:
             await self._rebase_rank(landmark, clock_ms)
@@ -274,7 +239,7 @@ class RedisStore:
 
     async def _rebase_rank(self, old: int, new: int) -> None:
         for h in self._half_lives:
-            key = self.rank_key(h)
+            key = self.keys.rank_index(h)
             cursor = 0
             while True:
                 cursor, entries = await self.client.zscan(key, cursor, count=1000)
@@ -282,7 +247,7 @@ class RedisStore:
                     await self.client.zadd(key, {m: decay_to(s, old, new, h) for m, s in entries})
                 if cursor == 0:
                     break
-        await self.client.hset(self._meta, "landmark", new)
+        await self.client.hset(self.keys.meta, "landmark", new)
 
     # ------------------------------------------------------------------ outbox
     async def mark_delivered(self, crossings: Sequence[Crossing]) -> None:
@@ -296,31 +261,31 @@ class RedisStore:
             by_lead.setdefault(c.lead_id, []).append(c.event_id)
         async with self.client.pipeline(transaction=False) as pipe:
             for lead, ids in by_lead.items():
-                outbox = f"{self.lead_key(lead)}:outbox"
+                outbox = self.keys.lead(lead).outbox
                 pipe.hdel(outbox, *ids)
                 pipe.hlen(outbox)
             replies = await pipe.execute()
         empty = [lead for lead, left in zip(by_lead, replies[1::2], strict=True) if left == 0]
         if empty:
-            await self.client.srem(self._outbox_index, *empty)
+            await self.client.srem(self.keys.outbox_index, *empty)
 
     async def undelivered(self, limit: int = 1000) -> list[Crossing]:
         """Crossings written but not confirmed produced (a crash fell in between), oldest
         first. Leads whose outbox turns out empty are dropped from the outbox index."""
         leads = [
             m.decode() if isinstance(m, bytes) else m
-            for m in await self.client.srandmember(self._outbox_index, limit)
+            for m in await self.client.srandmember(self.keys.outbox_index, limit)
         ]
         if not leads:
             return []
         async with self.client.pipeline(transaction=False) as pipe:
             for lead in leads:
-                pipe.hvals(f"{self.lead_key(lead)}:outbox")
+                pipe.hvals(self.keys.lead(lead).outbox)
             replies = await pipe.execute()
         crossings = [crossing_from_dict(orjson.loads(v)) for vals in replies for v in vals]
         empty = [lead for lead, vals in zip(leads, replies, strict=True) if not vals]
         if empty:
-            await self.client.srem(self._outbox_index, *empty)
+            await self.client.srem(self.keys.outbox_index, *empty)
         return sorted(crossings, key=lambda c: (c.occurred_at_ms, c.lead_id))
 
     # ------------------------------------------------------------------ cooling sweep
@@ -336,41 +301,47 @@ class RedisStore:
         offset = 0  # due entries left in the index (held back or not cooled) so far
         while True:
             raw = await self.client.zrangebyscore(
-                self._cool_due_index, "-inf", until_ms, start=offset, num=SWEEP_CHUNK
+                self.keys.cool_due_index, "-inf", until_ms, start=offset, num=SWEEP_CHUNK
             )
             lead_ids = _texts(raw)
             if not lead_ids:
                 break
-            for _attempt in range(MAX_CAS_ATTEMPTS):
-                loaded, _ = await self._load(lead_ids)
-                results: dict[str, LeadBatch] = {}
-                missing: list[str] = []
-                for lead, item in loaded.items():
-                    if item.state is None:
-                        missing.append(lead)
-                        continue
-                    to_ms = until_ms if limit_for is None else limit_for(item.state)
-                    if to_ms is None:
-                        continue
-                    step = advance(item.state, self.rules, min(to_ms, until_ms))
-                    results[lead] = LeadBatch(step.state, step.crossings, (), 0)
-                if missing:
-                    await self.client.zrem(self._cool_due_index, *missing)
-                conflicts = await self._save(loaded, results)
-                crossings.extend(
-                    c for lead, r in results.items() if lead not in conflicts for c in r.crossings
-                )
-                if not conflicts:
-                    break
-                lead_ids = conflicts
-            else:
-                raise StoreConflictError(f"leads kept changing under us: {lead_ids[:5]}")
+            missing: set[str] = set()
+            step = partial(self._cool_step, until_ms, limit_for, missing)
+            written = await self._compare_and_set(lead_ids, step)
+            crossings.extend(c for r in written.values() for c in r.crossings)
             cooled = {c.lead_id for c in crossings}
-            offset += sum(1 for lead in _texts(raw) if lead not in cooled and lead not in missing)
+            offset += sum(1 for lead in lead_ids if lead not in cooled and lead not in missing)
             if len(raw) < SWEEP_CHUNK:
                 break
         crossings.sort(key=lambda c: (c.occurred_at_ms, c.lead_id))
         return BatchResult(tuple(crossings))
+
+    async def _cool_step(
+        self,
+        until_ms: int,
+        limit_for: Callable[[LeadState], int | None] | None,
+        missing: set[str],
+        leads: list[str],
+    ) -> tuple[dict[str, _Loaded], dict[str, LeadBatch]]:
+        """Advance the leads to ``until_ms`` (or their limit); leads without a state are
+        dropped from the index and added to ``missing``."""
+        loaded, _ = await self._load(leads)
+        results: dict[str, LeadBatch] = {}
+        gone: list[str] = []
+        for lead, item in loaded.items():
+            if item.state is None:
+                gone.append(lead)
+                continue
+            to_ms = until_ms if limit_for is None else limit_for(item.state)
+            if to_ms is None:
+                continue
+            step = advance(item.state, self.rules, min(to_ms, until_ms))
+            results[lead] = LeadBatch(step.state, step.crossings, (), 0)
+        if gone:
+            await self.client.zrem(self.keys.cool_due_index, *gone)
+            missing.update(gone)
+        return loaded, results
 
     # ------------------------------------------------------------------ ranking
     async def top(self, n: int, at_ms: int) -> list[tuple[str, float]]:
@@ -382,7 +353,7 @@ class RedisStore:
             return []
         landmark = self._rank_landmark
         if landmark is None:
-            raw = await self.client.hget(self._meta, "landmark")
+            raw = await self.client.hget(self.keys.meta, "landmark")
             if raw is None:
                 return []
             landmark = self._rank_landmark = int(raw)
@@ -398,7 +369,7 @@ class RedisStore:
                 if h in exhausted:
                     continue
                 entries = await self.client.zrevrange(
-                    self.rank_key(h), offsets[h], offsets[h] + chunk - 1, withscores=True
+                    self.keys.rank_index(h), offsets[h], offsets[h] + chunk - 1, withscores=True
                 )
                 offsets[h] += len(entries)
                 if len(entries) < chunk:
@@ -432,12 +403,3 @@ class RedisStore:
 def _texts(values: Any) -> list[str]:
     """Redis replies (bytes or str) as a list of str."""
     return [v.decode() if isinstance(v, bytes) else str(v) for v in values or ()]
-
-
-def _hash_tag(lead_id: str) -> str:
-    if "{" in lead_id or "}" in lead_id:
-        return "h:" + hashlib.sha1(lead_id.encode(), usedforsecurity=False).hexdigest()
-    return lead_id
-
-
-__all__ = ["CAS_SCRIPT", "Position", "RedisStore", "StoreConflictError"]

@@ -1,6 +1,7 @@
-"""``leadscore replay`` and ``leadscore calibrate``: standalone click commands (registered
-in ``streams/cli.py``). The work is done by :mod:`streams.replay` (I/O, engine runs),
-:mod:`scoring.backtest` (metrics) and :mod:`scoring.calibrate` (model fitting)."""
+"""The click commands ``leadscore replay`` and ``leadscore calibrate`` (registered by
+``streams/cli.py``): options in, errors as messages, work handed to
+:func:`streams.replay.run.run_replay` (replay) or to :mod:`scoring.calibrate` plus the
+reference path (calibrate); what they print is :mod:`streams.replay.console`."""
 
 from __future__ import annotations
 
@@ -13,33 +14,29 @@ from typing import Any, TypeVar
 import click
 import yaml
 
-from schemas.times import format_duration_ms, parse_duration_ms
+from schemas.events import LeadEvent
+from schemas.times import format_duration_ms, format_ms, parse_duration_ms, parse_time_ms
 from schemas.validation import MAX_EVENT_BYTES
 from scoring import backtest
-from scoring.calibrate import CalibrationError, calibrate_points, calibrated_document
 from scoring.rules import RuleSet
 from scoring.rules_file import RulesError, build_ruleset, load_rules, load_rules_document
+from streams.settings import SettingsError, load_settings
 
-from .replay import (
-    ReadStats,
-    ReplayError,
-    RunOutputs,
-    Source,
-    format_ms,
-    load_conversions,
-    open_source,
-    parse_time_ms,
-    read_events,
-    replay_events,
-    run_replay,
-    write_outputs,
-)
+from .console import print_calibration, print_summary
+from .conversions import load_conversions
+from .errors import ReplayError
+from .outputs import RunOutputs, write_outputs
+from .reading import ReadStats, read_events
+from .reference import replay_events
+from .run import run_replay
+from .sources import Source, open_source
 
 
 def _kafka_config() -> Mapping[str, Any]:
     """Client configuration for ``kafka:TOPIC`` sources (LEADSCORE_* settings)."""
-    from .kafka import confluent_config
-    from .settings import SettingsError, load_settings
+    # Imported here: streams.kafka loads the Kafka client, which file replays and
+    # `leadscore --help` do not need.
+    from streams.kafka import confluent_config  # noqa: PLC0415
 
     try:
         return confluent_config(load_settings())
@@ -52,8 +49,6 @@ def _max_event_bytes(specs: Sequence[str], given: int | None) -> int:
     if given is not None:
         return given
     if any(s.startswith("kafka:") for s in specs):
-        from .settings import SettingsError, load_settings
-
         try:
             return load_settings().max_event_bytes
         except SettingsError as exc:
@@ -62,12 +57,13 @@ def _max_event_bytes(specs: Sequence[str], given: int | None) -> int:
 
 
 def _time(text: str | None, option: str) -> int | None:
+    """An RFC 3339 option (``--at``...) as ms; a bad one is a usage error naming it."""
     if text is None:
         return None
     try:
-        return parse_time_ms(text, option)
-    except ReplayError as exc:
-        raise click.BadParameter(str(exc)) from None
+        return parse_time_ms(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None
 
 
 def _window(text: str) -> int:
@@ -221,40 +217,7 @@ def replay(
         )
     except ReplayError as exc:
         raise click.ClickException(str(exc)) from None
-    _print_summary(summary, out_dir, time.perf_counter() - started)
-
-
-def _print_summary(summary: Mapping[str, Any], out_dir: Path, seconds: float) -> None:
-    counts = summary["counts"]
-    click.echo(
-        f"replayed {counts['records']:,} records in {seconds:.1f}s "
-        f"({counts['records'] / max(seconds, 1e-9):,.0f}/s): {counts['applied']:,} applied, "
-        f"{counts['duplicates']:,} duplicates, {counts['bad']:,} bad, "
-        f"{counts['after_at_ignored']:,} after --at; {counts['leads']:,} leads"
-    )
-    times = summary["time"]
-    if times["first_event_at"] is None:
-        click.echo(f"no event replayed; end {times['end_at'] or 'n/a'}")
-    else:
-        span = f"{times['first_event_at']} .. {times['last_event_at']}"
-        click.echo(f"events {span}; end {times['end_at']}")
-    for run in summary["runs"]:
-        c = run["crossings"]
-        line = (
-            f"{run['label']} {run['rules_version']}: {c['lead_became_hot']:,} hot, "
-            f"{c['lead_cooled']:,} cooled; {run['leads_hot_at_end']:,} hot at the end"
-        )
-        m = run["metrics"]
-        if m:
-            line += (
-                f"; precision {backtest.format_ratio(m['precision'])}, "
-                f"recall {backtest.format_ratio(m['recall'])}, "
-                f"AUC {backtest.format_ratio(m['ranking']['auc'])}"
-            )
-        click.echo(line)
-    if summary["status_differences"]:
-        click.echo(f"{summary['status_differences']['leads']:,} leads differ (status_diff.csv)")
-    click.echo(f"wrote {out_dir}/report.html, summary.json, hot.jsonl, scores.csv")
+    print_summary(summary, out_dir, time.perf_counter() - started)
 
 
 # ---------------------------------------------------------------------------- calibrate
@@ -331,29 +294,17 @@ def calibrate(
         raise click.ClickException(str(exc)) from None
     opened = _sources(sources, _time(from_text, "--from"), _time(to_text, "--to"))
     stats = ReadStats()
-    try:
-        conv = backtest.index_conversions(load_conversions(conversions))
-        events = [
-            e
-            for chunk in read_events(
-                opened, stats, max_event_bytes=_max_event_bytes(sources, None), progress=progress
-            )
-            for e in chunk
-        ]
-    except ReplayError as exc:
-        raise click.ClickException(str(exc)) from None
-    if not events:
-        raise click.ClickException("no valid event in the sources")
+    events, conv = _history(opened, sources, conversions, stats, progress)
     first = min(e.occurred_at_ms for e in events)
-    last = max(e.occurred_at_ms for e in events)
-    until_ms = _time(until_text, "--until")
-    if until_ms is None:
-        until_ms = first + (last - first) * 7 // 10
-    if not first < until_ms < last:
-        raise click.BadParameter(
-            f"must lie inside the events' span {format_ms(first)} .. {format_ms(last)}",
-            param_hint="--until",
-        )
+    until_ms = _until(events, first, until_text)
+
+    # scoring.calibrate imports numpy: loaded only when calibrating, not for every
+    # `leadscore` command.
+    from scoring.calibrate import (  # noqa: PLC0415
+        CalibrationError,
+        calibrate_points,
+        calibrated_document,
+    )
 
     try:
         result = calibrate_points(
@@ -394,71 +345,41 @@ def calibrate(
             period=backtest.Period(until_ms + 1, replayed.end_ms),
         )
     seconds = time.perf_counter() - started
-    _print_calibration(result.describe(), summary, out_path, report_dir, seconds)
+    print_calibration(result.describe(), summary, out_path, report_dir, seconds)
 
 
-def _print_calibration(
-    fit: Sequence[str],
-    summary: Mapping[str, Any],
-    out_path: Path,
-    report_dir: Path | None,
-    seconds: float,
-) -> None:
-    for line in fit:
-        click.echo(line)
-    a, b = summary["runs"]
-    ma, mb = a["metrics"], b["metrics"]
-    click.echo(
-        f"\nheld-out period {ma['period']['start']} .. {ma['period']['end']} "
-        f"(window {ma['window']}; ranking at {ma['ranking']['cutoff']}):"
-    )
-    rows = [
-        ("", f"base {a['rules_version']}", f"calibrated {b['rules_version']}"),
-        ("hot events", _int(ma["hot_events"]), _int(mb["hot_events"])),
-        ("precision", _ratio(ma["precision"]), _ratio(mb["precision"])),
-        ("recall", _ratio(ma["recall"]), _ratio(mb["recall"])),
-        ("median lead time", ma["median_lead_time"] or "n/a", mb["median_lead_time"] or "n/a"),
-        ("ROC AUC", _ratio(ma["ranking"]["auc"]), _ratio(mb["ranking"]["auc"])),
-        ("top-decile lift", _lift(ma), _lift(mb)),
-    ]
-    for name, x, y in rows:
-        click.echo(f"  {name:<18} {x:>22} {y:>26}")
-    verdict = _verdict(ma, mb)
-    click.echo(f"\n{verdict}")
-    click.echo(f"wrote {out_path}" + (f" and {report_dir}/report.html" if report_dir else ""))
-    click.echo(f"({seconds:.1f}s)")
+def _history(
+    opened: Sequence[Source],
+    specs: Sequence[str],
+    conversions: Path,
+    stats: ReadStats,
+    progress: bool,
+) -> tuple[list[LeadEvent], dict[str, list[int]]]:
+    """Every valid event of the sources (at least one), and the conversions by lead."""
+    try:
+        conv = backtest.index_conversions(load_conversions(conversions))
+        max_bytes = _max_event_bytes(specs, None)
+        events = [
+            e
+            for chunk in read_events(opened, stats, max_event_bytes=max_bytes, progress=progress)
+            for e in chunk
+        ]
+    except ReplayError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not events:
+        raise click.ClickException("no valid event in the sources")
+    return events, conv
 
 
-def _int(value: int) -> str:
-    return f"{value:,}"
-
-
-def _ratio(value: float | None) -> str:
-    return backtest.format_ratio(value)
-
-
-def _lift(metrics: Mapping[str, Any]) -> str:
-    deciles = metrics["ranking"]["deciles"]
-    return backtest.format_ratio(deciles[0]["lift"], 2) if deciles else "n/a"
-
-
-def _verdict(base: Mapping[str, Any], new: Mapping[str, Any]) -> str:
-    """One honest line: better, worse or mixed on the held-out period."""
-    pairs = [
-        ("precision", base["precision"], new["precision"]),
-        ("recall", base["recall"], new["recall"]),
-        ("AUC", base["ranking"]["auc"], new["ranking"]["auc"]),
-    ]
-    known = [(n, x, y) for n, x, y in pairs if x is not None and y is not None]
-    if not known:
-        return "Not enough held-out conversions to compare the two rule sets."
-    better = ", ".join(n for n, x, y in known if y > x)
-    worse = ", ".join(n for n, x, y in known if y < x)
-    where = "on the held-out period"
-    if better and not worse:
-        return f"The calibrated rules beat the base rules {where} (better: {better})."
-    if worse and not better:
-        return f"The calibrated rules do NOT beat the base rules {where} (worse: {worse})."
-    if not better:
-        return f"The calibrated rules perform the same as the base rules {where}."
-    return f"Mixed result {where}: the calibrated rules are better on {better}, worse on {worse}."
+def _until(events: Sequence[LeadEvent], first: int, until_text: str | None) -> int:
+    """``--until``, by default 70% of the events' span; it must lie inside the span."""
+    last = max(e.occurred_at_ms for e in events)
+    until_ms = _time(until_text, "--until")
+    if until_ms is None:
+        until_ms = first + (last - first) * 7 // 10
+    if not first < until_ms < last:
+        raise click.BadParameter(
+            f"must lie inside the events' span {format_ms(first)} .. {format_ms(last)}",
+            param_hint="--until",
+        )
+    return until_ms

@@ -1,0 +1,217 @@
+"""The native apply path, what ``leadscore replay`` runs: reading and applying in one
+pass on the native core, with the same results as the reference path
+(:func:`streams.replay.reference.replay_events` over
+:func:`streams.replay.reading.read_events`), bit for bit.
+
+Records are parsed by the core's serde fast path (:class:`schemas._native.Reader`), which
+takes only what pydantic certainly accepts with the same values; the rest is validated by
+:func:`~streams.replay.reading.validate_record` as everywhere. Rule matches are computed
+in Python (:mod:`scoring.state_machine`) once per distinct combination of the fields the
+rules test, and lead states stay in the core's hash map (:class:`scoring._native.LeadTable`),
+where every event runs the same per-event engine code as the worker's. Profile merges and
+fit rules stay in Python (:class:`_FastRun`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+
+from schemas._native import Batch, Reader
+from schemas.events import EVENT_MODELS, PROFILE_FIELDS, LeadProfile
+from schemas.validation import MAX_EVENT_BYTES
+from scoring._native import LeadSnapshot, LeadTable
+from scoring.crossings import make_crossing
+from scoring.profile import lead_fit, merge_profile_values, profile_values
+from scoring.rules import RuleSet
+from scoring.state import ProfileEntry
+from scoring.state_machine import match_values, matched_rules
+
+from .reading import ReadStats, source_chunks, validate_record
+from .results import NEVER, LeadRow, Replay, RuleRun, Span, gc_paused
+from .sources import Chunk, Source
+
+#: Distinct profiles whose fit a replay remembers.
+FIT_CACHE_SIZE = 1 << 16
+#: The event type whose values the reader hands to :meth:`_FastRun.on_profile`.
+PROFILE_TYPE = next(name for name, model in EVENT_MODELS.items() if model is LeadProfile)
+
+
+class NativeView:
+    """:class:`~streams.replay.results.LeadView` over a snapshot of the native lead
+    table."""
+
+    def __init__(self, snapshot: LeadSnapshot, rules: RuleSet) -> None:
+        self.snapshot = snapshot
+        self.rules = rules
+
+    def __len__(self) -> int:
+        return len(self.snapshot)
+
+    def scores(self, at_ms: int) -> dict[str, float]:
+        return dict(self.snapshot.scores(at_ms))
+
+    def hot(self) -> dict[str, bool]:
+        return dict(self.snapshot.hot())
+
+    def rows(self, at_ms: int, top: int) -> list[LeadRow]:
+        ids = self.rules.rule_ids
+        grade = self.rules.grade if self.rules.has_fit else None
+        return [
+            (
+                lead_id,
+                score,
+                [(ids[i], points) for i, points in parts],
+                None if grade is None else grade(fit),
+                hot,
+                applied,
+                clock,
+            )
+            for lead_id, score, parts, fit, hot, applied, clock in self.snapshot.rows(at_ms, top)
+        ]
+
+
+def rule_fields(rulesets: Sequence[RuleSet]) -> dict[str, list[str]]:
+    """Per event type: the fields any rule of any of the rule sets tests. Events that
+    agree on them match the same rules."""
+    fields: dict[str, set[str]] = {name: set() for name in EVENT_MODELS}
+    for rules in rulesets:
+        for rule in rules.rules:
+            assert rule.event is not None
+            fields[rule.event].update(c.field for c in rule.conditions)
+    return {name: sorted(names) for name, names in fields.items()}
+
+
+class _FastRun:
+    """One rule set's native lead table, with the Python side of it: profiles."""
+
+    def __init__(self, run: RuleRun, slot: int) -> None:
+        self.run = run
+        self.rules = run.rules
+        self.profiles: dict[str, Mapping[str, ProfileEntry]] = {}
+        #: Fit by profile values: many leads share firmographics, and fit rules are slow.
+        self.fits: dict[tuple[tuple[str, object], ...], tuple[float, bool]] = {}
+        self.table = LeadTable(run.rules.kernel, self.on_profile, slot)
+
+    def on_profile(
+        self, lead_id: str, event_id: str, occurred_ms: int, values: tuple[object, ...]
+    ) -> tuple[float, bool]:
+        """A profile event was applied: merge it, return the lead's new fit."""
+        profile = merge_profile_values(
+            self.profiles.get(lead_id, {}), occurred_ms, event_id, values
+        )
+        self.profiles[lead_id] = profile
+        key = tuple([(name, entry[2]) for name, entry in profile.items()])
+        fit = self.fits.get(key)
+        if fit is None:
+            if len(self.fits) >= FIT_CACHE_SIZE:
+                self.fits.clear()
+            fit = self.fits[key] = lead_fit(profile, self.rules)
+        return fit
+
+    def apply(self, batch: Batch, start: int, stop: int, limit_ms: int) -> None:
+        applied, duplicates, raw = self.table.apply(batch, start, stop, limit_ms)
+        rules = self.rules
+        self.run.crossings.extend(make_crossing(c, rules, lead, trig) for lead, trig, c in raw)
+        self.run.applied += applied
+        self.run.duplicates += duplicates
+
+    def keep_snapshot(self) -> None:
+        """The cut-off: keep the table's states as they are now."""
+        self.run.snapshot = NativeView(self.table.snapshot(), self.rules)
+
+    def finish(self, end_ms: int | None) -> None:
+        """Emit the coolings due at ``end_ms``; keep the final states."""
+        if end_ms is not None:
+            cooled = [
+                make_crossing(c, self.rules, lead, None)
+                for lead, _, c in self.table.cool_due(end_ms)
+            ]
+            cooled.sort(key=lambda c: (c.occurred_at_ms, c.lead_id))
+            self.run.crossings.extend(cooled)
+            self.run.cooled_at_end = len(cooled)
+        self.run.final = NativeView(self.table.snapshot(), self.rules)
+
+
+def replay_sources(
+    sources: Sequence[Source],
+    rulesets: Sequence[RuleSet],
+    stats: ReadStats,
+    *,
+    at_ms: int | None = None,
+    cutoff_ms: int | None = None,
+    max_event_bytes: int = MAX_EVENT_BYTES,
+    progress: bool = False,
+) -> Replay:
+    """Read ``sources`` and apply them to one native lead table per rule set (see the
+    module docstring): ``replay_events(read_events(...))``, faster, same results."""
+    fields = rule_fields(rulesets)
+    reader = Reader(fields, PROFILE_TYPE, PROFILE_FIELDS, max_event_bytes)
+    runs = [RuleRun(rules) for rules in rulesets]
+    fast = [_FastRun(run, slot) for slot, run in enumerate(runs)]
+    limit = NEVER if at_ms is None else at_ms
+    snapshot_after = NEVER if cutoff_ms is None else cutoff_ms
+    span = Span()
+    with gc_paused():
+        for source, chunk in source_chunks(sources, progress):
+            started = time.perf_counter()
+            batch = _parse_chunk(source.name, chunk, reader, fields, fast, stats, max_event_bytes)
+            stats.seconds += time.perf_counter() - started
+            started = time.perf_counter()
+            times, after = batch.time_range(limit)
+            span.after_at += after
+            if times is not None:
+                span.saw(*times)
+            start = 0
+            if snapshot_after != NEVER:
+                split = batch.first_after(0, snapshot_after, limit)
+                if split is not None:
+                    for f in fast:
+                        f.apply(batch, 0, split, limit)
+                        f.keep_snapshot()
+                    snapshot_after = NEVER
+                    start = split
+            for f in fast:
+                f.apply(batch, start, len(batch), limit)
+            span.apply_seconds += time.perf_counter() - started
+        started = time.perf_counter()
+        end_ms = span.end_ms(at_ms)
+        for f in fast:
+            f.finish(end_ms)
+        span.apply_seconds += time.perf_counter() - started
+    return span.replay(runs, at_ms, end_ms, cutoff_ms)
+
+
+def _parse_chunk(
+    name: str,
+    chunk: Chunk,
+    reader: Reader,
+    fields: Mapping[str, Sequence[str]],
+    fast: Sequence[_FastRun],
+    stats: ReadStats,
+    max_bytes: int,
+) -> Batch:
+    """Parse a chunk natively; validate what the fast path declined with
+    :func:`validate_record`; resolve new signatures in every table."""
+    values = chunk.values
+    batch = reader.parse(values, chunk.keys)
+    stats.records += len(values)
+    valid = len(values)
+    for signature, event_type, field_values in batch.new_signatures():
+        get = dict(zip(fields[event_type], field_values, strict=True)).get
+        for f in fast:
+            f.table.resolve(signature, match_values(event_type, get, f.rules))
+    for i in batch.slow():
+        result = validate_record(name, chunk, i, stats, max_bytes)
+        if result is None:
+            valid -= 1
+            continue
+        batch.set_event(
+            i,
+            result.event_id,
+            result.lead_id,
+            result.occurred_at_ms,
+            profile_values(result) if isinstance(result, LeadProfile) else None,
+            [matched_rules(result, f.rules) for f in fast],
+        )
+    stats.valid += valid
+    return batch

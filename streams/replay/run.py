@@ -1,0 +1,72 @@
+"""One whole ``leadscore replay``, start to end (:func:`run_replay`): load the
+conversions, read and apply the sources on the native path, write the outputs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from schemas.validation import MAX_EVENT_BYTES
+from scoring import backtest
+from scoring.rules import RuleSet
+
+from .conversions import load_conversions
+from .errors import ReplayError
+from .fast import replay_sources
+from .outputs import RunOutputs, write_outputs
+from .reading import ReadStats
+from .results import gc_paused
+from .sources import Source
+
+#: Labels of the main rules (A) and of the ``--compare`` rules (B).
+LABELS = ("A", "B")
+
+
+def run_replay(
+    sources: Sequence[Source],
+    rules: Sequence[tuple[RuleSet, str]],
+    out_dir: Path,
+    *,
+    conversions_path: Path | None = None,
+    at_ms: int | None = None,
+    cutoff_ms: int | None = None,
+    window_ms: int = 7 * 86_400_000,
+    max_event_bytes: int = MAX_EVENT_BYTES,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Read, apply, write: the whole ``leadscore replay``. ``rules`` is ``(ruleset, file
+    name)``, the first one the main rules, a second one the ``--compare`` rules (its files
+    go to ``out_dir/compare/``). Returns the summary (also in ``summary.json``)."""
+    started = time.perf_counter()
+    conversions = None
+    if conversions_path is not None:
+        conversions = backtest.index_conversions(load_conversions(conversions_path))
+    if cutoff_ms is not None and at_ms is not None and cutoff_ms > at_ms:
+        raise ReplayError("--cutoff must not be after --at")
+    stats = ReadStats()
+    outputs = [
+        RunOutputs(LABELS[i], name, out_dir if i == 0 else out_dir / "compare")
+        for i, (_, name) in enumerate(rules)
+    ]
+    with gc_paused():  # millions of acyclic objects: see gc_paused
+        replay = replay_sources(
+            sources,
+            [ruleset for ruleset, _ in rules],
+            stats,
+            at_ms=at_ms,
+            cutoff_ms=cutoff_ms,
+            max_event_bytes=max_event_bytes,
+            progress=progress,
+        )
+        return write_outputs(
+            replay,
+            stats,
+            out_dir,
+            outputs,
+            sources=[s.name for s in sources],
+            conversions=conversions,
+            window_ms=window_ms,
+            started=started,
+        )
