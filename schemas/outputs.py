@@ -1,9 +1,9 @@
 """Output records: what leadscore publishes.
 
 * ``lead_became_hot`` / ``lead_cooled`` on the hot-lead topic (key = lead_id). Their
-  ``event_id`` is deterministic: the same crossing (lead, kind, time, rules version) always
-  gets the same id, so a consumer can de-duplicate on it and a replay produces the same ids
-  as the live worker.
+  ``event_id`` is deterministic: the same crossing (lead, kind, time, crossing number,
+  rules version) always gets the same id, so a consumer can de-duplicate on it and a
+  replay produces the same ids as the live worker.
 * dead-letter records on the dead-letter topic, one per rejected input message (built by
   :func:`schemas.validation.dead_letter`).
 

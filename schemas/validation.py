@@ -1,12 +1,14 @@
 """Turn one raw input message into a :data:`~schemas.events.LeadEvent` or a :class:`Rejected`.
 
-The live worker (Kafka messages) and the replay (JSONL lines) both call :func:`parse_event`,
-so a message is accepted or rejected the same way by both, with the same error text. A
-rejection becomes a dead-letter record with :func:`dead_letter`::
+The live worker (Kafka messages) calls :func:`parse_event` on every message, and replay on
+every record its native fast path declines (that path accepts only what this function
+certainly accepts, with the same values), so a message is accepted or rejected the same way
+by both, with the same error text. A rejection becomes a dead-letter record with
+:func:`dead_letter`::
 
-    result = parse_event(msg.value(), msg.key(), require_key=True)
+    result = parse_event(message.value, message.key, require_key=True)
     if isinstance(result, Rejected):
-        produce(dead_letter(result, value=msg.value(), key=msg.key(), topic=..., ...))
+        produce(dead_letter(result, value=message.value, key=message.key, topic=..., ...))
     else:
         score(result)
 

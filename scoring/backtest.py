@@ -1,6 +1,6 @@
 """Backtest metrics: how well hot events and scores predicted real conversions.
 
-Pure functions over plain data (no I/O, no clock); ``streams/replay.py`` feeds them the
+Pure functions over plain data (no I/O, no clock); ``streams/replay/outputs.py`` feeds them the
 crossings and scores of a replay and the conversions read from a file. Definitions (see
 also docs/replay.md); ``W`` is the window, all times are ms since the epoch:
 

@@ -3,7 +3,7 @@ events), and the fit score and A-D grade that the rules file's fit rules give it
 
 Fit points do not decay. The newest value of an attribute wins by ``occurred_at`` (ties: the
 larger event id), so arrival order does not matter. ``thresholds.min_grade`` keeps poorly
-fitting leads from ever being hot.
+fitting leads from being hot, and cools a hot lead whose grade falls below it.
 """
 
 from __future__ import annotations

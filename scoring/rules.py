@@ -58,7 +58,9 @@ class Condition:
             return any(v in self.values for v in normed)
         if self.kind == "unless":
             return not any(v in self.values for v in normed)
-        return any(isinstance(v, str) and t in v for v in normed for t in self.values)
+        if self.kind == "contains":
+            return any(isinstance(v, str) and t in v for v in normed for t in self.values)
+        raise ValueError(f"condition on {self.field!r}: unknown kind {self.kind!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +158,14 @@ class RuleSet:
         if index is None:
             return self.by_event.get(event_type, ())
         return index.candidates(get(index.field))
+
+    def match(self, event_type: str, get: Callable[[str], Any]) -> list[int]:
+        """Indices (into :attr:`rules`) of the behaviour rules an event matches, in file
+        order. ``get(name)`` reads the event's field or ``properties.NAME`` (what
+        ``LeadEvent.field_value`` returns), so callers without a pydantic event (replay's
+        native reader) match the very same way."""
+        index = self.rule_index
+        return [index[r.id] for r in self.candidates(event_type, get) if r.matches(get)]
 
     @property
     def has_fit(self) -> bool:

@@ -1,6 +1,6 @@
-"""The scoring engine: pure functions ``(state, event) -> (state, crossings)``.
-
-Used unchanged by the live worker (on the Redis store) and by replay (on the memory store).
+"""The state machine's Python API: pure functions ``(state, events) -> (state, crossings)``
+over a :class:`~scoring.state.LeadState`, for the stores (the live worker's Redis store, the
+memory store of the reference replay path, calibration and tests).
 
 Per lead, at each event, in processing order, with ``t = max(clock, occurred_at)``:
 
@@ -9,24 +9,26 @@ Per lead, at each event, in processing order, with ``t = max(clock, occurred_at)
    at ``t_c`` (no trigger event: decay did it);
 2. apply every matching rule's points, each with the event's own ``occurred_at``;
 3. if not hot and ``score(t) >= hot`` (and the fit grade allows): emit ``lead_became_hot``
-   at ``t``; if hot and ``score(t) < cool`` (a negative event): emit ``lead_cooled`` at ``t``.
+   at ``t``; if hot and ``score(t) < cool`` (a negative event) or its fit grade fell below
+   ``thresholds.min_grade`` (a profile event): emit ``lead_cooled`` at ``t``.
 
-:func:`advance` runs step 1 alone up to a given time: the live worker's cooling sweep and
-the end of a replay use it, and produce the very same ``lead_cooled`` (same id, time, score)
-the next event would have produced.
+:func:`advance` runs step 1 alone up to a given time: the live worker's cooling sweep uses
+it (and replay's lead table runs the same core code at its end time), producing the very
+same ``lead_cooled`` (same id, time, score) the next event would have produced.
 
-The state machine and the decay maths run in the native core (``native/src/engine.rs``,
-reached through :mod:`scoring._native`); rule matching (:mod:`scoring.rules`), profiles
-and fit (:mod:`scoring.profile`) and crossing ids (:mod:`scoring.crossings`) are Python.
-Both stores and replay go through the functions of this module, so there is one
-implementation of every step.
+Duplicates, the state machine and the decay maths run in the native core
+(``native/src/engine.rs:accept``, reached through :mod:`scoring._native`); rule matching
+(:meth:`scoring.rules.RuleSet.match`), profiles and fit (:mod:`scoring.profile`) and
+crossing ids (:mod:`scoring.crossings`) are Python. Replay's fast path drives the same
+``accept`` through its native lead table, so every step has one implementation. The
+core takes a lead as a positional tuple (:data:`PackedLead`); :func:`_pack` and
+:func:`_unpack` are the only places that know its layout.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from schemas.events import LeadEvent, LeadProfile
 
@@ -111,18 +113,6 @@ def _unpack(
         positions=positions,
         events_applied=applied,
     )
-
-
-def matched_rules(event: LeadEvent, rules: RuleSet) -> list[int]:
-    """Indices (into ``rules.rules``) of the behaviour rules ``event`` matches, in order."""
-    return match_values(event.type, event.field_value, rules)
-
-
-def match_values(event_type: str, get: Callable[[str], Any], rules: RuleSet) -> list[int]:
-    """:func:`matched_rules` for an event given as its type and a field reader (``get(name)``
-    returns what ``event.field_value(name)`` would)."""
-    index = rules.rule_index
-    return [index[r.id] for r in rules.candidates(event_type, get) if r.matches(get)]
 
 
 # --------------------------------------------------------------------------- reading
@@ -251,7 +241,7 @@ def _apply(
         (
             event.event_id,
             event.occurred_at_ms,
-            matched_rules(event, rules),
+            rules.match(event.type, event.field_value),
             isinstance(event, LeadProfile),
             None if position is None else (position.stream, position.offset),
         )

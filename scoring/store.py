@@ -1,10 +1,11 @@
 """Lead stores: where lead states live between events.
 
-:class:`LeadStore` is the interface the live worker and replay program against. Two
-implementations share every bit of scoring math (:func:`scoring.state_machine.apply_lead_events`
+:class:`LeadStore` is the interface the live worker programs against. Two implementations
+share every bit of scoring math (:func:`scoring.state_machine.apply_lead_events`
 and :func:`scoring.state_machine.advance`); they differ only in where states are kept:
 
-* :class:`MemoryStore` (here): a dict; replay, backtests, tests.
+* :class:`MemoryStore` (here): a dict; the reference replay path
+  (``streams/replay/reference.py``), calibration, tests.
 * ``streams.live.redis_store.RedisStore``: Redis, atomic per lead, crash-safe; the live worker.
 """
 
@@ -61,8 +62,8 @@ class LeadStore(Protocol):
 
 
 class MemoryStore:
-    """In-memory :class:`LeadStore`. Synchronous ``*_sync`` methods for replay's hot loop;
-    the async methods satisfy the interface."""
+    """In-memory :class:`LeadStore`. Synchronous ``*_sync`` methods for the reference
+    replay path and calibration; the async methods satisfy the interface."""
 
     def __init__(self, rules: RuleSet) -> None:
         self.rules = rules

@@ -1,4 +1,5 @@
-"""Runtime settings: one pydantic-settings model, built once in ``main`` and passed down.
+"""Runtime settings: one pydantic-settings model (:class:`Settings`), built by each command
+when it starts (:func:`load_settings`) and passed down; nothing else reads the environment.
 
 Every field is read from an environment variable ``LEADSCORE_<FIELD>`` (or a ``.env`` file
 in the working directory). Bad values fail at start with a message naming the variable.

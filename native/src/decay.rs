@@ -1,5 +1,5 @@
-//! Exponential decay in event time, kept exact with forward decay (see `scoring/decay.py`
-//! for the maths in words).
+//! Exponential decay in event time, kept exact with forward decay (see docs/architecture.md,
+//! "Scoring, exactly", for the maths in words).
 //!
 //! An event worth `p` points at time `s` is worth `p * 2^(-(t - s) / h)` at `t >= s`. Each
 //! lead keeps, per rule, `acc = sum(p_i * 2^((s_i - L) / h))` against a landmark `L`, and
@@ -389,7 +389,7 @@ pub fn lower_bound_from_sums(
 
 // ------------------------------------------------------------------------------ Python
 
-/// A score curve for Python (`scoring.decay.Curve` wraps it): terms are
+/// A score curve for Python (`tests/decay_curve.py:Curve` wraps it): terms are
 /// `(acc, half_life_ms, cap)` in order.
 #[pyclass(name = "Curve", module = "leadscore_core", frozen)]
 pub struct PyCurve {

@@ -1,5 +1,5 @@
-//! The hot/cool state machine over one lead (see `scoring/engine.py` for the rules in
-//! words). Per lead, at each event, with `t = max(clock, occurred_at)`:
+//! The per-event orchestration (`accept`) and the hot/cool state machine over one lead
+//! (see `scoring/state_machine.py` for the rules in words). Per lead, at each event, with `t = max(clock, occurred_at)`:
 //!
 //! 1. if the lead is hot and its decayed score fell below `cool` in `(clock, t]`, it cooled
 //!    at the first such millisecond (no trigger event);
@@ -7,7 +7,7 @@
 //! 3. not hot and `score(t) >= hot` (and the fit grade allows): becomes hot at `t`; hot and
 //!    (`score(t) < cool` or the fit grade no longer allows): cooled at `t`.
 //!
-//! Rule matching and fit grades stay in Python (their semantics live in `scoring.rules`);
+//! Rule matching and fit grades stay in Python (`scoring.rules`, `scoring.profile`);
 //! this module receives the matched rule indices and the fit after each profile change.
 
 use pyo3::prelude::*;

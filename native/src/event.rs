@@ -50,7 +50,9 @@ use pyo3::types::PyDict;
 use pyo3::IntoPyObjectExt;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
-/// Event types, in the order of `schemas.events.EVENT_MODELS` ([`FastEvent::type_index`]).
+/// The event types this fast path accepts ([`FastEvent::type_index`] indexes it); the reader
+/// maps them to the caller's types by name. Mirrors `schemas.events` on purpose
+/// (`tests/unit/test_native_parse.py` holds the two equal).
 pub const EVENT_TYPES: [&str; 8] = [
     "page_view",
     "email_open",

@@ -1,8 +1,8 @@
 //! Native core of leadscore, imported from Python as `leadscore_core`.
 //!
 //! * `decay`: forward-decay sums, scores and the exact first-crossing search;
-//! * `engine`: a lead's state and the hot/cool state machine (the live worker and replay
-//!   both run this code, through `scoring.engine`);
+//! * `engine`: the one per-event orchestration (`accept`) and the hot/cool state machine
+//!   (the live worker reaches it through `scoring.state_machine`, replay through `table`);
 //! * `event`: the JSONL/Kafka fast path that accepts the common, clearly valid events
 //!   without building pydantic models (anything else is left to `schemas.validation`);
 //! * `duplicates`: finds keys repeated within a JSON object (`parse_event` rejects them);

@@ -18,7 +18,7 @@ import click
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
-from schemas.times import datetime_to_ms, format_duration_ms, ms_to_datetime
+from schemas.times import datetime_to_ms, format_duration_ms, ms_to_datetime, parse_aware
 from scoring.profile import fit_grade, fit_score
 from scoring.rules import RuleSet
 from scoring.rules_file import RulesError, load_rules
@@ -55,12 +55,9 @@ def _parse_at(value: str | None) -> datetime:
     if value is None:
         return datetime.now(UTC)
     try:
-        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an RFC 3339 time") from None
-    if at.tzinfo is None:
-        raise click.BadParameter(f"{value!r} has no timezone offset; add Z or +HH:MM")
-    return at
+        return parse_aware(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 # ---------------------------------------------------------------------------- worker

@@ -1,7 +1,7 @@
 """What the batch processor programs against: the messages it is handed
 (:class:`RawMessage`, :func:`position_of`), the store it writes to (:class:`DurableStore`,
-which also says which of its failures pass) and the sink it produces to (:class:`Sink`).
-No Redis, no Faust.
+which also says which of its failures are transient) and the sink it produces to
+(:class:`Sink`). No Redis, no Faust.
 """
 
 from __future__ import annotations

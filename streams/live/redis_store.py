@@ -51,7 +51,7 @@ class StoreConflictError(RuntimeError):
     """A lead's compare-and-set failed too many times (two writers fighting over it)."""
 
 
-#: Failures that pass (see :meth:`RedisStore.is_transient`).
+#: Transient failures (see :meth:`RedisStore.is_transient`).
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,

@@ -24,7 +24,6 @@ from scoring.crossings import make_crossing
 from scoring.profile import lead_fit, merge_profile_values, profile_values
 from scoring.rules import RuleSet
 from scoring.state import ProfileEntry
-from scoring.state_machine import match_values, matched_rules
 
 from .reading import ReadStats, source_chunks, validate_record
 from .results import NEVER, LeadRow, Replay, RuleRun, Span, gc_paused
@@ -199,7 +198,7 @@ def _parse_chunk(
     for signature, event_type, field_values in batch.new_signatures():
         get = dict(zip(fields[event_type], field_values, strict=True)).get
         for f in fast:
-            f.table.resolve(signature, match_values(event_type, get, f.rules))
+            f.table.resolve(signature, f.rules.match(event_type, get))
     for i in batch.slow():
         result = validate_record(name, chunk, i, stats, max_bytes)
         if result is None:
@@ -211,7 +210,7 @@ def _parse_chunk(
             result.lead_id,
             result.occurred_at_ms,
             profile_values(result) if isinstance(result, LeadProfile) else None,
-            [matched_rules(result, f.rules) for f in fast],
+            [f.rules.match(result.type, result.field_value) for f in fast],
         )
     stats.valid += valid
     return batch
