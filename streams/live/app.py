@@ -1,10 +1,11 @@
-"""The live worker's Faust app, wired by :func:`build_app` from the settings: the agent,
-the outbox relay at start, the cooling-sweep timer, ``/healthz`` and ``/metrics``, and
-:func:`run_worker`.
+"""The live worker's Faust app, wired by :func:`build_app` from the settings: the input
+consumer task, the outbox relay at start, the cooling-sweep timer, ``/healthz`` and
+``/metrics``, and :func:`run_worker`.
 
-Faust only moves bytes: it consumes the input topic(s) in micro-batches and hands them to
-:class:`streams.live.processor.Processor`, which does validation, scoring (Redis store) and
-publishing. See docs/architecture.md for the delivery guarantees.
+Faust runs the process (lifecycle, signals, timers, web pages, its producer);
+:class:`streams.live.consumer.BatchConsumer` consumes the input topic(s) in batches and
+hands them to :class:`streams.live.processor.Processor`, which does validation, scoring
+(Redis store) and publishing. See docs/architecture.md for the delivery guarantees.
 """
 
 from __future__ import annotations
@@ -14,19 +15,20 @@ import logging
 import ssl
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import faust
+from faust.app.base import BootStrategy
 
 from scoring.rules import RuleSet
 from scoring.rules_file import load_rules
 
 from ..kafka import ensure_topics
 from ..settings import Settings
-from .interfaces import RawMessage
+from .consumer import BatchConsumer
 from .metrics import Metrics
 from .processor import Processor
 from .redis_store import RedisStore
@@ -36,6 +38,8 @@ log = logging.getLogger("leadscore.worker")
 #: /healthz turns 503 when an operation (a batch, a produce, the sweep) has been failing
 #: and retrying for this long: the worker is alive but not making progress.
 HEALTH_STUCK_AFTER_S = 30.0
+#: How long a stop waits for the batch in flight (produce and commit included).
+STOP_TIMEOUT_S = 30.0
 
 
 class FaustSink:
@@ -71,6 +75,7 @@ def build_app(settings: Settings, rules: RuleSet | None = None) -> Worker:
     store = RedisStore.connect(settings, rules)
     app = _faust_app(settings)
     metrics = Metrics()
+    consumer = BatchConsumer(settings)
     processor = Processor(
         store,
         FaustSink(app),
@@ -78,21 +83,45 @@ def build_app(settings: Settings, rules: RuleSet | None = None) -> Worker:
         dlq_topic=settings.dlq_topic,
         metrics=metrics,
         max_event_bytes=settings.max_event_bytes,
-        partition_lag=lambda: partition_lag(app, processor),
+        partition_lag=lambda: _partition_lag(consumer, processor),
     )
     # Crossings a crash left in the outbox go out before any new batch is processed.
     outbox_relayed = asyncio.Event()
-    _add_agent(app, settings, processor, outbox_relayed)
     _add_tasks(app, settings, processor, outbox_relayed, rules)
-    _add_pages(app, store, processor, metrics)
+    _add_consumer(app, settings, consumer, processor, outbox_relayed)
+    _add_pages(app, store, processor, consumer, metrics)
     return Worker(app, processor, store, metrics, rules)
 
 
-def _faust_app(settings: Settings) -> faust.App:
+class _NoFaustConsumer(BootStrategy):
+    """Faust runs the worker (lifecycle, signals, timers, web pages, its producer) but does
+    not consume: :class:`BatchConsumer` does, in batches, without Faust's per-message path
+    (and without joining the group with Faust's assignor)."""
+
+    enable_kafka_consumer = False
+
+
+class _WorkerApp(faust.App):
+    """The worker's Faust app: no Faust consumer, and hooks that run first when it stops
+    (before Faust stops its producer and web server)."""
+
+    BootStrategy = _NoFaustConsumer
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.before_stop: list[Callable[[], Awaitable[None]]] = []
+
+    async def on_stop(self) -> None:
+        for hook in self.before_stop:
+            await hook()
+        await super().on_stop()
+
+
+def _faust_app(settings: Settings) -> _WorkerApp:
     # Faust keeps table files here (we have none, but it insists on the folder).
     datadir = Path(tempfile.gettempdir()) / "leadscore-faust" / settings.app_id
     datadir.mkdir(parents=True, exist_ok=True)
-    return faust.App(
+    return _WorkerApp(
         settings.app_id,
         broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap_servers.split(",")],
         broker_credentials=faust_broker_credentials(settings),
@@ -134,45 +163,6 @@ def faust_broker_credentials(settings: Settings) -> Any:
     )
 
 
-def _add_agent(
-    app: faust.App, settings: Settings, processor: Processor, outbox_relayed: asyncio.Event
-) -> None:
-    """The agent: input topic(s) in micro-batches to :meth:`Processor.process`."""
-    events = app.topic(
-        *settings.input_topics,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        allow_empty=True,
-    )
-
-    @app.agent(events, concurrency=1, name="leadscore.score")
-    async def score(stream: Any) -> None:
-        await outbox_relayed.wait()
-        # Concurrency 1: faust-streaming can commit past unprocessed messages with more
-        # (its issue #606). take_events acks a buffer only after this loop body returns.
-        async for batch in stream.take_events(settings.batch_size, within=settings.batch_timeout):
-            messages = [
-                RawMessage(
-                    e.message.topic,
-                    e.message.partition,
-                    e.message.offset,
-                    e.message.key,
-                    e.message.value,
-                )
-                for e in batch
-            ]
-            task = asyncio.ensure_future(processor.process(messages))
-            try:
-                await asyncio.shield(task)
-            except asyncio.CancelledError:
-                # Shutting down: finish the batch before Faust acks and commits it.
-                log.info("stopping: finishing the current batch of %d", len(messages))
-                await task
-                raise
-
-
 def _add_tasks(
     app: faust.App,
     settings: Settings,
@@ -180,7 +170,7 @@ def _add_tasks(
     outbox_relayed: asyncio.Event,
     rules: RuleSet,
 ) -> None:
-    """The outbox relay at start (then the agent may consume) and the cooling sweep."""
+    """The outbox relay at start (then the consumer may start) and the cooling sweep."""
 
     @app.task
     async def relay_on_start() -> None:
@@ -198,7 +188,34 @@ def _add_tasks(
         await processor.sweep()
 
 
-def _add_pages(app: faust.App, store: RedisStore, processor: Processor, metrics: Metrics) -> None:
+def _add_consumer(
+    app: _WorkerApp,
+    settings: Settings,
+    consumer: BatchConsumer,
+    processor: Processor,
+    outbox_relayed: asyncio.Event,
+) -> None:
+    """The input: batches from :class:`BatchConsumer` to :meth:`Processor.process`, once
+    the outbox relay has run; on shutdown it stops (batch finished, committed, group left)
+    before Faust stops the producer."""
+
+    @app.task
+    async def consume() -> None:
+        await consumer.run(processor.process, ready=outbox_relayed)
+
+    async def stop_consuming() -> None:
+        await consumer.stop(timeout=STOP_TIMEOUT_S)
+
+    app.before_stop.append(stop_consuming)
+
+
+def _add_pages(
+    app: faust.App,
+    store: RedisStore,
+    processor: Processor,
+    consumer: BatchConsumer,
+    metrics: Metrics,
+) -> None:
     """``/healthz`` and ``/metrics``."""
 
     @app.page("/healthz")
@@ -221,43 +238,16 @@ def _add_pages(app: faust.App, store: RedisStore, processor: Processor, metrics:
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
-        _update_lag(app, processor, metrics)
+        for (topic, partition), lag in consumer.lag(processor.next_offsets).items():
+            metrics.consumer_lag.labels(topic=topic, partition=str(partition)).set(lag)
         return web.bytes(metrics.render(), content_type="text/plain; version=0.0.4")
 
 
-async def partition_lag(app: faust.App, processor: Processor) -> dict[tuple[str, int], int]:
-    """Unprocessed messages per assigned input partition (for the sweep's limits).
-    Unknown counts as lagging (1): holding a cooling back is safe, emitting it early is
-    not."""
-    lags: dict[tuple[str, int], int] = {}
-    consumer = app.consumer
-    for tp in consumer.assignment():
-        highwater = consumer.highwater(tp)
-        next_offset = processor.next_offsets.get((tp.topic, tp.partition))
-        if next_offset is None:
-            # Nothing processed from it since start: where this run began reading it.
-            # Faust has no public view of the committed offsets it started from.
-            next_offset = getattr(consumer, "_committed_offset", {}).get(tp)
-        if highwater is None or highwater < 0 or next_offset is None:
-            lags[(tp.topic, tp.partition)] = 1
-        else:
-            lags[(tp.topic, tp.partition)] = max(0, highwater - next_offset)
-    return lags
-
-
-def _update_lag(app: faust.App, processor: Processor, metrics: Metrics) -> None:
-    try:
-        assignment = app.consumer.assignment()
-    except Exception:  # consumer not started yet
-        return
-    for tp in assignment:
-        highwater = app.consumer.highwater(tp)
-        position = processor.next_offsets.get((tp.topic, tp.partition))
-        if highwater is None or position is None:
-            continue
-        metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
-            max(0, highwater - position)
-        )
+async def _partition_lag(
+    consumer: BatchConsumer, processor: Processor
+) -> dict[tuple[str, int], int]:
+    """Unprocessed messages per assigned input partition (the sweep's limits)."""
+    return consumer.lag(processor.next_offsets)
 
 
 def run_worker(settings: Settings) -> None:

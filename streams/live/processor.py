@@ -2,7 +2,7 @@
 (a :class:`~streams.live.interfaces.DurableStore`) and records (a
 :class:`~streams.live.interfaces.Sink`) out.
 
-For each micro-batch (one Faust ``take_events`` buffer):
+For each batch (as :class:`~streams.live.consumer.BatchConsumer` consumed it):
 
 1. validate every message (``schemas.validation.parse_event``); rejects become dead letters;
 2. produce the dead letters and wait for their acks (so a crash cannot lose them);
@@ -11,10 +11,10 @@ For each micro-batch (one Faust ``take_events`` buffer):
 4. produce the crossings to the hot-lead topic and wait for the acks;
 5. drop them from the outbox.
 
-Only when ``process`` returns does Faust ack (and later commit) the batch's offsets. A crash
+Only when ``process`` returns does the consumer commit the batch's offsets. A crash
 anywhere before that redelivers the batch: already-applied events are skipped by the store
 (seen ids / offsets), and crossings still in the outbox are produced by
-:meth:`Processor.relay_outbox` at start and on every sweep. Failures that pass (of the
+:meth:`Processor.relay_outbox` at start and on every sweep. Transient failures (of the
 sink, and of the store as it judges them) are retried with backoff, never dropped.
 """
 

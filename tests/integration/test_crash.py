@@ -151,6 +151,9 @@ def test_sigkill_at_random_moments_loses_nothing_and_applies_nothing_twice(
     while outbox_size(stack.redis_url, stack.key_prefix):  # relay of a last crash's outbox
         assert time.monotonic() < deadline, "outbox never emptied"
         time.sleep(0.2)
+    # The last killed worker may have committed everything already: the final one can get
+    # here before its web server is up.
+    final.wait_healthy()
     final_metrics = final.metrics()
     assert final.stop() == 0
     report(

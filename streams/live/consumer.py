@@ -1,0 +1,221 @@
+"""The worker's input: the input topics consumed in batches with confluent-kafka
+(librdkafka), inside the Faust app, without Faust's per-message path.
+
+One loop, one batch at a time (:meth:`BatchConsumer.run`):
+
+1. ``consume(batch_size, batch_timeout)`` in a worker thread: librdkafka returns as soon as
+   ``batch_size`` messages are there (full batches under load) or the timeout passes (small
+   batches when idle, so latency stays low). The event loop never blocks on it.
+2. the batch goes to :meth:`Processor.process` (validate, apply, produce, outbox);
+3. only then are its offsets committed (synchronously). A crash before the commit
+   redelivers the batch; the store recognises what it already applied.
+
+A rebalance happens inside ``consume`` (librdkafka calls the assignment callbacks from
+it), so it never meets a batch in flight: the previous batch was applied, acknowledged and
+committed before the next ``consume``. On stop (SIGTERM), a batch in flight is finished and
+committed, then the consumer leaves the group; each step is bounded in time.
+
+The group protocol is librdkafka's (the ``range`` assignor), not Faust's: a group cannot
+mix workers of both kinds, so an upgrade from a Faust-consuming worker stops every old
+worker before starting the new ones (committed offsets carry over: same group id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
+
+from ..kafka import confluent_config
+from ..settings import Settings
+from .interfaces import RawMessage
+
+log = logging.getLogger("leadscore.worker")
+
+#: How long a stop may wait for the consumer to leave the group.
+CLOSE_TIMEOUT_S = 10.0
+#: Consumer errors are logged at most once per this many seconds (all are counted).
+ERROR_LOG_INTERVAL_S = 10.0
+
+TopicPartitionKey = tuple[str, int]
+
+
+class BatchConsumer:
+    """Consumes the input topics in batches and commits after each is processed."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.topics = list(settings.input_topics)
+        self.batch_size = settings.batch_size
+        self.batch_timeout = settings.batch_timeout
+        session_ms = round(settings.broker_session_timeout * 1000)
+        self._consumer = Consumer(
+            confluent_config(
+                settings,
+                **{
+                    "group.id": settings.app_id,
+                    "client.id": f"{settings.app_id}-worker",
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "session.timeout.ms": session_ms,
+                    "heartbeat.interval.ms": round(settings.broker_heartbeat_interval * 1000),
+                    "error_cb": self._on_error,
+                    # The worker logs through Python logging, not librdkafka's stderr.
+                    "logger": logging.getLogger("leadscore.kafka.consumer"),
+                },
+            )
+        )
+        # One thread for every blocking call on the consumer (consume, commit, close).
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-consume")
+        #: Where reading of each assigned partition started this time (its committed offset,
+        #: else the log start; None if unknown): the lag of a partition nothing was
+        #: processed from yet.
+        self.start_offsets: dict[TopicPartitionKey, int | None] = {}
+        self.errors = 0
+        self._last_error_log = 0.0
+        self._stopping = False
+        self._done = asyncio.Event()
+
+    # ------------------------------------------------------------------ the loop
+    async def run(
+        self,
+        process: Callable[[list[RawMessage]], Awaitable[object]],
+        ready: asyncio.Event | None = None,
+    ) -> None:
+        """Consume, process and commit until :meth:`stop` (or cancellation); a batch in
+        flight is finished and committed first; then the consumer leaves the group."""
+        loop = asyncio.get_running_loop()
+        try:
+            if ready is not None:
+                await ready.wait()
+            self._consumer.subscribe(
+                self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke
+            )
+            while not self._stopping:
+                batch = await loop.run_in_executor(self._thread, self._consume)
+                if not batch:
+                    continue
+                task = asyncio.ensure_future(self._process_and_commit(process, batch))
+                try:
+                    await asyncio.shield(task)
+                except asyncio.CancelledError:
+                    log.info("stopping: finishing the current batch of %d", len(batch))
+                    await task
+                    raise
+        finally:
+            await self._close(loop)
+            self._done.set()
+
+    async def stop(self, timeout: float) -> None:
+        """Ask :meth:`run` to stop after the batch in flight and wait (at most ``timeout``
+        seconds) until it has committed and left the group. Call it before the producer
+        stops: the batch in flight still produces its crossings."""
+        self._stopping = True
+        try:
+            await asyncio.wait_for(self._done.wait(), timeout)
+        except TimeoutError:
+            log.error("the consumer did not stop within %.0fs; stopping anyway", timeout)
+
+    async def _process_and_commit(
+        self, process: Callable[[list[RawMessage]], Awaitable[object]], batch: list[RawMessage]
+    ) -> None:
+        await process(batch)
+        offsets: dict[TopicPartitionKey, int] = {}
+        for m in batch:
+            offsets[(m.topic, m.partition)] = m.offset + 1
+        commit = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, self._commit, commit)
+
+    def _consume(self) -> list[RawMessage]:
+        messages = self._consumer.consume(self.batch_size, self.batch_timeout)
+        batch: list[RawMessage] = []
+        for m in messages:
+            error = m.error()
+            if error is not None:
+                self._on_error(error)
+                continue
+            topic, partition, offset = m.topic(), m.partition(), m.offset()
+            assert topic is not None and partition is not None and offset is not None
+            batch.append(RawMessage(topic, partition, offset, m.key(), m.value()))
+        return batch
+
+    def _commit(self, offsets: list[TopicPartition]) -> None:
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            # A rebalance took the partitions: the next owner re-reads from the last commit,
+            # and the store skips what this batch already applied. Nothing is lost.
+            log.warning("offset commit failed (%s); the batch may be redelivered", exc)
+
+    async def _close(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            await asyncio.wait_for(
+                loop.run_in_executor(self._thread, self._consumer.close), CLOSE_TIMEOUT_S
+            )
+        except (TimeoutError, KafkaException, RuntimeError) as exc:
+            log.warning("consumer did not leave the group cleanly: %s", exc)
+        self._thread.shutdown(wait=False)
+
+    # ------------------------------------------------------------------ callbacks
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        try:
+            committed = consumer.committed(partitions, timeout=10)
+        except KafkaException as exc:
+            log.warning("could not read committed offsets on assignment: %s", exc)
+            committed = partitions
+        for tp in committed:
+            offset = tp.offset if tp.offset != OFFSET_INVALID and tp.offset >= 0 else None
+            if offset is None:
+                # No commit yet: reading starts at the log start (auto.offset.reset earliest).
+                try:
+                    low, _ = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+                    offset = low if low >= 0 else None
+                except KafkaException as exc:
+                    log.warning("no watermarks for %s[%d]: %s", tp.topic, tp.partition, exc)
+            self.start_offsets[(tp.topic, tp.partition)] = offset
+        log.info(
+            "assigned: %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "-"
+        )
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.start_offsets.pop((tp.topic, tp.partition), None)
+        log.info(
+            "revoked: %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "-"
+        )
+
+    def _on_error(self, error: KafkaError) -> None:
+        self.errors += 1
+        now = time.monotonic()
+        if error.fatal():
+            log.error("Kafka consumer fatal error: %s", error)
+        elif now - self._last_error_log >= ERROR_LOG_INTERVAL_S:
+            self._last_error_log = now
+            log.warning("Kafka consumer: %s (%d errors so far)", error, self.errors)
+
+    # ------------------------------------------------------------------ lag
+    def lag(self, next_offsets: dict[TopicPartitionKey, int]) -> dict[TopicPartitionKey, int]:
+        """Unprocessed messages per assigned partition, given the next offset the processor
+        will see per partition. Unknown counts as lagging (1): holding a cooling back is
+        safe, emitting it early is not."""
+        lags: dict[TopicPartitionKey, int] = {}
+        try:
+            assignment = self._consumer.assignment()
+        except (KafkaException, RuntimeError):
+            return lags
+        for tp in assignment:
+            key = (tp.topic, tp.partition)
+            try:
+                _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            except (KafkaException, RuntimeError):
+                high = -1
+            position = next_offsets.get(key, self.start_offsets.get(key))
+            if high is None or high < 0 or position is None:
+                lags[key] = 1
+            else:
+                lags[key] = max(0, high - position)
+        return lags
