@@ -91,7 +91,13 @@ class Settings(BaseSettings):
     # Worker
     app_id: str = Field("leadscore", description="Faust app id = Kafka consumer group.")
     batch_size: int = Field(2000, ge=1, le=100_000, description="Max events per micro-batch.")
-    batch_timeout: float = Field(0.1, gt=0, le=60, description="Max seconds to fill a batch.")
+    batch_timeout: float = Field(
+        0.1,
+        gt=0,
+        le=60,
+        description="Max seconds to wait for the first message of a batch when idle "
+        "(a batch never waits to be filled).",
+    )
     sweep_interval: float = Field(5.0, gt=0, le=3600, description="Seconds between cooling sweeps.")
     max_event_bytes: int = Field(64 * 1024, ge=256, le=10 * 1024 * 1024)
     web_host: str = Field("127.0.0.1", description="Address of /healthz and /metrics.")

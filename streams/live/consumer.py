@@ -3,9 +3,11 @@
 
 One loop, one batch at a time (:meth:`BatchConsumer.run`):
 
-1. ``consume(batch_size, batch_timeout)`` in a worker thread: librdkafka returns as soon as
-   ``batch_size`` messages are there (full batches under load) or the timeout passes (small
-   batches when idle, so latency stays low). The event loop never blocks on it.
+1. in a worker thread, take what librdkafka has buffered, up to ``batch_size`` messages;
+   when nothing is, wait up to ``batch_timeout`` for the first message and take what came
+   with it. Batches are full under load (the buffer fills while the previous batch is
+   processed) and small when idle, without waiting to fill them (latency). The event loop
+   never blocks on it.
 2. the batch goes to :meth:`Processor.process` (validate, apply, produce, outbox);
 3. only then are its offsets committed (synchronously). A crash before the commit
    redelivers the batch; the store recognises what it already applied.
@@ -131,7 +133,15 @@ class BatchConsumer:
         await loop.run_in_executor(self._thread, self._commit, commit)
 
     def _consume(self) -> list[RawMessage]:
-        messages = self._consumer.consume(self.batch_size, self.batch_timeout)
+        # What is buffered now, up to a batch; if nothing, wait (at most batch_timeout) for
+        # the first message, then take what came with it. No waiting to fill a batch: under
+        # load the buffer fills while the previous batch is processed (full batches), when
+        # idle a lone event goes through at once (latency).
+        messages = self._consumer.consume(self.batch_size, 0)
+        if not messages:
+            messages = self._consumer.consume(1, self.batch_timeout)
+            if messages and self.batch_size > 1:
+                messages += self._consumer.consume(self.batch_size - 1, 0)
         batch: list[RawMessage] = []
         for m in messages:
             error = m.error()
