@@ -19,7 +19,7 @@ group and Redis key prefix that are deleted at the end.
    * processor: ``streams.live.processor.Processor.process`` in-process, batches of 2000 raw
      messages: parse + Redis + acked produce of crossings (aiokafka, acks=all); with
      ``--profile N`` a cProfile of the first N batches;
-3. the worker: ``leadscore worker`` as a subprocess (Faust) on the topic; time until
+3. the worker: ``leadscore worker`` as a subprocess on the topic; time until
    every message is applied (polling /metrics), and the batch-latency histogram.
 """
 
@@ -343,8 +343,8 @@ def main() -> None:
                 f"\nworker /metrics: {batches:.0f} batches, mean {in_batches / batches * 1000:.0f}"
                 f" ms/batch, mean {len(raws) / batches:.0f} events/batch; time inside "
                 f"Processor.process {in_batches:.2f}s of {result['processing']:.2f}s "
-                f"({in_batches / result['processing']:.0%}); the rest is Faust (fetch, "
-                f"dispatch, take_events buffering, acks/commits)"
+                f"({in_batches / result['processing']:.0%}); the rest is the consumer loop "
+                f"(consume, offset commits), the sweep and idle time"
             )
             print(
                 f"worker: applied {result['applied']:.0f}, duplicates "
