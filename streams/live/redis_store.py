@@ -2,7 +2,7 @@
 
 Same math as the memory store (:func:`scoring.state_machine.apply_lead_events`,
 :func:`scoring.state_machine.advance`); this module only loads and saves states, atomically per
-lead (the compare-and-set script of :mod:`streams.live.redis_scripts`), so that a crash at
+lead (the batched compare-and-set script of :mod:`streams.live.redis_scripts`), so that a crash at
 any point neither loses nor double-counts an event. Key layout: :mod:`streams.live.redis_keys`.
 """
 
@@ -36,7 +36,7 @@ from scoring.store import BatchResult, EventItem
 
 from ..settings import Settings
 from .redis_keys import KeySpace
-from .redis_scripts import LeadWrite, compare_and_set_leads
+from .redis_scripts import LeadWrite, compare_and_set_leads, load_leads
 
 #: Re-base the rank indexes' landmark after this many half-lives (of the shortest rule):
 #: keeps the stored forward-decayed values below 2**512, far from double overflow.
@@ -115,29 +115,27 @@ class RedisStore:
     async def _load(
         self, lead_ids: Sequence[str], event_ids: dict[str, list[str]] | None = None
     ) -> tuple[dict[str, _Loaded], dict[str, set[str]]]:
-        """One round trip: states (with versions) and which event ids were seen."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            for lead_id in lead_ids:
-                keys = self.keys.lead(lead_id)
-                pipe.hmget(keys.state, "v", "s")
-                if event_ids is not None:
-                    pipe.smismember(keys.seen, event_ids[lead_id])
-            replies = await pipe.execute()
-        step = 1 if event_ids is None else 2
+        """One round trip (one script call): states (with versions) and which of
+        ``event_ids`` each lead has already applied."""
+        found = await load_leads(
+            self.client,
+            [
+                (self.keys.lead(lead), () if event_ids is None else event_ids[lead])
+                for lead in lead_ids
+            ],
+        )
         loaded: dict[str, _Loaded] = {}
         seen: dict[str, set[str]] = {}
-        for i, lead_id in enumerate(lead_ids):
-            version, raw = replies[i * step]
+        for lead_id, lead in zip(lead_ids, found, strict=True):
+            raw = lead.state_json
             state = None if raw is None else LeadState.from_dict(orjson.loads(raw))
-            loaded[lead_id] = _Loaded(state, int(version or 0))
-            if event_ids is not None:
-                flags = replies[i * step + 1]
-                seen[lead_id] = {e for e, f in zip(event_ids[lead_id], flags, strict=True) if f}
+            loaded[lead_id] = _Loaded(state, lead.version)
+            seen[lead_id] = set(lead.seen)
         return loaded, seen
 
     # ------------------------------------------------------------------ writes
     async def apply_batch(self, items: Sequence[EventItem]) -> BatchResult:
-        """Apply a batch: 1 round trip to load, 1 to write (per-lead CAS scripts), 1 for
+        """Apply a batch: 1 round trip to load, 1 to write (one script, a CAS per lead), 1 for
         the indexes; more only for leads that lost a CAS race."""
         groups = group_by_lead(items)
         written = await self._compare_and_set(list(groups), partial(self._apply_step, groups))
