@@ -35,6 +35,7 @@ from scoring.state import LeadState
 from scoring.state_machine import group_by_lead
 from scoring.store import BatchResult, EventItem
 
+from ..log_limits import RateLimitedLog
 from .interfaces import DurableStore, RawMessage, Sink, position_of, topic_partition_of
 from .metrics import Metrics
 
@@ -84,6 +85,8 @@ class Processor:
         self.failing: dict[str, tuple[float, str]] = {}
         #: Newest event time processed per (topic, partition) (sweep limits).
         self.event_time: dict[tuple[str, int], int] = {}
+        #: One line per dead letter, but at most 20 per 10 s (all counted in the metrics).
+        self.dead_letter_log = RateLimitedLog(log, "dead letters")
 
     # ------------------------------------------------------------------ batches
     async def process(self, messages: Sequence[RawMessage]) -> BatchResult:
@@ -184,7 +187,9 @@ class Processor:
         self, message: RawMessage, rejected: Rejected, seen_at: datetime
     ) -> tuple[bytes, bytes]:
         self.metrics.dead_lettered.labels(kind=rejected.kind).inc()
-        log.warning("dead letter %s: %s: %s", message.where, rejected.kind, rejected.error)
+        self.dead_letter_log.log(
+            "dead letter %s: %s: %s", message.where, rejected.kind, rejected.error
+        )
         record = dead_letter(
             rejected,
             value=message.value,
@@ -240,6 +245,7 @@ class Processor:
     async def sweep(self) -> int:
         """Emit ``lead_cooled`` for hot leads that decayed below ``cool`` by now (wall
         clock), plus anything left in the outbox. Returns how many were emitted."""
+        self.dead_letter_log.flush()
         relayed = await self.relay_outbox()
         now_ms = datetime_to_ms(self.clock())
         async with self.lock:
