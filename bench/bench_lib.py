@@ -21,12 +21,14 @@ from typing import Any
 from urllib.parse import urlparse
 
 import redis
+import redis.asyncio
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from schemas.times import parse_time_ms  # noqa: E402
+from streams.live.redis_store import RedisStore  # noqa: E402
 from tests.integration.worker_harness import (  # noqa: E402
     WorkerConfig,
     WorkerProcess,
@@ -36,6 +38,8 @@ from tests.integration.worker_harness import (  # noqa: E402
 )
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+#: Events per RedisStore.apply_batch call in the store floor (the worker's default batch).
+FLOOR_BATCH = 2000
 HotKey = tuple[str, int]
 
 
@@ -317,3 +321,17 @@ def bounded(what: str, seconds: float, check: Callable[[], bool], step: float = 
         time.sleep(step)
     print(f"  ({what}: gave up after {seconds:.0f}s)", flush=True)
     return False
+
+
+async def redis_store_floor(redis_url: str, rules: Any, prefix: str, items: list[Any]) -> float:
+    """Seconds for ``RedisStore.apply_batch`` alone over ``items`` (parsed events with
+    positions), in batches of 2,000: the Redis-store floor of both benchmarks."""
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        store = RedisStore(client, rules, prefix)
+        started = time.perf_counter()
+        for i in range(0, len(items), FLOOR_BATCH):
+            await store.apply_batch(items[i : i + FLOOR_BATCH])
+        return time.perf_counter() - started
+    finally:
+        await client.aclose()

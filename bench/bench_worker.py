@@ -55,6 +55,10 @@ from streams.live.interfaces import RawMessage, position_of  # noqa: E402
 from streams.live.metrics import Metrics  # noqa: E402
 from streams.live.processor import Processor  # noqa: E402
 from streams.live.redis_store import RedisStore  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_lib import redis_store_floor  # noqa: E402
+
 from tests.integration.worker_harness import (  # noqa: E402
     FUTURE_MS,
     WorkerConfig,
@@ -106,18 +110,6 @@ def consume_all(bootstrap: str, topic: str, expected: int) -> list[Any]:
     finally:
         consumer.close()
     return out
-
-
-async def redis_floor(redis_url: str, prefix: str, items: list[Any], rules: Any) -> float:
-    client = redis.asyncio.Redis.from_url(redis_url)
-    store = RedisStore(client, rules, prefix)
-    try:
-        started = time.perf_counter()
-        for i in range(0, len(items), BATCH):
-            await store.apply_batch(items[i : i + BATCH])
-        return time.perf_counter() - started
-    finally:
-        await client.aclose()
 
 
 class AioSink:
@@ -289,7 +281,7 @@ def main() -> None:
             memory.apply_batch_sync(items[i : i + BATCH])
         table.add("floor: engine (MemoryStore, no I/O)", len(items), time.perf_counter() - t)
 
-        seconds = asyncio.run(redis_floor(redis_url, prefixes[0], items, rules))
+        seconds = asyncio.run(redis_store_floor(redis_url, rules, prefixes[0], items))
         table.add(
             f"floor: RedisStore.apply_batch ({BATCH}/batch)",
             len(items),
@@ -332,7 +324,7 @@ def main() -> None:
             log = Path(f"/tmp/{name}-worker.log")
             result = worker_run(config, len(raws), log)
             table.add(
-                "worker end-to-end (faust subprocess)",
+                "worker end-to-end (subprocess)",
                 len(raws),
                 result["processing"],
                 f"first consumed -> all applied; +{result['startup']:.1f}s start-up",

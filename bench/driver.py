@@ -38,6 +38,7 @@ from bench_lib import (  # noqa: E402
     hot_file_set,
     hot_set,
     loopback_only,
+    redis_store_floor,
     run_peer,
     run_worker,
 )
@@ -48,13 +49,11 @@ from schemas.validation import Rejected, parse_event  # noqa: E402
 from scoring.rules import RuleSet  # noqa: E402
 from scoring.rules_file import default_rules_path, load_rules  # noqa: E402
 from streams.live.interfaces import RawMessage, position_of  # noqa: E402
-from streams.live.redis_store import RedisStore  # noqa: E402
 from tests.integration.worker_harness import FUTURE_MS, WorkerConfig, encode, produce  # noqa: E402
 from tests.strategies import DAY_MS, generate_event_log  # noqa: E402
 
 PEERS = ("peer_faust_naive", "peer_quix", "peer_handrolled")
 DESIGNS = ("worker", *PEERS)
-BATCH = 2000
 LEAVES_OUT = {
     "worker": "-",
     "peer_faust_naive": "outbox, cooling sweep, indexes (top/score); per-event GET/SET",
@@ -121,18 +120,6 @@ def floor_consume(
     finally:
         consumer.close()
     return out, seconds
-
-
-async def _apply_all(redis_url: str, rules: RuleSet, prefix: str, items: list[Any]) -> float:
-    client = redis.asyncio.Redis.from_url(redis_url)
-    try:
-        store = RedisStore(client, rules, prefix)
-        started = time.perf_counter()
-        for i in range(0, len(items), BATCH):
-            await store.apply_batch(items[i : i + BATCH])
-        return time.perf_counter() - started
-    finally:
-        await client.aclose()
 
 
 # ------------------------------------------------------------------------------ one round
@@ -304,7 +291,7 @@ def store_floor(res: Resources, rules: RuleSet, messages: list[Any], round_no: i
         assert not isinstance(parsed, Rejected), parsed
         items.append((parsed, position_of(raw)))
     prefix = res.prefix(f"r{round_no}-floor")
-    seconds = asyncio.run(_apply_all(res.redis_url, rules, prefix, items))
+    seconds = asyncio.run(redis_store_floor(res.redis_url, rules, prefix, items))
     res.drop_prefix(prefix)
     return len(items) / seconds
 
