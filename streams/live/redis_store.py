@@ -114,7 +114,7 @@ class RedisStore:
 
     async def _load(
         self, lead_ids: Sequence[str], event_ids: dict[str, list[str]] | None = None
-    ) -> tuple[dict[str, _Loaded], dict[str, set[str]]]:
+    ) -> tuple[dict[str, _Loaded], dict[str, frozenset[str]]]:
         """One round trip (one script call): states (with versions) and which of
         ``event_ids`` each lead has already applied."""
         found = await load_leads(
@@ -125,12 +125,12 @@ class RedisStore:
             ],
         )
         loaded: dict[str, _Loaded] = {}
-        seen: dict[str, set[str]] = {}
+        seen: dict[str, frozenset[str]] = {}
         for lead_id, lead in zip(lead_ids, found, strict=True):
             raw = lead.state_json
             state = None if raw is None else LeadState.from_dict(orjson.loads(raw))
             loaded[lead_id] = _Loaded(state, lead.version)
-            seen[lead_id] = set(lead.seen)
+            seen[lead_id] = lead.seen
         return loaded, seen
 
     # ------------------------------------------------------------------ writes
