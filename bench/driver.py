@@ -387,7 +387,7 @@ def extras(
     def run_memory() -> None:
         mem = memory(res, rules, {20: 1000, 1000: 20} if args.quick else {20: 10_000, 1000: 100})
         results["redis_bytes_per_lead"] = {k: v["bytes_per_lead"] for k, v in mem.items()}
-        results["dedupe_bytes_per_event"] = mem["1000"]["seen_bytes_per_event"]
+        results["dedupe_bytes_per_event"] = mem["1000"]["dedupe_bytes_per_event"]
         results["redis_memory"] = mem
 
     def run_replay() -> None:

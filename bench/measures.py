@@ -29,7 +29,7 @@ from tests.integration.worker_harness import (
     encode,
     processed_count,
 )
-from tests.strategies import DAY_MS, generate_event_log
+from tests.strategies import DAY_MS, event_dict, generate_event_log
 
 # ------------------------------------------------------------------------------ latency
 
@@ -208,14 +208,22 @@ def _percentiles(lat: list[float], n: int, plan: LatencyPlan) -> dict[str, Any]:
 
 def memory(res: Resources, rules: RuleSet, plans: dict[int, int]) -> dict[str, Any]:
     """Redis bytes per lead at ``events_per_lead -> leads``: every key of a fresh prefix
-    (lead state, seen set, outbox, indexes), MEMORY USAGE over SCAN, lead ids of 16
-    characters, events written by ``RedisStore.apply_batch`` (the worker's store)."""
+    (lead states, outboxes, indexes, the name dictionary, the applied marks), MEMORY USAGE
+    over SCAN, lead ids of 16 characters, events written by ``RedisStore.apply_batch``
+    (the worker's store). Measured twice: right after the events (all inside the dedupe
+    window), and after one more page view per lead dated past the window, which is what
+    a lead costs for good; the difference per forgotten id is the window's cost per
+    event."""
     out: dict[str, Any] = {}
     for per_lead, leads in plans.items():
         prefix = res.prefix(f"mem{per_lead}")
         items = []
+        lead_ids = []
+        last_ms = 0
         for lead in range(leads):
             # lead id = 11-character prefix + 5 digits = 16 characters
+            lead_prefix = f"m{per_lead:04d}{lead:06d}"
+            lead_ids.append(f"{lead_prefix}00000")
             for event in generate_event_log(
                 lead + 1,
                 per_lead,
@@ -223,47 +231,65 @@ def memory(res: Resources, rules: RuleSet, plans: dict[int, int]) -> dict[str, A
                 start_ms=FUTURE_MS,
                 span_ms=per_lead * DAY_MS // 10,
                 duplicate_fraction=0.0,
-                lead_prefix=f"m{per_lead:04d}{lead:06d}",
+                lead_prefix=lead_prefix,
             ):
                 key, value = encode(event)
                 parsed = parse_event(value, key, require_key=True)
                 assert not isinstance(parsed, Rejected), parsed
                 items.append((parsed, None))
-        asyncio.run(_store(res.redis_url, rules, prefix, items))
-        out[str(per_lead)] = _usage(res.redis_url, prefix, leads)
+                last_ms = max(last_ms, parsed.occurred_at_ms)
+        inside_entries = asyncio.run(_store(res.redis_url, rules, prefix, items, lead_ids))
+        inside = _usage(res.redis_url, prefix)
+        later_ms = last_ms + rules.dedupe_window_ms + 1
+        later = []
+        for lead_id in lead_ids:
+            event = event_dict("page_view", lead_id, later_ms, f"later-{lead_id}", url="/")
+            key, value = encode(event)
+            parsed = parse_event(value, key, require_key=True)
+            assert not isinstance(parsed, Rejected), parsed
+            later.append((parsed, None))
+        past_entries = asyncio.run(_store(res.redis_url, rules, prefix, later, lead_ids))
+        past = _usage(res.redis_url, prefix)
+        forgotten = max(inside_entries - past_entries, 1)
+        out[str(per_lead)] = {
+            "leads": leads,
+            "keys": past["keys"],
+            "bytes_per_lead": round(past["bytes"] / leads, 1),
+            "bytes_per_lead_inside_window": round(inside["bytes"] / leads, 1),
+            "ids_per_lead_inside_window": round(inside_entries / leads, 1),
+            "dedupe_bytes_per_event": round((inside["bytes"] - past["bytes"]) / forgotten, 1),
+            "gb_per_1m_leads": round(past["bytes"] / leads * 1e6 / 1e9, 2),
+        }
         res.drop_prefix(prefix)
         print(f"  redis @ {per_lead} events/lead: {out[str(per_lead)]}", flush=True)
     return out
 
 
-async def _store(redis_url: str, rules: RuleSet, prefix: str, items: list[Any]) -> None:
+async def _store(
+    redis_url: str, rules: RuleSet, prefix: str, items: list[Any], lead_ids: list[str]
+) -> int:
+    """Apply ``items`` as the worker does (outboxes emptied once delivered); returns the
+    event ids then remembered in the leads' dedupe windows."""
     client = redis.asyncio.Redis.from_url(redis_url)
     try:
         store = RedisStore(client, rules, prefix)
         for i in range(0, len(items), 2000):
-            await store.apply_batch(items[i : i + 2000])
+            result = await store.apply_batch(items[i : i + 2000])
+            await store.mark_delivered(result.crossings)
+        states = await store.get_many(lead_ids)
+        return sum(len(s.recent_ids) // 16 for s in states.values())
     finally:
         await client.aclose()
 
 
-def _usage(redis_url: str, prefix: str, leads: int) -> dict[str, Any]:
+def _usage(redis_url: str, prefix: str) -> dict[str, int]:
     client = redis.Redis.from_url(redis_url)
     try:
-        total = seen_bytes = seen_members = keys = 0
+        total = keys = 0
         for key in client.scan_iter(match=f"{prefix}*", count=1000):
-            size = int(client.memory_usage(key, samples=0) or 0)
-            total += size
+            total += int(client.memory_usage(key, samples=0) or 0)
             keys += 1
-            if key.endswith(b":seen"):
-                seen_bytes += size
-                seen_members += int(client.scard(key))
-        return {
-            "leads": leads,
-            "keys": keys,
-            "bytes_per_lead": round(total / leads, 1),
-            "seen_bytes_per_event": round(seen_bytes / max(seen_members, 1), 1),
-            "gb_per_1m_leads": round(total / leads * 1e6 / 1e9, 2),
-        }
+        return {"bytes": total, "keys": keys}
     finally:
         client.close()
 

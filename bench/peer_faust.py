@@ -3,7 +3,7 @@ JSON state, score with the project's engine (``scoring.state_machine.apply_lead_
 ``await`` a SET, and for each crossing an acked produce. No batching, no Lua, no outbox,
 no indexes: what a first Faust version of the worker would look like.
 
-It produces the same crossings as the worker (same engine, same seen-id and offset
+It produces the same crossings as the worker (same engine, same dedupe-window and offset
 dedupe, kept in the one JSON value); it leaves out the outbox (a crash between SET and
 produce loses the crossing), the cooling sweep and its indexes (``idx:cool-due``, ranks).
 """
@@ -63,14 +63,12 @@ def build(args: Any) -> faust.App:
             if not isinstance(parsed, Rejected):
                 key = f"{args.prefix}{parsed.lead_id}"
                 raw = await client.get(key)
-                stored = orjson.loads(raw) if raw else None
-                state = LeadState.from_dict(stored["s"]) if stored else None
-                seen: list[str] = stored["seen"] if stored else []
+                state = LeadState.from_dict(orjson.loads(raw)) if raw else None
                 position = Position(f"{message.topic}:{message.partition}", message.offset)
-                batch = apply_lead_events(state, [(parsed, position)], rules, frozenset(seen))
+                batch = apply_lead_events(state, [(parsed, position)], rules)
                 if batch.applied_event_ids and batch.state is not None:
-                    seen.extend(batch.applied_event_ids)
-                    await client.set(key, orjson.dumps({"s": batch.state.to_dict(), "seen": seen}))
+                    # the state carries its dedupe window (recent_ids)
+                    await client.set(key, orjson.dumps(batch.state.to_dict()))
                 for crossing in batch.crossings:
                     record = crossing.to_record(datetime.now(UTC)).model_dump_json().encode()
                     sent = await hot.send(key=parsed.lead_id.encode(), value=record)

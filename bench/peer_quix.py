@@ -4,7 +4,7 @@ changelog topic, Quix's default durability). Runs in its own venv
 pydantic than the project), where the project is installed with ``--no-deps`` plus the
 native core's wheel, so it scores with the project's engine
 (``scoring.state_machine.apply_lead_events``) exactly as the worker does: the same
-crossings, the same seen-id and offset dedupe (kept in the lead's RocksDB state).
+crossings, the same dedupe-window and offset dedupe (kept in the lead's RocksDB state).
 
 It leaves out the cooling sweep on the wall clock and the Redis indexes (``top``,
 ``score`` read Redis); the state lives in the worker's local RocksDB, not in Redis.
@@ -57,13 +57,11 @@ def main() -> None:
         if not isinstance(parsed, Rejected):
             stored = state.get("s")
             lead = LeadState.from_dict(stored) if stored else None
-            seen: list[str] = state.get("seen", [])
             context = message_context()
             position = Position(f"{context.topic}:{context.partition}", context.offset)
-            batch = apply_lead_events(lead, [(parsed, position)], rules, frozenset(seen))
+            batch = apply_lead_events(lead, [(parsed, position)], rules)
             if batch.applied_event_ids and batch.state is not None:
-                state.set("s", batch.state.to_dict())
-                state.set("seen", [*seen, *batch.applied_event_ids])
+                state.set("s", batch.state.to_dict())  # with its dedupe window
             now = datetime.now(UTC)
             records = [c.to_record(now).model_dump(mode="json") for c in batch.crossings]
             progress.crossings += len(records)

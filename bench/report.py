@@ -81,15 +81,21 @@ def other_lines(results: dict[str, Any]) -> list[str]:
             )
     mem = results.get("redis_memory", {})
     if mem:
-        lines += ["", "| events/lead | leads | Redis bytes/lead | GB per 1M leads |"]
-        lines.append("|---:|---:|---:|---:|")
+        lines += [
+            "",
+            "| events/lead | leads | Redis bytes/lead (past the dedupe window) "
+            "| inside the window | GB per 1M leads |",
+        ]
+        lines.append("|---:|---:|---:|---:|---:|")
         for per_lead, v in mem.items():
             lines.append(
                 f"| {int(per_lead):,} | {v['leads']:,} | {v['bytes_per_lead']:,.0f} "
+                f"| {_num(v.get('bytes_per_lead_inside_window'), '{:,.0f}')} "
                 f"| {v['gb_per_1m_leads']:.2f} |"
             )
         lines.append(
-            f"\nseen-id set: {_num(results.get('dedupe_bytes_per_event'), '{:.0f}')} bytes/event"
+            f"\ndedupe window: {_num(results.get('dedupe_bytes_per_event'), '{:.0f}')} "
+            "bytes per event inside it"
         )
     rep = results.get("replay")
     if rep:

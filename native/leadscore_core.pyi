@@ -1,7 +1,7 @@
 """Type stubs of the native core (native/src). Imported only by its doors:
 scoring/_native.py (the engine) and schemas/_native.py (the event decoder)."""
 
-from collections.abc import Callable, Container, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 REBASE_AFTER_HALF_LIVES: float
 TOP_REASONS: int
@@ -27,6 +27,8 @@ class Curve:
 PackedLead = tuple[int, int, list[tuple[int, float]], bool, int, float, bool, int]
 RawCrossing = tuple[bool, int, float, int, int | None, list[tuple[int, float]], float, bool]
 
+def id_hash(event_id: str) -> int: ...
+
 class Kernel:
     def __init__(
         self,
@@ -34,21 +36,24 @@ class Kernel:
         hot: float,
         cool: float,
         empty_fit: tuple[float, bool],
+        dedupe_window_ms: int,
     ) -> None: ...
     def apply_lead(
         self,
         lead: PackedLead | None,
         positions: list[tuple[str, int]],
-        seen: Container[str] | None,
+        seen: bytes,
         events: Sequence[tuple[str, int, Sequence[int], bool, tuple[str, int] | None]],
         on_profile: Callable[[int], tuple[float, bool]],
         dedupe: bool = True,
-    ) -> tuple[PackedLead | None, list[tuple[str, int]], list[int], int, list[RawCrossing]]: ...
+    ) -> tuple[
+        PackedLead | None, list[tuple[str, int]], list[int], int, list[RawCrossing], bytes
+    ]: ...
     def advance(self, lead: PackedLead, to_ms: int) -> tuple[PackedLead, list[RawCrossing]]: ...
     def score_at(self, lead: PackedLead, at_ms: int) -> float: ...
     def explain(self, lead: PackedLead, at_ms: int) -> list[tuple[int, float]]: ...
     def cool_due_ms(self, lead: PackedLead) -> int | None: ...
-    def rank_values(self, lead: PackedLead, landmark_ms: int) -> list[tuple[int, float]]: ...
+    def rank_bound(self, lead: PackedLead, landmark_ms: int) -> float: ...
 
 # ---- replay's bulk path (native/src/table.rs)
 

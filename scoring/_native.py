@@ -9,6 +9,7 @@ here is the engine's slice of the core:
   (``native/src/decay.rs``);
 * :class:`LeadTable` / :class:`LeadSnapshot`: lead states kept natively for bulk replay
   (``native/src/table.rs``);
+* :func:`id_hash`: how a lead's dedupe window remembers an event id;
 * :func:`decay_to`, :func:`pow2` and :data:`REBASE_AFTER_HALF_LIVES`: the decay
   arithmetic's primitives.
 """
@@ -23,6 +24,7 @@ from leadscore_core import (
     LeadSnapshot,
     LeadTable,
     decay_to,
+    id_hash,
     pow2,
 )
 
@@ -34,5 +36,6 @@ __all__ = [
     "LeadSnapshot",
     "LeadTable",
     "decay_to",
+    "id_hash",
     "pow2",
 ]

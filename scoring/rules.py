@@ -84,6 +84,10 @@ class Rule:
         return True
 
 
+#: ``dedupe_window`` of a rules file that does not set it: 7 days.
+DEFAULT_DEDUPE_WINDOW_MS = 7 * 24 * 3600 * 1000
+
+
 @dataclass(frozen=True, slots=True)
 class Thresholds:
     hot: float
@@ -102,6 +106,10 @@ class RuleSet:
     fit_rules: tuple[Rule, ...] = ()
     grade_bands: tuple[tuple[str, float], ...] = (("A", 60.0), ("B", 30.0), ("C", 0.0))
     source: str = "<memory>"
+    #: A re-sent event (same ``event_id``) is recognised while its lead's clock is at most
+    #: this far past the event's ``occurred_at`` (event time, so replay agrees); a lead
+    #: remembers the ids of that window only (docs/architecture.md, "Duplicates").
+    dedupe_window_ms: int = DEFAULT_DEDUPE_WINDOW_MS
     # Derived lookups (filled in __post_init__): rules by event type, and id -> rule.
     by_event: Mapping[str, tuple[Rule, ...]] = field(default_factory=dict, compare=False)
     by_id: Mapping[str, Rule] = field(default_factory=dict, compare=False)
@@ -148,6 +156,7 @@ class RuleSet:
             self.thresholds.hot,
             self.thresholds.cool,
             (empty, self.grade_allows_hot(grade)),
+            self.dedupe_window_ms,
         )
 
     def candidates(self, event_type: str, get: Callable[[str], Any]) -> Sequence[Rule]:

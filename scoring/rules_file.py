@@ -5,6 +5,7 @@ A rules file is YAML (see ``scoring/default_rules.yaml`` for a documented exampl
 
     version: default-1            # echoed into every output event
     half_life: 14d                # default half-life; units s m h d w
+    dedupe_window: 7d             # optional: how long a re-sent event id is recognised
     thresholds: {hot: 70, cool: 50, min_grade: C}
     rules:
       - {id: pricing-page, event: page_view, url_contains: /pricing, points: 15}
@@ -108,6 +109,7 @@ class _RulesFileModel(BaseModel):
 
     version: str = Field(min_length=1, max_length=128)
     half_life: str | int | float = "14d"
+    dedupe_window: str | int | float = "7d"
     thresholds: _ThresholdsModel
     rules: list[_BehaviourRuleModel] = Field(min_length=1)
     fit: _FitModel | None = None
@@ -192,10 +194,14 @@ def _compile(pattern: str, where_label: str) -> re.Pattern[str]:
 def _half_life(value: str | int | float | None, default_ms: int, where_label: str) -> int:
     if value is None:
         return default_ms
+    return _duration(value, f"{where_label}: half_life")
+
+
+def _duration(value: str | int | float, where_label: str) -> int:
     try:
         return parse_duration_ms(value)
     except ValueError as exc:
-        raise RulesError(f"{where_label}: half_life: {exc}") from exc
+        raise RulesError(f"{where_label}: {exc}") from exc
 
 
 def build_ruleset(raw: Any, source: str = "<memory>") -> RuleSet:
@@ -209,6 +215,7 @@ def build_ruleset(raw: Any, source: str = "<memory>") -> RuleSet:
         raise RulesError("\n".join(lines)) from None
 
     default_half_life = _half_life(model.half_life, 0, source)
+    dedupe_window = _duration(model.dedupe_window, f"{source}: dedupe_window")
     seen: set[str] = set()
     rules: list[Rule] = []
     for rule_model in model.rules:
@@ -276,6 +283,7 @@ def build_ruleset(raw: Any, source: str = "<memory>") -> RuleSet:
         version=model.version,
         half_life_ms=default_half_life,
         thresholds=thresholds,
+        dedupe_window_ms=dedupe_window,
         rules=tuple(rules),
         fit_rules=tuple(fit_rules),
         grade_bands=bands,

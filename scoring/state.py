@@ -2,8 +2,9 @@
 
 A :class:`LeadState` is immutable; the engine returns a new one for every change. It is
 small (one float per rule that ever fired for the lead, the latest value of each fit
-attribute, the last applied offset per input stream) and serialises to a JSON-able dict
-for the Redis store.
+attribute, the last applied offset per input stream, the ids of the events inside the
+dedupe window) and serialises to a JSON-able dict (the live store's binary form is
+:mod:`streams.live.state_format`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ class LeadState:
     positions: Mapping[str, int] = field(default_factory=dict)
     #: Events applied to this lead (duplicates excluded).
     events_applied: int = 0
+    #: The dedupe window: ``(hash of event id, occurred_at_ms)`` of the events applied
+    #: within ``RuleSet.dedupe_window_ms`` of :attr:`clock_ms`, 16 bytes each (u64, i64,
+    #: little-endian), as the native core reads and writes them. Older ids are forgotten.
+    recent_ids: bytes = b""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (for stores)."""
@@ -61,6 +66,7 @@ class LeadState:
             "profile": {k: list(v) for k, v in self.profile.items()},
             "positions": dict(self.positions),
             "events_applied": self.events_applied,
+            "recent_ids": self.recent_ids.hex(),
         }
 
     @classmethod
@@ -76,4 +82,5 @@ class LeadState:
             profile={k: (int(v[0]), str(v[1]), v[2]) for k, v in data["profile"].items()},
             positions={str(k): int(v) for k, v in data["positions"].items()},
             events_applied=int(data["events_applied"]),
+            recent_ids=bytes.fromhex(data.get("recent_ids", "")),
         )

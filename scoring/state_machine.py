@@ -27,7 +27,8 @@ core takes a lead as a positional tuple (:data:`PackedLead`); :func:`_pack` and
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Mapping, Sequence
+import struct
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from schemas.events import LeadEvent, LeadProfile
@@ -96,6 +97,7 @@ def _unpack(
     old_landmark_ms: int | None,
     profile: Mapping[str, ProfileEntry],
     positions: Mapping[str, int],
+    recent_ids: bytes,
 ) -> LeadState:
     clock, landmark, sums, hot, crossings, _, _, applied = packed
     ids = rules.rule_ids
@@ -112,6 +114,7 @@ def _unpack(
         profile=profile,
         positions=positions,
         events_applied=applied,
+        recent_ids=recent_ids,
     )
 
 
@@ -133,12 +136,21 @@ def explain(state: LeadState, rules: RuleSet, at_ms: int) -> tuple[Contribution,
     return tuple(Contribution(ids[i], points) for i, points in parts)
 
 
-def rank_values(state: LeadState, rules: RuleSet, landmark_ms: int) -> dict[int, float]:
-    """Half-life (ms) -> the lead's positive points of that half-life, forward-decayed to the
-    shared ``landmark_ms`` (uncapped). The worth at ``t`` of those points is the value times
-    ``2 ** ((landmark_ms - t) / h)``: an upper bound of their contribution that never
-    changes as time passes, so a rank index can keep it (``leadscore top``)."""
-    return dict(rules.kernel.rank_values(_pack(state, rules)[0], landmark_ms))
+def rank_bound(state: LeadState, rules: RuleSet, landmark_ms: int) -> float:
+    """The lead's entry in a rank index against ``landmark_ms``: its positive points at its
+    clock ``c``, forward-decayed to the landmark with the longest half-life ``h_max``.
+    Read back at ``t`` (:func:`decay_to` from the landmark to ``t`` with ``h_max``), it is
+    at least the lead's score at any ``t`` (every part decays at least as fast), and
+    exact at ``t = c`` for a lead without caps or negative points: one index ranks leads
+    whatever the rules' half-lives (``leadscore top``)."""
+    return rules.kernel.rank_bound(_pack(state, rules)[0], landmark_ms)
+
+
+def dedupe_window_of(events: Iterable[tuple[str, int]]) -> bytes:
+    """A dedupe window (:attr:`LeadState.recent_ids`) remembering ``(event id,
+    occurred_at_ms)`` pairs, in the core's order (an old store's ids, when converted)."""
+    entries = sorted({(at, _native.id_hash(event_id)) for event_id, at in events})
+    return b"".join(struct.pack("<Qq", h, at) for at, h in entries)
 
 
 def decay_to(value: float, from_ms: int, to_ms: int, half_life_ms: int) -> float:
@@ -167,7 +179,7 @@ def apply_event(
     position: Position | None = None,
 ) -> Step:
     """Apply one (non-duplicate) event to a lead: steps 1-3 of the module docstring."""
-    batch = _apply(state, [(event, position)], rules, (), check_duplicates=False)
+    batch = _apply(state, [(event, position)], rules, check_duplicates=False)
     assert batch.state is not None
     return Step(batch.state, batch.crossings)
 
@@ -183,7 +195,14 @@ def advance(state: LeadState, rules: RuleSet, to_ms: int) -> Step:
     if not raw:
         return Step(state)
     new = _unpack(
-        packed, rules, state.lead_id, unknown, state.landmark_ms, state.profile, state.positions
+        packed,
+        rules,
+        state.lead_id,
+        unknown,
+        state.landmark_ms,
+        state.profile,
+        state.positions,
+        state.recent_ids,
     )
     return Step(new, tuple(make_crossings(raw, rules, state.lead_id, ())))
 
@@ -205,19 +224,18 @@ def apply_lead_events(
     state: LeadState | None,
     events: Iterable[tuple[LeadEvent, Position | None]],
     rules: RuleSet,
-    seen_event_ids: Container[str] = frozenset(),
 ) -> LeadBatch:
-    """Apply one lead's events in order, skipping duplicates: an ``event_id`` already
-    applied (``seen_event_ids``, or earlier in this batch) or a message at or before the
-    last applied offset of its partition (a redelivery). Both stores call this."""
-    return _apply(state, events, rules, seen_event_ids, check_duplicates=True)
+    """Apply one lead's events in order, skipping duplicates: an ``event_id`` applied
+    within the dedupe window (``state.recent_ids``, or earlier in this batch) or a message
+    at or before the last applied offset of its partition (a redelivery). Both stores call
+    this."""
+    return _apply(state, events, rules, check_duplicates=True)
 
 
 def _apply(
     state: LeadState | None,
     events: Iterable[tuple[LeadEvent, Position | None]],
     rules: RuleSet,
-    seen_event_ids: Container[str],
     *,
     check_duplicates: bool,
 ) -> LeadBatch:
@@ -251,18 +269,20 @@ def _apply(
     unknown: dict[str, float] = {}
     old_landmark: int | None = None
     positions_in: list[tuple[str, int]] = []
+    recent_in = b""
     if state is not None:
+        recent_in = state.recent_ids
         packed_in, unknown = _pack(state, rules, lead_fit(state.profile, rules))
         old_landmark = state.landmark_ms
         positions_in = list(state.positions.items())
-    packed, positions, applied, duplicates, raw = rules.kernel.apply_lead(
-        packed_in, positions_in, seen_event_ids, rows, on_profile, check_duplicates
+    packed, positions, applied, duplicates, raw, recent = rules.kernel.apply_lead(
+        packed_in, positions_in, recent_in, rows, on_profile, check_duplicates
     )
     if not applied:
         return LeadBatch(state, (), (), duplicates)
     assert packed is not None
     lead_id = items[0][0].lead_id
-    new = _unpack(packed, rules, lead_id, unknown, old_landmark, profile, dict(positions))
+    new = _unpack(packed, rules, lead_id, unknown, old_landmark, profile, dict(positions), recent)
     trigger_ids = [event.event_id for event, _ in items]
     crossings = make_crossings(raw, rules, lead_id, trigger_ids)
     applied_ids = tuple(trigger_ids[i] for i in applied)

@@ -68,18 +68,15 @@ class MemoryStore:
     def __init__(self, rules: RuleSet) -> None:
         self.rules = rules
         self.states: dict[str, LeadState] = {}
-        self.seen: dict[str, set[str]] = {}
 
     # -- synchronous core
     def apply_batch_sync(self, items: Sequence[EventItem]) -> BatchResult:
         crossings: list[Crossing] = []
         applied = duplicates = 0
         for lead_id, lead_items in group_by_lead(items).items():
-            seen = self.seen.setdefault(lead_id, set())
-            result = apply_lead_events(self.states.get(lead_id), lead_items, self.rules, seen)
+            result = apply_lead_events(self.states.get(lead_id), lead_items, self.rules)
             if result.state is not None:
                 self.states[lead_id] = result.state
-            seen.update(result.applied_event_ids)
             crossings.extend(result.crossings)
             applied += len(result.applied_event_ids)
             duplicates += result.duplicates

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from schemas.times import parse_duration_ms
 from scoring.rules_file import default_rules_path
 
 ENV_PREFIX = "LEADSCORE_"
@@ -84,6 +85,9 @@ class Settings(BaseSettings):
     redis_url: str = Field("redis://127.0.0.1:16379/0", description="redis:// or rediss:// URL.")
     redis_password: SecretStr | None = Field(None, description="Overrides a URL password.")
     redis_key_prefix: str = Field("leadscore:", description="Prefix of every Redis key.")
+    idle_lead_retention_ms: Annotated[int | None, Field(alias="LEADSCORE_IDLE_LEAD_RETENTION")] = (
+        None
+    )
 
     # Scoring
     rules_file: Path = Field(default_factory=default_rules_path)
@@ -116,6 +120,16 @@ class Settings(BaseSettings):
     def _non_empty(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("at least one input topic is required")
+        return value
+
+    @field_validator("idle_lead_retention_ms", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        """``90d``, ``12h``, ... (or seconds) -> ms; empty or ``off``: no retention."""
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "off")):
+            return None
+        if isinstance(value, str | int | float):
+            return parse_duration_ms(value)
         return value
 
     @field_validator("redis_key_prefix")

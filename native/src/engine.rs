@@ -10,7 +10,9 @@
 //! Rule matching and fit grades stay in Python (`scoring.rules`, `scoring.profile`);
 //! this module receives the matched rule indices and the fit after each profile change.
 
+use ahash::AHashMap;
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 
 use crate::decay::{
     decay_to, lower_bound_from_sums, pow2, rebase, score_from_sums, Curve, Param,
@@ -29,6 +31,10 @@ pub struct Rules {
     pub hot: f64,
     pub cool: f64,
     pub min_half_life_ms: i64,
+    pub max_half_life_ms: i64,
+    /// A re-sent event id is a duplicate while the lead's clock is at most this far past
+    /// the first copy's `occurred_at` (event time; see [`accept`]).
+    pub dedupe_window_ms: i64,
     /// Fit of a lead that has no profile yet.
     pub empty_fit: Fit,
 }
@@ -226,10 +232,52 @@ impl Lead {
 
 // ------------------------------------------------------------------- one event, per lead
 
-/// Event ids already applied to a lead (a Python container live, a hash set in replay).
-pub trait SeenIds {
-    fn contains(&self, event_id: &str) -> PyResult<bool>;
-    fn insert(&mut self, event_id: &str);
+/// The 64-bit hash a lead remembers an applied event id by (XXH3, stable across
+/// versions and machines: it is stored in Redis).
+pub fn id_hash(event_id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(event_id.as_bytes())
+}
+
+/// Bytes per remembered event id in a stored dedupe window: the id's hash (u64) and its
+/// event's `occurred_at` (i64), little-endian.
+pub const SEEN_ENTRY_BYTES: usize = 16;
+
+/// Event ids applied to a lead, by [`id_hash`], with the `occurred_at` of their event.
+pub type SeenIds = AHashMap<u64, i64>;
+
+/// A stored dedupe window ([`SEEN_ENTRY_BYTES`] per entry) as a map.
+pub fn seen_from_bytes(raw: &[u8]) -> PyResult<SeenIds> {
+    if raw.len() % SEEN_ENTRY_BYTES != 0 {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "a dedupe window is a multiple of {SEEN_ENTRY_BYTES} bytes, not {}",
+            raw.len()
+        )));
+    }
+    let mut seen = SeenIds::with_capacity(raw.len() / SEEN_ENTRY_BYTES);
+    for entry in raw.chunks_exact(SEEN_ENTRY_BYTES) {
+        let hash = u64::from_le_bytes(entry[..8].try_into().expect("8 bytes"));
+        let at = i64::from_le_bytes(entry[8..].try_into().expect("8 bytes"));
+        seen.insert(hash, at);
+    }
+    Ok(seen)
+}
+
+/// The entries still inside the window of a lead whose clock is `clock_ms`, as stored
+/// (sorted by time, then hash, so equal windows give equal bytes).
+pub fn seen_to_bytes(seen: &SeenIds, clock_ms: i64, window_ms: i64) -> Vec<u8> {
+    let not_before = clock_ms.saturating_sub(window_ms);
+    let mut kept: Vec<(i64, u64)> = seen
+        .iter()
+        .filter(|(_, &at)| at >= not_before)
+        .map(|(&h, &at)| (at, h))
+        .collect();
+    kept.sort_unstable();
+    let mut out = Vec::with_capacity(kept.len() * SEEN_ENTRY_BYTES);
+    for (at, h) in kept {
+        out.extend_from_slice(&h.to_le_bytes());
+        out.extend_from_slice(&at.to_le_bytes());
+    }
+    out
 }
 
 /// Last applied offset per input stream (`Position.stream` in Python): a handful per lead.
@@ -254,10 +302,10 @@ pub struct Incoming<'a> {
 /// applied event, and run the state machine ([`Lead::apply`]). Returns whether it applied.
 /// With `dedupe` false nothing is skipped (positions are still recorded).
 #[allow(clippy::too_many_arguments)]
-pub fn accept<S: SeenIds>(
+pub fn accept(
     slot: &mut Option<Lead>,
     rules: &Rules,
-    seen: &mut S,
+    seen: &mut SeenIds,
     positions: Option<&mut Positions>,
     dedupe: bool,
     event: &Incoming<'_>,
@@ -265,8 +313,18 @@ pub fn accept<S: SeenIds>(
     trigger: usize,
     out: &mut Vec<RawCrossing>,
 ) -> PyResult<bool> {
-    if dedupe && seen.contains(event.event_id)? {
-        return Ok(false);
+    let id = id_hash(event.event_id);
+    if dedupe {
+        // The dedupe window: an id counts as applied while the lead's clock is at most
+        // `dedupe_window_ms` past that event's time. Clocks only move forward, so an entry
+        // that fails this once fails forever: stores may drop it (`seen_to_bytes`) and
+        // every store answers alike.
+        let not_before = slot.as_ref().map_or(i64::MIN, |l| {
+            l.clock_ms.saturating_sub(rules.dedupe_window_ms)
+        });
+        if seen.get(&id).is_some_and(|&at| at >= not_before) {
+            return Ok(false);
+        }
     }
     if let (Some(positions), Some((stream, offset))) = (positions, event.position) {
         match positions.iter_mut().find(|p| p.0 == stream) {
@@ -275,7 +333,7 @@ pub fn accept<S: SeenIds>(
             None => positions.push((stream.to_string(), offset)),
         }
     }
-    seen.insert(event.event_id);
+    seen.insert(id, event.occurred_ms);
     let fit = if event.changes_profile {
         Some(fit()?)
     } else {
@@ -286,41 +344,20 @@ pub fn accept<S: SeenIds>(
     Ok(true)
 }
 
-/// Python's view of a lead's seen ids: the caller's container (ids applied in earlier
-/// batches) plus the ids applied in this call.
-struct PySeen<'py> {
-    before: Option<Bound<'py, PyAny>>,
-    now: ahash::AHashSet<String>,
-}
-
-impl SeenIds for PySeen<'_> {
-    fn contains(&self, event_id: &str) -> PyResult<bool> {
-        if self.now.contains(event_id) {
-            return Ok(true);
-        }
-        match &self.before {
-            Some(c) => c.contains(event_id),
-            None => Ok(false),
-        }
-    }
-
-    fn insert(&mut self, event_id: &str) {
-        self.now.insert(event_id.to_string());
-    }
-}
-
 /// An event as `Kernel.apply_lead` takes it: (event_id, occurred_ms, matched rule
 /// indices, changes the profile, (stream, offset) or None).
 pub type LeadEventRow = (String, i64, Vec<u32>, bool, Option<(String, i64)>);
 
 /// What `Kernel.apply_lead` returns: (new state or None, positions, indices of the applied
-/// events, duplicates skipped, crossings (trigger = index into the events)).
+/// events, duplicates skipped, crossings (trigger = index into the events), the dedupe
+/// window as stored).
 pub type LeadApplied = (
     Option<LeadTuple>,
     Positions,
     Vec<usize>,
     usize,
     Vec<CrossingTuple>,
+    Py<PyBytes>,
 );
 
 // ------------------------------------------------------------------------------ Python
@@ -397,13 +434,20 @@ impl Kernel {
         hot: f64,
         cool: f64,
         empty_fit: (f64, bool),
+        dedupe_window_ms: i64,
     ) -> PyResult<Kernel> {
         if rules.iter().any(|r| r.2 < 1) {
             return Err(pyo3::exceptions::PyValueError::new_err(
                 "half-lives must be >= 1 ms",
             ));
         }
+        if dedupe_window_ms < 0 {
+            return Err(pyo3::exceptions::PyValueError::new_err(
+                "the dedupe window must be >= 0 ms",
+            ));
+        }
         let min_half_life_ms = rules.iter().map(|r| r.2).min().unwrap_or(1);
+        let max_half_life_ms = rules.iter().map(|r| r.2).max().unwrap_or(1);
         Ok(Kernel {
             rules: Rules {
                 ids: rules.iter().map(|r| r.0.clone()).collect(),
@@ -418,6 +462,8 @@ impl Kernel {
                 hot,
                 cool,
                 min_half_life_ms,
+                max_half_life_ms,
+                dedupe_window_ms,
                 empty_fit: Fit {
                     score: empty_fit.0,
                     allows_hot: empty_fit.1,
@@ -427,15 +473,18 @@ impl Kernel {
     }
 
     /// Apply one lead's events in order through [`accept`]: duplicates skipped (when
-    /// `dedupe`: ids in `seen` (a container) or earlier in `events`, and offsets at or before
-    /// `positions`), `on_profile(i)` called for each applied profile event `i` and returning
-    /// the lead's (fit score, allows hot) after it.
+    /// `dedupe`: ids in the dedupe window `seen` (stored bytes, see [`seen_from_bytes`])
+    /// or earlier in `events`, and offsets at or before `positions`), `on_profile(i)` called
+    /// for each applied profile event `i` and returning the lead's (fit score, allows hot)
+    /// after it.
     #[pyo3(signature = (lead, positions, seen, events, on_profile, dedupe = true))]
+    #[allow(clippy::too_many_arguments)]
     fn apply_lead(
         &self,
+        py: Python<'_>,
         lead: Option<LeadTuple>,
         positions: Positions,
-        seen: Option<Bound<'_, PyAny>>,
+        seen: &[u8],
         events: Vec<LeadEventRow>,
         on_profile: Bound<'_, PyAny>,
         dedupe: bool,
@@ -443,10 +492,7 @@ impl Kernel {
         let rules = &self.rules;
         let mut state = lead.map(lead_from_tuple);
         let mut positions = positions;
-        let mut seen = PySeen {
-            before: seen,
-            now: ahash::AHashSet::new(),
-        };
+        let mut seen = seen_from_bytes(seen)?;
         let mut out = Vec::new();
         let mut applied = Vec::with_capacity(events.len());
         for (i, (event_id, occurred_ms, matched, changes_profile, position)) in
@@ -479,12 +525,17 @@ impl Kernel {
             }
         }
         let duplicates = events.len() - applied.len();
+        let window = match &state {
+            Some(l) => seen_to_bytes(&seen, l.clock_ms, rules.dedupe_window_ms),
+            None => Vec::new(),
+        };
         Ok((
             state.as_ref().map(lead_to_tuple),
             positions,
             applied,
             duplicates,
             out.into_iter().map(crossing_to_tuple).collect(),
+            PyBytes::new(py, &window).unbind(),
         ))
     }
 
@@ -511,28 +562,35 @@ impl Kernel {
         lead_from_tuple(lead).cool_due_ms(&self.rules)
     }
 
-    /// Per half-life (in order of first appearance): the lead's positive, uncapped points
-    /// forward-decayed to `landmark_ms` (`acc * 2^((L_lead - landmark) / h)`), an upper
-    /// bound of that part at any time once decayed back to it (the rank index of `top`).
-    fn rank_values(&self, lead: LeadTuple, landmark_ms: i64) -> Vec<(i64, f64)> {
-        let mut out: Vec<(i64, f64)> = Vec::new();
+    /// The lead's rank bound against `landmark_ms`: its positive, uncapped points at its
+    /// clock `c`, `P(c)`, times `2^((c - landmark) / h_max)` (`h_max`: the longest
+    /// half-life). Read back at `t`, `bound * 2^((landmark - t) / h_max)` is at least the
+    /// lead's score at any `t` (each part decays at least as fast as `h_max`), and equals
+    /// `P(c)` at `t = c`: one rank index serves every half-life (`top`'s threshold
+    /// algorithm).
+    fn rank_bound(&self, lead: LeadTuple, landmark_ms: i64) -> f64 {
+        let (clock, lead_landmark) = (lead.0, lead.1);
+        let h_max = self.rules.max_half_life_ms;
+        let mut positive = 0.0;
         for &(rule, acc) in &lead.2 {
-            if acc <= 0.0 {
-                continue;
-            }
-            let h = self.rules.params[rule as usize].half_life_ms;
-            let value = decay_to(acc, lead.1, landmark_ms, h);
-            match out.iter_mut().find(|e| e.0 == h) {
-                Some(e) => e.1 += value,
-                None => out.push((h, value)),
+            if acc > 0.0 {
+                let h = self.rules.params[rule as usize].half_life_ms;
+                positive += decay_to(acc, lead_landmark, clock, h);
             }
         }
-        out
+        decay_to(positive, clock, landmark_ms, h_max)
     }
+}
+
+/// [`id_hash`] for Python (building a dedupe window from ids kept elsewhere).
+#[pyfunction(name = "id_hash")]
+fn py_id_hash(event_id: &str) -> u64 {
+    id_hash(event_id)
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Kernel>()?;
+    m.add_function(wrap_pyfunction!(py_id_hash, m)?)?;
     m.add("TOP_REASONS", TOP_REASONS)?;
     Ok(())
 }

@@ -7,7 +7,7 @@
 //! `scoring.rules`), validation of the records the fast path declines (pydantic decides and
 //! words the rejection), and profiles and fit grades (a callback per profile event).
 
-use ahash::{AHashMap, AHashSet};
+use ahash::AHashMap;
 use pyo3::exceptions::{PyIndexError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
@@ -312,17 +312,8 @@ impl Batch {
 struct Entry {
     /// None until the lead's first event is applied.
     lead: Option<Lead>,
-    seen: AHashSet<Box<str>>,
-}
-
-impl SeenIds for AHashSet<Box<str>> {
-    fn contains(&self, event_id: &str) -> PyResult<bool> {
-        Ok((**self).contains(event_id))
-    }
-
-    fn insert(&mut self, event_id: &str) {
-        (**self).insert(event_id.into());
-    }
+    /// Applied event ids (all of them: the window check in `accept` ignores old ones).
+    seen: SeenIds,
 }
 
 /// Lead states of one rule set during a replay: the memory store's bulk form.
@@ -415,7 +406,7 @@ impl LeadTable {
                     .entry(row.lead_id.clone())
                     .or_insert_with(|| Entry {
                         lead: None,
-                        seen: AHashSet::new(),
+                        seen: SeenIds::default(),
                     }),
             };
             let incoming = Incoming {

@@ -174,6 +174,7 @@ def _add_tasks(
 
     @app.task
     async def relay_on_start() -> None:
+        await processor.prepare()
         relayed = await processor.relay_outbox()
         outbox_relayed.set()
         log.info(

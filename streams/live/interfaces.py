@@ -19,6 +19,11 @@ class DurableStore(LeadStore, Protocol):
     """A :class:`scoring.store.LeadStore` with a transactional outbox: the crossings of a
     batch are written with the states and stay in the outbox until confirmed delivered."""
 
+    async def prepare(self) -> int:
+        """Get ready before the first batch (e.g. convert an older storage format);
+        returns how many leads that touched. Safe to call again."""
+        ...
+
     async def mark_delivered(self, crossings: Sequence[Crossing]) -> None:
         """The crossings were produced and acknowledged: drop them from the outbox."""
         ...

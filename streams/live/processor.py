@@ -227,6 +227,13 @@ class Processor:
             )
         await self._retry("confirm outbox", lambda: self.store.mark_delivered(crossings))
 
+    async def prepare(self) -> None:
+        """Get the store ready before the first batch or relay (it may convert an older
+        storage format first: logged, with progress). Transient failures are retried."""
+        converted = await self._retry("prepare the store", self.store.prepare)
+        if converted:
+            log.warning("store converted to the current format: %d lead(s)", converted)
+
     async def relay_outbox(self) -> int:
         """Produce crossings a crash left in the outbox. Returns how many."""
         total = 0

@@ -1,30 +1,42 @@
 """The Redis key layout of the live store: every key name is built here, nowhere else.
 
 ``P`` = the configured key prefix (default ``leadscore:``); ``{T}`` = the lead's hash tag:
-the lead id, or ``h:<sha1>`` when the id itself contains a brace. All keys of one lead
+the lead id, or ``h:<sha1>`` when the id itself contains a brace. Both keys of one lead
 share the tag, so they live in one Redis Cluster slot and one Lua script can update them
-together:
+together. Store format 2 (docs/architecture.md, "The live store"):
 
-====================== ====== ======================================================
-key                    type   content
-====================== ====== ======================================================
-``P lead:{T}``         hash   ``v``: version (CAS counter), ``s``: state JSON
-                              (:meth:`scoring.state.LeadState.to_dict`), including the
-                              last applied offset per ``topic:partition``
-``P lead:{T}:seen``    set    event ids applied to the lead (duplicates are skipped)
-``P lead:{T}:outbox``  hash   crossing id -> crossing JSON, written atomically with the
-                              state, deleted once produced to Kafka (transactional outbox)
-``P idx:outbox``       set    lead ids that may have undelivered outbox entries
-``P idx:cool-due``     zset   hot lead id -> millisecond it cools if nothing happens
-                              (the cooling sweep reads the due ones, no scan)
-``P idx:rank:<h>``     zset   lead id -> forward-decayed positive score of the lead's
-                              rules with half-life ``h`` ms, against ``P meta.landmark``
-``P meta``             hash   ``landmark``: landmark (ms) of the rank indexes
-====================== ====== ======================================================
+======================= ====== =====================================================
+key                     type   content
+======================= ====== =====================================================
+``P lead:{T}``          string the lead's state (:mod:`streams.live.state_format`):
+                               scores by rule, last offset per partition, profile,
+                               dedupe window, compare-and-set version; with a TTL
+                               when idle-lead retention is on and the lead is not hot
+``P lead:{T}:outbox``   hash   crossing id -> crossing JSON, written atomically with the
+                               state, deleted once produced to Kafka (transactional
+                               outbox); absent while nothing is undelivered
+``P idx:outbox``        set    lead ids that may have undelivered outbox entries
+``P idx:cool-due``      zset   hot lead id -> millisecond it cools if nothing happens
+                               (the cooling sweep reads the due ones, no scan)
+``P idx:rank``          zset   lead id -> rank bound (``Kernel.rank_bound``) against
+                               ``P meta`` ``landmark``: an upper bound of the lead's score
+                               at any later time, for ``leadscore top``
+``P meta``              hash   ``format`` (2), ``landmark`` (ms) of ``idx:rank``
+``P names``             hash   name -> number: the state format's dictionary of rule ids,
+                               streams and profile fields; ``#next``: last number given
+``P applied``           hash   ``topic:partition`` -> next offset after the last event
+                               whose state is stored ("applied up to": what a Redis
+                               rollback repair rewinds to)
+======================= ====== =====================================================
 
 The ``idx:*`` keys are global (other slots), so the store writes them outside the per-lead
 script, with idempotent commands (ZADD/ZREM/SADD set absolute values): if a crash falls in
 between, the redelivered events (now duplicates) rewrite the same index entries.
+
+Format 1 (leadscore before the compact format) kept ``P lead:{T}`` as a hash (``v``,
+``s``: state JSON), the applied event ids in a set ``P lead:{T}:seen`` and one rank index
+per half-life, ``P idx:rank:<ms>``; :meth:`KeySpace.legacy_seen` and
+:attr:`KeySpace.legacy_rank_pattern` name them for the one-time conversion.
 """
 
 from __future__ import annotations
@@ -35,13 +47,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class LeadKeys:
-    """The three keys of one lead (one hash tag, so one Cluster slot)."""
+    """The keys of one lead (one hash tag, so one Cluster slot)."""
 
     lead_id: str
-    #: hash: ``v`` (version), ``s`` (state JSON)
+    #: string: the state (format 2)
     state: str
-    #: set of applied event ids
-    seen: str
     #: hash: crossing id -> crossing JSON
     outbox: str
 
@@ -57,16 +67,27 @@ class KeySpace:
         self.outbox_index = f"{prefix}idx:outbox"
         #: zset: hot lead id -> millisecond it cools if nothing happens
         self.cool_due_index = f"{prefix}idx:cool-due"
-        #: hash: ``landmark`` of the rank indexes
+        #: zset: lead id -> rank bound against ``meta.landmark``
+        self.rank_index = f"{prefix}idx:rank"
+        #: hash: ``format``, ``landmark`` of the rank index
         self.meta = f"{prefix}meta"
+        #: hash: name -> number (the state format's dictionary)
+        self.names = f"{prefix}names"
+        #: hash: ``topic:partition`` -> next offset after the last stored event
+        self.applied = f"{prefix}applied"
+        #: SCAN pattern of the lead keys (state strings and outbox hashes)
+        self.lead_pattern = f"{prefix}lead:*"
+        #: SCAN pattern of format 1's per-half-life rank indexes
+        self.legacy_rank_pattern = f"{prefix}idx:rank:*"
 
     def lead(self, lead_id: str) -> LeadKeys:
         state = f"{self.prefix}lead:{{{_hash_tag(lead_id)}}}"
-        return LeadKeys(lead_id, state, f"{state}:seen", f"{state}:outbox")
+        return LeadKeys(lead_id, state, f"{state}:outbox")
 
-    def rank_index(self, half_life_ms: int) -> str:
-        """zset: lead id -> forward-decayed positive score of its rules of this half-life."""
-        return f"{self.prefix}idx:rank:{half_life_ms}"
+    @staticmethod
+    def legacy_seen(state_key: str) -> str:
+        """Format 1's set of applied event ids beside a lead's state key."""
+        return f"{state_key}:seen"
 
 
 def _hash_tag(lead_id: str) -> str:

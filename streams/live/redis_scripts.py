@@ -1,15 +1,17 @@
 """The live store's Lua scripts: each a module constant (its KEYS and ARGV in a header
 comment) with one typed wrapper that builds the arguments and reads the result. Key names
-come from :mod:`streams.live.redis_keys`.
+come from :mod:`streams.live.redis_keys`; the state bytes from
+:mod:`streams.live.state_format`.
 
-Each script takes a whole batch's leads in one call (one round trip, one command to pack),
-so the store's cost does not grow with commands per lead. That needs a standalone Redis:
-on Redis Cluster a script may only touch keys of one slot, so a cluster store will call
-the same scripts per slot (each lead's keys share a hash tag), pipelined per node."""
+The save script takes a whole batch's leads in one call (one round trip, one command to
+pack), so the store's cost does not grow with commands per lead. That needs a standalone
+Redis: on Redis Cluster a script may only touch keys of one slot, so a cluster store calls
+the same script per slot (each lead's keys share a hash tag), pipelined per node, with
+the ``applied`` marks kept per node (docs/architecture.md, "The live store")."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,148 +19,159 @@ import orjson
 from redis.asyncio import Redis
 
 from scoring.crossings import Crossing, crossing_to_dict
-from scoring.state import LeadState
 
 from .redis_keys import LeadKeys
 
-LOAD_LEADS_SCRIPT = """
--- Load a batch's leads in one call: each lead's version and state, and which of the given
--- event ids it has already applied.
--- KEYS[2i-1] = P lead:{T_i}       (hash: v, s)
--- KEYS[2i]   = P lead:{T_i}:seen  (set of applied event ids)
--- ARGV = for each lead in KEYS order: n_i, then its n_i event ids
--- Returns, per lead: {version or nil, state JSON or nil, {0/1 per event id}}.
-local out = {}
-local a = 1
-for k = 1, #KEYS, 2 do
-  local vs = redis.call('HMGET', KEYS[k], 'v', 's')
-  local n = tonumber(ARGV[a])
-  local flags = {}
-  local i = a + 1
-  while i <= a + n do
-    local last = math.min(i + 999, a + n)
-    local got = redis.call('SMISMEMBER', KEYS[k + 1], unpack(ARGV, i, last))
-    for _, f in ipairs(got) do flags[#flags + 1] = f end
-    i = last + 1
-  end
-  out[#out + 1] = {vs[1], vs[2], flags}
-  a = a + n + 1
-end
-return out
-"""
-
 SAVE_LEADS_SCRIPT = """
--- Compare-and-set of a batch's changed leads in one call; per lead: state, applied event
--- ids and new outbox entries at once, or nothing when its stored version moved.
+-- Compare-and-set of a batch's changed leads in one call; per lead: its state and new
+-- outbox entries at once, or nothing when its stored version moved. Then the batch's
+-- "applied up to" marks.
 -- KEYS[1]      = P idx:outbox        (set of leads that may have undelivered crossings)
--- KEYS[3i-1]   = P lead:{T_i}        (hash: v, s)
--- KEYS[3i]     = P lead:{T_i}:seen   (set of applied event ids)
--- KEYS[3i+1]   = P lead:{T_i}:outbox (hash: crossing id -> crossing JSON)
--- ARGV = for each lead in KEYS order: lead id, expected version ("0": not stored yet),
---        new state JSON, n, n applied event ids, m, m outbox entries (crossing id, JSON)
--- Returns, per lead: its new version, or -1 when the stored version was not the expected
--- one (another writer got there first: reload and recompute that lead).
+-- KEYS[2]      = P applied           (hash: topic:partition -> next offset)
+-- KEYS[2i+1]   = P lead:{T_i}        (string: state; bytes 2-5 = version)
+-- KEYS[2i+2]   = P lead:{T_i}:outbox (hash: crossing id -> crossing JSON)
+-- ARGV = k, then k (stream, next offset) marks; then for each lead in KEYS order:
+--        lead id, expected version bytes ("" = not stored yet), new state, ttl ms
+--        ("0": none), m, m outbox entries (crossing id, JSON)
+-- Returns, per lead: 1, or -1 when the stored version was not the expected one (another
+-- writer got there first: reload and recompute that lead).
 local out = {}
-local a = 1
-for k = 2, #KEYS, 3 do
-  local lead, expected, state = ARGV[a], tonumber(ARGV[a + 1]), ARGV[a + 2]
-  local n = tonumber(ARGV[a + 3])
-  local ids_from = a + 4
-  local m = tonumber(ARGV[ids_from + n])
-  local box_from = ids_from + n + 1
-  local current = tonumber(redis.call('HGET', KEYS[k], 'v') or '0')
-  if current ~= expected then
+local k = tonumber(ARGV[1])
+local a = 2 + 2 * k
+for i = 3, #KEYS, 2 do
+  local lead, expected, state, ttl = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
+  local m = tonumber(ARGV[a + 4])
+  local box_from = a + 5
+  local current = redis.call('GET', KEYS[i])
+  local version = ''
+  if current then version = string.sub(current, 2, 5) end
+  if version ~= expected then
     out[#out + 1] = -1
   else
-    redis.call('HSET', KEYS[k], 'v', current + 1, 's', state)
-    local i = ids_from
-    while i < ids_from + n do
-      local last = math.min(i + 999, ids_from + n - 1)
-      redis.call('SADD', KEYS[k + 1], unpack(ARGV, i, last))
-      i = last + 1
+    if ttl > 0 then
+      redis.call('SET', KEYS[i], state, 'PX', ttl)
+    else
+      redis.call('SET', KEYS[i], state)
     end
     if m > 0 then
       redis.call('SADD', KEYS[1], lead)
-      i = box_from
-      while i < box_from + 2 * m do
-        local last = math.min(i + 999, box_from + 2 * m - 1)
-        redis.call('HSET', KEYS[k + 2], unpack(ARGV, i, last))
-        i = last + 1
+      local j = box_from
+      while j < box_from + 2 * m do
+        local last = math.min(j + 999, box_from + 2 * m - 1)
+        redis.call('HSET', KEYS[i + 1], unpack(ARGV, j, last))
+        j = last + 1
       end
     end
-    out[#out + 1] = current + 1
+    out[#out + 1] = 1
   end
   a = box_from + 2 * m
+end
+for j = 2, 1 + 2 * k, 2 do
+  local stored = tonumber(redis.call('HGET', KEYS[2], ARGV[j]) or '-1')
+  if tonumber(ARGV[j + 1]) > stored then
+    redis.call('HSET', KEYS[2], ARGV[j], ARGV[j + 1])
+  end
 end
 return out
 """
 
+REGISTER_NAMES_SCRIPT = """
+-- Give each name a number, once: an existing number is kept, a new name gets the next.
+-- KEYS[1] = P names (hash: name -> number; '#next': the last number given)
+-- ARGV    = the names
+-- Returns the numbers, in ARGV order.
+local out = {}
+for i = 1, #ARGV do
+  local n = redis.call('HGET', KEYS[1], ARGV[i])
+  if not n then
+    n = redis.call('HINCRBY', KEYS[1], '#next', 1)
+    redis.call('HSET', KEYS[1], ARGV[i], n)
+  end
+  out[i] = tonumber(n)
+end
+return out
+"""
 
-@dataclass(frozen=True, slots=True)
-class LoadedLead:
-    """A lead as :data:`LOAD_LEADS_SCRIPT` found it."""
+CONVERT_LEAD_SCRIPT = """
+-- Replace one lead's format-1 keys by its format-2 state, unless someone did already.
+-- KEYS[1] = P lead:{T}      (format 1: hash v, s; format 2: string)
+-- KEYS[2] = P lead:{T}:seen (format 1: set of applied event ids)
+-- ARGV[1] = the format-1 version read, ARGV[2] = the format-2 state
+-- Returns 1 when converted, 0 when the key was no longer that format-1 hash.
+if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then return 0 end
+if redis.call('HGET', KEYS[1], 'v') ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
 
-    version: int
-    state_json: bytes | None
-    #: Of the event ids asked about, those the lead has already applied.
-    seen: frozenset[str]
 
-
-async def load_leads(
-    client: Redis, leads: Sequence[tuple[LeadKeys, Sequence[str]]]
-) -> list[LoadedLead]:
-    """Run :data:`LOAD_LEADS_SCRIPT` for ``(keys, event ids to check)`` per lead: one
-    round trip for the whole batch. Results in the order of ``leads``."""
-    if not leads:
+async def load_states(client: Redis, keys: Sequence[LeadKeys]) -> list[bytes | None]:
+    """The stored states of ``keys`` (None: not stored), in one round trip (MGET: one
+    slot per call on Redis Cluster)."""
+    if not keys:
         return []
-    keys: list[str] = []
-    args: list[Any] = []
-    for lead_keys, event_ids in leads:
-        keys += [lead_keys.state, lead_keys.seen]
-        args.append(len(event_ids))
-        args += event_ids
-    replies: Any = await client.register_script(LOAD_LEADS_SCRIPT)(keys=keys, args=args)
-    out: list[LoadedLead] = []
-    for (_, event_ids), (version, state, flags) in zip(leads, replies, strict=True):
-        seen = frozenset(e for e, f in zip(event_ids, flags, strict=True) if f)
-        out.append(LoadedLead(int(version or 0), state, seen))
-    return out
+    found: Any = await client.mget([k.state for k in keys])
+    return list(found)
 
 
 @dataclass(frozen=True, slots=True)
 class LeadWrite:
     """One lead's new state, to be written only if its stored version is still
-    ``expected_version``."""
+    ``expected_version`` (the 4 version bytes read; ``b""``: not stored)."""
 
     keys: LeadKeys
-    expected_version: int
-    state: LeadState
-    applied_event_ids: Sequence[str]
+    expected_version: bytes
+    state: bytes
     crossings: Sequence[Crossing]
+    #: Expire the state after this many ms without a write (0: never).
+    ttl_ms: int = 0
 
 
 async def compare_and_set_leads(
-    client: Redis, writes: Sequence[LeadWrite], *, outbox_index: str
+    client: Redis,
+    writes: Sequence[LeadWrite],
+    *,
+    outbox_index: str,
+    applied_key: str,
+    applied_marks: Mapping[str, int],
 ) -> list[str]:
     """Run :data:`SAVE_LEADS_SCRIPT` for all ``writes`` in one round trip. A lead whose
     crossings are written joins ``outbox_index`` in the same atomic step, so the outbox
-    relay finds it after any crash. Returns the ids of the leads whose compare-and-set lost
-    (reload and retry those)."""
-    if not writes:
+    relay finds it after any crash; ``applied_marks`` (stream -> next offset) only move
+    forward. Returns the ids of the leads whose compare-and-set lost (reload and retry
+    those)."""
+    if not writes and not applied_marks:
         return []
-    keys: list[str] = [outbox_index]
-    args: list[Any] = []
+    keys: list[str] = [outbox_index, applied_key]
+    args: list[Any] = [len(applied_marks)]
+    for stream, offset in applied_marks.items():
+        args += [stream, offset]
     for w in writes:
-        keys += [w.keys.state, w.keys.seen, w.keys.outbox]
-        args += [
-            w.keys.lead_id,
-            w.expected_version,
-            orjson.dumps(w.state.to_dict()),
-            len(w.applied_event_ids),
-            *w.applied_event_ids,
-            len(w.crossings),
-        ]
+        keys += [w.keys.state, w.keys.outbox]
+        args += [w.keys.lead_id, w.expected_version, w.state, w.ttl_ms, len(w.crossings)]
         for crossing in w.crossings:
             args += [crossing.event_id, orjson.dumps(crossing_to_dict(crossing))]
-    versions: Any = await client.register_script(SAVE_LEADS_SCRIPT)(keys=keys, args=args)
-    return [w.keys.lead_id for w, v in zip(writes, versions, strict=True) if int(v) < 0]
+    results: Any = await client.register_script(SAVE_LEADS_SCRIPT)(keys=keys, args=args)
+    return [w.keys.lead_id for w, r in zip(writes, results, strict=True) if int(r) < 0]
+
+
+async def register_names(client: Redis, names_key: str, names: Sequence[str]) -> dict[str, int]:
+    """Run :data:`REGISTER_NAMES_SCRIPT`: the numbers of ``names``, new ones given."""
+    if not names:
+        return {}
+    numbers: Any = await client.register_script(REGISTER_NAMES_SCRIPT)(
+        keys=[names_key], args=list(names)
+    )
+    return {name: int(n) for name, n in zip(names, numbers, strict=True)}
+
+
+async def convert_lead(
+    client: Redis, state_key: str, seen_key: str, old_version: bytes, state: bytes
+) -> bool:
+    """Run :data:`CONVERT_LEAD_SCRIPT`; False when the lead was converted or rewritten
+    meanwhile."""
+    done: Any = await client.register_script(CONVERT_LEAD_SCRIPT)(
+        keys=[state_key, seen_key], args=[old_version, state]
+    )
+    return int(done) == 1

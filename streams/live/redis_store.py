@@ -3,13 +3,14 @@
 Same math as the memory store (:func:`scoring.state_machine.apply_lead_events`,
 :func:`scoring.state_machine.advance`); this module only loads and saves states, atomically per
 lead (the batched compare-and-set script of :mod:`streams.live.redis_scripts`), so that a crash at
-any point neither loses nor double-counts an event. Key layout: :mod:`streams.live.redis_keys`.
+any point neither loses nor double-counts an event. Key layout: :mod:`streams.live.redis_keys`;
+state bytes: :mod:`streams.live.state_format`.
 """
 
 from __future__ import annotations
 
 import heapq
-import math
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -19,6 +20,7 @@ import orjson
 import redis.exceptions
 from redis.asyncio import Redis
 
+from schemas.events import PROFILE_FIELDS
 from scoring.crossings import Crossing, crossing_from_dict
 from scoring.rules import RuleSet
 from scoring.state import LeadState
@@ -29,17 +31,28 @@ from scoring.state_machine import (
     cool_due_ms,
     decay_to,
     group_by_lead,
-    rank_values,
+    rank_bound,
     score_at,
 )
 from scoring.store import BatchResult, EventItem
 
 from ..settings import Settings
 from .redis_keys import KeySpace
-from .redis_scripts import LeadWrite, compare_and_set_leads, load_leads
+from .redis_migrate import convert_format_1, stored_format
+from .redis_scripts import LeadWrite, compare_and_set_leads, load_states, register_names
+from .state_format import (
+    FORMAT,
+    VERSION_SLICE,
+    Names,
+    UnknownNameError,
+    decode_state,
+    encode_state,
+)
 
-#: Re-base the rank indexes' landmark after this many half-lives (of the shortest rule):
-#: keeps the stored forward-decayed values below 2**512, far from double overflow.
+log = logging.getLogger("leadscore.store")
+
+#: Re-base the rank index's landmark after this many of the longest half-lives: keeps
+#: the stored bounds below 2**512, far from double overflow.
 RANK_REBASE_AFTER_HALF_LIVES = 512.0
 #: Leads per sweep round trip.
 SWEEP_CHUNK = 500
@@ -49,6 +62,11 @@ MAX_CAS_ATTEMPTS = 20
 
 class StoreConflictError(RuntimeError):
     """A lead's compare-and-set failed too many times (two writers fighting over it)."""
+
+
+class StoreFormatError(RuntimeError):
+    """The store under the key prefix is in a format this worker does not write: older
+    (converted by :meth:`RedisStore.prepare`) or newer (upgrade leadscore)."""
 
 
 #: Transient failures (see :meth:`RedisStore.is_transient`).
@@ -65,7 +83,8 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
 @dataclass(frozen=True, slots=True)
 class _Loaded:
     state: LeadState | None
-    version: int
+    #: The stored version bytes (b"": not stored): what the compare-and-set expects.
+    version: bytes
 
 
 #: One compare-and-set round: load the given leads, return them and their new results.
@@ -76,19 +95,30 @@ class RedisStore:
     """:class:`streams.live.interfaces.DurableStore` on Redis. One instance per worker
     process."""
 
-    def __init__(self, client: Redis, rules: RuleSet, prefix: str = "leadscore:") -> None:
+    def __init__(
+        self,
+        client: Redis,
+        rules: RuleSet,
+        prefix: str = "leadscore:",
+        *,
+        idle_lead_retention_ms: int = 0,
+    ) -> None:
         # redis-py's asyncio reply annotations are unions of everything a reply could be;
         # the replies are checked where they are decoded instead.
         self.client: Any = client
         self.rules = rules
         self.keys = KeySpace(prefix)
-        self._half_lives = rules.half_lives_ms()
+        #: Cold leads expire after this long without a write (0: never).
+        self.idle_lead_retention_ms = idle_lead_retention_ms
+        self.names = Names()
+        self._ready = False
+        self._max_half_life = max(rules.half_lives_ms())
         self._rank_landmark: int | None = None
 
     @classmethod
     def connect(cls, settings: Settings, rules: RuleSet) -> RedisStore:
-        """A store on a new asyncio client for the settings (URL, password, key prefix);
-        :meth:`aclose` closes it. Connects on first use."""
+        """A store on a new asyncio client for the settings (URL, password, key prefix,
+        retention); :meth:`aclose` closes it. Connects on first use."""
         password = settings.redis_password.get_secret_value() if settings.redis_password else None
         kwargs: dict[str, Any] = {
             "socket_timeout": 10,
@@ -97,7 +127,12 @@ class RedisStore:
         }
         if password is not None:
             kwargs["password"] = password
-        return cls(Redis.from_url(settings.redis_url, **kwargs), rules, settings.redis_key_prefix)
+        return cls(
+            Redis.from_url(settings.redis_url, **kwargs),
+            rules,
+            settings.redis_key_prefix,
+            idle_lead_retention_ms=settings.idle_lead_retention_ms or 0,
+        )
 
     async def aclose(self) -> None:
         """Close the client's connections."""
@@ -107,38 +142,102 @@ class RedisStore:
         """Redis unreachable, timing out or loading, or a lead fought over by two writers."""
         return isinstance(error, TRANSIENT_ERRORS)
 
+    # ------------------------------------------------------------------ format, names
+    async def prepare(self, progress: Callable[[int], None] | None = None) -> int:
+        """Get the store ready before the worker consumes: convert a format-1 store
+        (:mod:`streams.live.redis_migrate`; ``progress(leads so far)`` is called as it
+        goes), then load and extend the name dictionary. Returns the leads converted."""
+        converted = 0
+        if await stored_format(self.client, self.keys) == 1:
+            await self.reload_names()
+            converted = await convert_format_1(
+                self.client, self.keys, self.encode, self._update_indexes, progress
+            )
+        await self._ensure_ready()
+        return converted
+
+    async def _ensure_ready(self) -> None:
+        if self._ready:
+            return
+        stored = await stored_format(self.client, self.keys)
+        if stored is None:
+            await self.client.hsetnx(self.keys.meta, "format", FORMAT)
+        elif stored == 1:
+            raise StoreFormatError(
+                f"the Redis store under {self.keys.prefix!r} is in format 1 (leadscore before "
+                "the compact state format): start `leadscore worker` once, it converts it "
+                "before consuming"
+            )
+        elif stored != FORMAT:
+            raise StoreFormatError(
+                f"the Redis store under {self.keys.prefix!r} is in format {stored}, newer "
+                f"than this leadscore's {FORMAT}: upgrade leadscore"
+            )
+        await self.reload_names()
+        wanted = [f"rule:{r}" for r in self.rules.rule_ids]
+        wanted += [f"field:{f}" for f in PROFILE_FIELDS]
+        await self.name([n for n in wanted if n not in self.names.numbers])
+        self._ready = True
+
+    async def reload_names(self) -> None:
+        """Read the whole name dictionary (another worker may have added names)."""
+        raw = await self.client.hgetall(self.keys.names)
+        self.names.update({k.decode(): int(v) for k, v in raw.items() if not k.startswith(b"#")})
+
+    async def name(self, names: Iterable[str]) -> None:
+        """Give numbers to ``names`` (kept, if another worker did already)."""
+        missing = sorted(set(names))
+        if missing:
+            self.names.update(await register_names(self.client, self.keys.names, missing))
+
+    async def encode(self, state: LeadState, version: int) -> bytes:
+        """``state`` as stored, naming what it uses first."""
+        await self.name(self.names.missing(state))
+        return encode_state(state, version, self.names)
+
+    async def decode(self, raw: bytes, lead_id: str) -> LeadState:
+        """A stored state; reloads the name dictionary once if the state uses a name
+        another worker added."""
+        try:
+            return decode_state(raw, lead_id, self.names)
+        except UnknownNameError:
+            await self.reload_names()
+            return decode_state(raw, lead_id, self.names)
+
     # ------------------------------------------------------------------ reads
     async def get(self, lead_id: str) -> LeadState | None:
-        raw = await self.client.hget(self.keys.lead(lead_id).state, "s")
-        return None if raw is None else LeadState.from_dict(orjson.loads(raw))
+        await self._ensure_ready()
+        raw = await self.client.get(self.keys.lead(lead_id).state)
+        return None if raw is None else await self.decode(raw, lead_id)
 
-    async def _load(
-        self, lead_ids: Sequence[str], event_ids: dict[str, list[str]] | None = None
-    ) -> tuple[dict[str, _Loaded], dict[str, frozenset[str]]]:
-        """One round trip (one script call): states (with versions) and which of
-        ``event_ids`` each lead has already applied."""
-        found = await load_leads(
-            self.client,
-            [
-                (self.keys.lead(lead), () if event_ids is None else event_ids[lead])
-                for lead in lead_ids
-            ],
-        )
+    async def get_many(self, lead_ids: Sequence[str]) -> dict[str, LeadState]:
+        """The stored states of the leads that have one, in one round trip."""
+        loaded = await self._load(lead_ids)
+        return {lead: item.state for lead, item in loaded.items() if item.state is not None}
+
+    async def _load(self, lead_ids: Sequence[str]) -> dict[str, _Loaded]:
+        """One round trip: the leads' states and stored versions."""
+        await self._ensure_ready()
+        found = await load_states(self.client, [self.keys.lead(lead) for lead in lead_ids])
         loaded: dict[str, _Loaded] = {}
-        seen: dict[str, frozenset[str]] = {}
-        for lead_id, lead in zip(lead_ids, found, strict=True):
-            raw = lead.state_json
-            state = None if raw is None else LeadState.from_dict(orjson.loads(raw))
-            loaded[lead_id] = _Loaded(state, lead.version)
-            seen[lead_id] = lead.seen
-        return loaded, seen
+        for lead_id, raw in zip(lead_ids, found, strict=True):
+            if raw is None:
+                loaded[lead_id] = _Loaded(None, b"")
+            else:
+                loaded[lead_id] = _Loaded(await self.decode(raw, lead_id), raw[VERSION_SLICE])
+        return loaded
 
     # ------------------------------------------------------------------ writes
     async def apply_batch(self, items: Sequence[EventItem]) -> BatchResult:
         """Apply a batch: 1 round trip to load, 1 to write (one script, a CAS per lead), 1 for
         the indexes; more only for leads that lost a CAS race."""
         groups = group_by_lead(items)
-        written = await self._compare_and_set(list(groups), partial(self._apply_step, groups))
+        marks: dict[str, int] = {}
+        for _, position in items:
+            if position is not None:
+                marks[position.stream] = max(marks.get(position.stream, 0), position.offset + 1)
+        step = partial(self._apply_step, groups)
+        written = await self._compare_and_set(list(groups), step, marks)
         return BatchResult(
             tuple(c for r in written.values() for c in r.crossings),
             sum(len(r.applied_event_ids) for r in written.values()),
@@ -148,29 +247,33 @@ class RedisStore:
     async def _apply_step(
         self, groups: dict[str, list[EventItem]], leads: list[str]
     ) -> tuple[dict[str, _Loaded], dict[str, LeadBatch]]:
-        event_ids = {lead: [e.event_id for e, _ in groups[lead]] for lead in leads}
-        loaded, seen = await self._load(leads, event_ids)
+        loaded = await self._load(leads)
         return loaded, {
-            lead: apply_lead_events(loaded[lead].state, groups[lead], self.rules, seen[lead])
-            for lead in leads
+            lead: apply_lead_events(loaded[lead].state, groups[lead], self.rules) for lead in leads
         }
 
-    async def _compare_and_set(self, lead_ids: Sequence[str], step: _Step) -> dict[str, LeadBatch]:
+    async def _compare_and_set(
+        self, lead_ids: Sequence[str], step: _Step, marks: dict[str, int] | None = None
+    ) -> dict[str, LeadBatch]:
         """Run ``step`` (load leads, compute their new results) on ``lead_ids`` and save
         the results; again for the leads whose compare-and-set lost to another writer, up
-        to :data:`MAX_CAS_ATTEMPTS` times. Returns the results saved, in order."""
+        to :data:`MAX_CAS_ATTEMPTS` times. Returns the results saved, in order. The
+        "applied up to" ``marks`` go with every round (they only move forward; the
+        consumer commits nothing before the batch is done)."""
         saved: dict[str, LeadBatch] = {}
         pending = list(lead_ids)
         for _attempt in range(MAX_CAS_ATTEMPTS):
             loaded, results = await step(pending)
-            lost = await self._save(loaded, results)
+            lost = await self._save(loaded, results, marks or {})
             saved.update((lead, r) for lead, r in results.items() if lead not in lost)
             if not lost:
                 return saved
             pending = [lead for lead in results if lead in lost]
         raise StoreConflictError(f"leads kept changing under us: {pending[:5]}")
 
-    async def _save(self, loaded: dict[str, _Loaded], results: dict[str, LeadBatch]) -> set[str]:
+    async def _save(
+        self, loaded: dict[str, _Loaded], results: dict[str, LeadBatch], marks: dict[str, int]
+    ) -> set[str]:
         """Write changed leads with the CAS script, then refresh the indexes of every lead
         in ``results`` (also unchanged ones: that repairs indexes after a crash). Returns
         the leads that lost a CAS race."""
@@ -178,73 +281,74 @@ class RedisStore:
         for lead, r in results.items():
             if r.applied_event_ids or r.crossings:
                 assert r.state is not None
-                keys = self.keys.lead(lead)
-                writes.append(
-                    LeadWrite(keys, loaded[lead].version, r.state, r.applied_event_ids, r.crossings)
-                )
+                expected = loaded[lead].version
+                state = await self.encode(r.state, int.from_bytes(expected, "little") + 1)
+                ttl = 0 if r.state.hot else self.idle_lead_retention_ms
+                writes.append(LeadWrite(self.keys.lead(lead), expected, state, r.crossings, ttl))
         lost = set(
-            await compare_and_set_leads(self.client, writes, outbox_index=self.keys.outbox_index)
+            await compare_and_set_leads(
+                self.client,
+                writes,
+                outbox_index=self.keys.outbox_index,
+                applied_key=self.keys.applied,
+                applied_marks=marks,
+            )
         )
         states = [r.state for lead, r in results.items() if lead not in lost]
         await self._update_indexes([s for s in states if s is not None])
         return lost
 
-    async def _update_indexes(self, states: Iterable[LeadState]) -> None:
-        states = list(states)
+    async def _update_indexes(self, states: Sequence[LeadState]) -> None:
         if not states:
             return
         landmark = await self._rank_landmark_for(max(s.clock_ms for s in states))
+        due_add: dict[str, int] = {}
+        due_remove: list[str] = []
+        rank_add: dict[str, float] = {}
+        rank_remove: list[str] = []
+        for state in states:
+            due = cool_due_ms(state, self.rules)
+            if due is None:
+                due_remove.append(state.lead_id)
+            else:
+                due_add[state.lead_id] = due
+            bound = rank_bound(state, self.rules, landmark)
+            if bound > 0:
+                rank_add[state.lead_id] = bound
+            else:
+                rank_remove.append(state.lead_id)
         async with self.client.pipeline(transaction=False) as pipe:
-            due_add: dict[str, int] = {}
-            due_remove: list[str] = []
-            rank_add: dict[int, dict[str, float]] = {h: {} for h in self._half_lives}
-            rank_remove: dict[int, list[str]] = {h: [] for h in self._half_lives}
-            for state in states:
-                due = cool_due_ms(state, self.rules)
-                if due is None:
-                    due_remove.append(state.lead_id)
-                else:
-                    due_add[state.lead_id] = due
-                ranks = dict.fromkeys(self._half_lives, 0.0)
-                ranks.update(rank_values(state, self.rules, landmark))
-                for h, value in ranks.items():
-                    if value > 0:
-                        rank_add[h][state.lead_id] = value
-                    else:
-                        rank_remove[h].append(state.lead_id)
             if due_add:
                 pipe.zadd(self.keys.cool_due_index, due_add)
             if due_remove:
                 pipe.zrem(self.keys.cool_due_index, *due_remove)
-            for h in self._half_lives:
-                if rank_add[h]:
-                    pipe.zadd(self.keys.rank_index(h), rank_add[h])
-                if rank_remove[h]:
-                    pipe.zrem(self.keys.rank_index(h), *rank_remove[h])
+            if rank_add:
+                pipe.zadd(self.keys.rank_index, rank_add)
+            if rank_remove:
+                pipe.zrem(self.keys.rank_index, *rank_remove)
             await pipe.execute()
 
     async def _rank_landmark_for(self, clock_ms: int) -> int:
-        """The rank indexes' landmark, created on first use and re-based (all rank entries
+        """The rank index's landmark, created on first use and re-based (all rank entries
         rewritten once) when ``clock_ms`` has run too far ahead of it."""
         if self._rank_landmark is None:
             await self.client.hsetnx(self.keys.meta, "landmark", clock_ms)
             self._rank_landmark = int(await self.client.hget(self.keys.meta, "landmark"))
         landmark = self._rank_landmark
-        if (clock_ms - landmark) > RANK_REBASE_AFTER_HALF_LIVES * self._half_lives[0]:
+        if (clock_ms - landmark) > RANK_REBASE_AFTER_HALF_LIVES * self._max_half_life:
             await self._rebase_rank(landmark, clock_ms)
             landmark = self._rank_landmark = clock_ms
         return landmark
 
     async def _rebase_rank(self, old: int, new: int) -> None:
-        for h in self._half_lives:
-            key = self.keys.rank_index(h)
-            cursor = 0
-            while True:
-                cursor, entries = await self.client.zscan(key, cursor, count=1000)
-                if entries:
-                    await self.client.zadd(key, {m: decay_to(s, old, new, h) for m, s in entries})
-                if cursor == 0:
-                    break
+        key, h = self.keys.rank_index, self._max_half_life
+        cursor = 0
+        while True:
+            cursor, entries = await self.client.zscan(key, cursor, count=1000)
+            if entries:
+                await self.client.zadd(key, {m: decay_to(s, old, new, h) for m, s in entries})
+            if cursor == 0:
+                break
         await self.client.hset(self.keys.meta, "landmark", new)
 
     # ------------------------------------------------------------------ outbox
@@ -324,7 +428,7 @@ class RedisStore:
     ) -> tuple[dict[str, _Loaded], dict[str, LeadBatch]]:
         """Advance the leads to ``until_ms`` (or their limit); leads without a state are
         dropped from the index and added to ``missing``."""
-        loaded, _ = await self._load(leads)
+        loaded = await self._load(leads)
         results: dict[str, LeadBatch] = {}
         gone: list[str] = []
         for lead, item in loaded.items():
@@ -343,56 +447,46 @@ class RedisStore:
 
     # ------------------------------------------------------------------ ranking
     async def top(self, n: int, at_ms: int) -> list[tuple[str, float]]:
-        """Exact top ``n`` by score at ``at_ms``, via the threshold algorithm (Fagin) over
-        the per-half-life rank indexes: each holds an upper bound of its part of a lead's
-        score, so reading them in descending order and scoring candidates exactly stops
-        as soon as no unread lead can beat the ``n``-th best."""
+        """Exact top ``n`` by score at ``at_ms``, via the threshold algorithm over the rank
+        index: it holds an upper bound of each lead's score at any later time (see
+        ``Kernel.rank_bound``), so reading it in descending order and scoring candidates
+        exactly stops as soon as no unread lead can beat the ``n``-th best. Entries whose
+        lead is gone (idle-lead retention) are dropped on the way."""
         if n <= 0:
             return []
-        landmark = self._rank_landmark
-        if landmark is None:
-            raw = await self.client.hget(self.keys.meta, "landmark")
-            if raw is None:
-                return []
-            landmark = self._rank_landmark = int(raw)
+        await self._ensure_ready()
+        raw = await self.client.hget(self.keys.meta, "landmark")
+        if raw is None:
+            return []
+        landmark = int(raw)
         chunk = max(n, 100)
-        offsets = dict.fromkeys(self._half_lives, 0)
-        last_bound = dict.fromkeys(self._half_lives, math.inf)
-        exhausted: set[int] = set()
+        offset = 0
         best: list[tuple[float, str]] = []  # min-heap of the n best exact scores
-        scored: set[str] = set()
-        while len(exhausted) < len(self._half_lives):
-            candidates: set[str] = set()
-            for h in self._half_lives:
-                if h in exhausted:
-                    continue
-                entries = await self.client.zrevrange(
-                    self.keys.rank_index(h), offsets[h], offsets[h] + chunk - 1, withscores=True
-                )
-                offsets[h] += len(entries)
-                if len(entries) < chunk:
-                    exhausted.add(h)
-                last_bound[h] = float(entries[-1][1]) if entries else 0.0
-                candidates.update(_texts(m for m, _ in entries))
-            new = sorted(candidates - scored)
-            if new:
-                loaded, _ = await self._load(new)
-                for lead in new:
-                    scored.add(lead)
-                    state = loaded[lead].state
-                    if state is None:
-                        continue
-                    # score_at, like MemoryStore.top_sync: a lead is not rewound before
-                    # its latest event (its score there is still bounded by the index).
-                    score = score_at(state, self.rules, at_ms)
-                    if len(best) < n:
-                        heapq.heappush(best, (score, lead))
-                    elif score > best[0][0]:
-                        heapq.heapreplace(best, (score, lead))
-            threshold = sum(
-                0.0 if h in exhausted else decay_to(last_bound[h], landmark, at_ms, h)
-                for h in self._half_lives
+        while True:
+            entries = await self.client.zrevrange(
+                self.keys.rank_index, offset, offset + chunk - 1, withscores=True
             )
+            offset += len(entries)
+            leads = _texts(m for m, _ in entries)
+            loaded = await self._load(leads) if leads else {}
+            gone = [lead for lead in leads if loaded[lead].state is None]
+            for lead in leads:
+                state = loaded[lead].state
+                if state is None:
+                    continue
+                # score_at, like MemoryStore.top_sync: a lead is not rewound before
+                # its latest event (its score there is still bounded by the index).
+                score = score_at(state, self.rules, at_ms)
+                if len(best) < n:
+                    heapq.heappush(best, (score, lead))
+                elif score > best[0][0]:
+                    heapq.heapreplace(best, (score, lead))
+            if gone:
+                await self.client.zrem(self.keys.rank_index, *gone)
+                offset -= len(gone)
+            if len(entries) < chunk:
+                break
+            threshold = decay_to(float(entries[-1][1]), landmark, at_ms, self._max_half_life)
             if len(best) == n and best[0][0] >= threshold:
                 break
         return [(lead, score) for score, lead in sorted(best, key=lambda x: (-x[0], x[1]))]

@@ -84,7 +84,7 @@ def test_a_lead_that_cannot_be_applied_is_dead_lettered_and_its_neighbours_appli
         try:
             store = RedisStore(client, rules, key_prefix)
             # Corrupt stored state: what a bug or a bad manual edit would leave behind.
-            await client.hset(store.keys.lead("broken").state, mapping={"v": 1, "s": b"not json"})
+            await client.set(store.keys.lead("broken").state, b"\x02not a state")
             metrics = Metrics()
             processor = Processor(
                 store,

@@ -188,8 +188,7 @@ def test_concurrent_writers_apply_each_event_exactly_once(redis_url: str, key_pr
                 state = await stores[0].get(lead_id)
                 assert state is not None
                 assert state.events_applied == expected.events_applied
-                seen = await clients[0].scard(stores[0].keys.lead(lead_id).seen)
-                assert seen == expected.events_applied
+                assert state.recent_ids == expected.recent_ids
                 assert math.isclose(
                     score_at(state, DEFAULT_RULES, last),
                     score_at(expected, DEFAULT_RULES, last),
@@ -214,10 +213,7 @@ def test_indexes_are_repaired_when_the_batch_is_redelivered(
         try:
             store = RedisStore(client, DEFAULT_RULES, key_prefix)
             await store.apply_batch(items)
-            index_keys = [
-                f"{key_prefix}idx:cool-due",
-                *(store.keys.rank_index(h) for h in DEFAULT_RULES.half_lives_ms()),
-            ]
+            index_keys = [f"{key_prefix}idx:cool-due", store.keys.rank_index]
             before = {k: await client.zrange(k, 0, -1, withscores=True) for k in index_keys}
             assert before[f"{key_prefix}idx:cool-due"], "expected some hot leads"
             await client.delete(*index_keys)
@@ -258,13 +254,14 @@ def test_outbox_holds_crossings_until_delivered(redis_url: str, key_prefix: str)
 def test_all_keys_of_a_lead_share_one_cluster_slot(lead_id: str) -> None:
     store = RedisStore(Redis(), DEFAULT_RULES, "p:")
     keys = store.keys.lead(lead_id)
-    slots = {key_slot(k.encode()) for k in (keys.state, keys.seen, keys.outbox)}
+    slots = {key_slot(k.encode()) for k in (keys.state, keys.outbox)}
     assert len(slots) == 1
 
 
 def test_rank_index_rebases_and_top_stays_exact(redis_url: str, key_prefix: str) -> None:
-    """A 1 h rule over 40 days is ~960 half-lives: the rank landmark must be re-based (it
-    would overflow past ~1000) and top-N must stay exact."""
+    """Two half-lives, one rank index: top-N is exact; and with a 1 h longest half-life
+    over 40 days (~960 half-lives) the rank landmark must be re-based (it would overflow
+    past ~1000) and top-N must stay exact."""
     rules = build_ruleset(
         {
             "version": "fast-1",
@@ -272,7 +269,7 @@ def test_rank_index_rebases_and_top_stays_exact(redis_url: str, key_prefix: str)
             "thresholds": {"hot": 30, "cool": 10},
             "rules": [
                 {"id": "pv", "event": "page_view", "points": 5},
-                {"id": "form", "event": "form_submit", "points": 30, "half_life": "10d"},
+                {"id": "form", "event": "form_submit", "points": 30, "half_life": "30m"},
             ],
         }
     )
@@ -292,7 +289,7 @@ def test_rank_index_rebases_and_top_stays_exact(redis_url: str, key_prefix: str)
                 got = await store.top(n, last)
                 want = memory.top_sync(n, last)
                 assert [lead for lead, _ in got] == [lead for lead, _ in want]
-            scores = await client.zrange(store.keys.rank_index(HOUR_MS), 0, -1, withscores=True)
+            scores = await client.zrange(store.keys.rank_index, 0, -1, withscores=True)
             assert all(math.isfinite(s) for _, s in scores)
         finally:
             await client.aclose()

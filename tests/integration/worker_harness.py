@@ -37,7 +37,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import orjson
 import redis
 import redis.asyncio
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
@@ -485,14 +484,7 @@ async def _read_states(
         store = RedisStore(client, rules, prefix)
         states: dict[str, LeadState] = {}
         for start in range(0, len(lead_ids), 1000):
-            chunk = lead_ids[start : start + 1000]
-            async with client.pipeline(transaction=False) as pipe:
-                for lead in chunk:
-                    pipe.hget(store.keys.lead(lead).state, "s")
-                replies = await pipe.execute()
-            for lead, raw in zip(chunk, replies, strict=True):
-                if raw is not None:
-                    states[lead] = LeadState.from_dict(orjson.loads(raw))
+            states.update(await store.get_many(lead_ids[start : start + 1000]))
         return states
     finally:
         await client.aclose()
@@ -517,40 +509,16 @@ def read_state(redis_url: str, prefix: str, rules: RuleSet, lead_id: str) -> Lea
 
 
 def stored_lead_ids(redis_url: str, prefix: str) -> set[str]:
-    """Lead ids with a state under ``prefix`` (from the states themselves)."""
+    """Lead ids with a state under ``prefix``, from the state keys' hash tags (the test
+    lead ids have no braces, so the tag is the id)."""
     client = redis.Redis.from_url(redis_url)
     try:
-        keys = [
-            k
+        head = f"{prefix}lead:{{".encode()
+        return {
+            k[len(head) : -1].decode()
             for k in client.scan_iter(match=f"{prefix}lead:*", count=1000)
-            if k.endswith(b"}")  # the state hash; not :seen / :outbox
-        ]
-        ids: set[str] = set()
-        for start in range(0, len(keys), 1000):
-            with client.pipeline(transaction=False) as pipe:
-                for key in keys[start : start + 1000]:
-                    pipe.hget(key, "s")
-                for raw in pipe.execute():
-                    if raw is not None:
-                        ids.add(orjson.loads(raw)["lead_id"])
-        return ids
-    finally:
-        client.close()
-
-
-def seen_counts(redis_url: str, prefix: str, rules: RuleSet, lead_ids: Iterable[str]) -> int:
-    """Total size of the leads' seen-event-id sets."""
-    store = RedisStore(redis.asyncio.Redis.from_url(redis_url), rules, prefix)
-    client = redis.Redis.from_url(redis_url)
-    try:
-        total = 0
-        ids = sorted(set(lead_ids))
-        for start in range(0, len(ids), 1000):
-            with client.pipeline(transaction=False) as pipe:
-                for lead in ids[start : start + 1000]:
-                    pipe.scard(store.keys.lead(lead).seen)
-                total += sum(int(n) for n in pipe.execute())
-        return total
+            if k.endswith(b"}")  # the state; not :outbox
+        }
     finally:
         client.close()
 

@@ -578,11 +578,58 @@ def test_duplicate_event_id_in_one_batch_is_ignored() -> None:
 def test_duplicate_event_id_already_seen_is_ignored() -> None:
     event = form_submit(at_ms=T0, form_id="demo")
     first = apply_lead_events(None, [(event, None)], RULES)
-    again = apply_lead_events(first.state, [(event, None)], RULES, {event.event_id})
+    again = apply_lead_events(first.state, [(event, None)], RULES)
     assert again.state == first.state
     assert again.crossings == ()
     assert again.applied_event_ids == ()
     assert again.duplicates == 1
+
+
+DAY = 24 * 3600 * 1000
+
+
+def test_a_resend_is_a_duplicate_inside_the_dedupe_window_only() -> None:
+    # The window is event time: an id is remembered while the lead's clock is at most
+    # dedupe_window_ms (7 days by default) past the event's occurred_at.
+    assert RULES.dedupe_window_ms == 7 * DAY
+    event = page_view(at_ms=T0, event_id="resent")
+    first = apply_lead_events(None, [(event, None)], RULES).state
+    assert first is not None
+    assert len(first.recent_ids) == 16  # one (hash, time) entry
+    within = apply_lead_events(first, [(page_view(at_ms=T0 + 7 * DAY), None)], RULES).state
+    assert within is not None
+    assert apply_lead_events(within, [(event, None)], RULES).duplicates == 1
+    past = apply_lead_events(within, [(page_view(at_ms=T0 + 7 * DAY + 1), None)], RULES).state
+    assert past is not None
+    assert len(past.recent_ids) == 2 * 16  # the first id was forgotten
+    late = apply_lead_events(past, [(event, None)], RULES)
+    assert late.duplicates == 0
+    assert late.applied_event_ids == ("resent",)
+
+
+def test_the_dedupe_window_is_decided_per_event_not_per_batch() -> None:
+    # Inside one batch the clock moves past the window before the re-send comes: the
+    # answer is the one a batch per event gives (what a replay does).
+    event = page_view(at_ms=T0, event_id="resent")
+    items = [(event, None), (page_view(at_ms=T0 + 8 * DAY), None), (event, None)]
+    together = apply_lead_events(None, items, RULES)
+    state = None
+    one_by_one = []
+    for item in items:
+        step = apply_lead_events(state, [item], RULES)
+        state = step.state
+        one_by_one += step.applied_event_ids
+    assert together.applied_event_ids == tuple(one_by_one)
+    assert together.state == state
+    assert together.duplicates == 0
+
+
+def test_the_window_stays_bounded_for_a_busy_lead() -> None:
+    events = [(page_view(at_ms=T0 + i * 3600 * 1000), None) for i in range(1000)]
+    state = apply_lead_events(None, events, RULES).state
+    assert state is not None
+    # one event an hour: the last 7 days (169 events, both ends included) are remembered
+    assert len(state.recent_ids) == 169 * 16
 
 
 def test_duplicate_with_different_content_is_still_a_duplicate() -> None:
@@ -778,14 +825,15 @@ def test_advance_emits_the_same_crossing_as_the_next_event() -> None:
     state = hot_lead()
     swept = advance(state, RULES, T0 + 2 * H)
     [sweep_crossing] = swept.crossings
-    direct = apply_event(state, page_view(at_ms=T0 + 2 * H), RULES)
+    next_event = page_view(at_ms=T0 + 2 * H)
+    direct = apply_event(state, next_event, RULES)
     [event_crossing] = direct.crossings
     assert sweep_crossing == event_crossing  # same id, time, score, reasons, everything
     assert sweep_crossing.occurred_at_ms == cool_due_ms(state, RULES)
     assert swept.state.clock_ms == state.clock_ms  # the clock does not move
     assert not swept.state.hot
     # The next event after the sweep does not cool the lead a second time.
-    after = apply_event(swept.state, page_view(at_ms=T0 + 2 * H), RULES)
+    after = apply_event(swept.state, next_event, RULES)
     assert after.crossings == ()
     assert after.state == direct.state
 
@@ -945,7 +993,8 @@ def test_memory_store_apply_batch_sync() -> None:
     assert result.duplicates == 2
     assert [(c.lead_id, c.kind) for c in result.crossings] == [("a", "lead_became_hot")]
     assert set(store.states) == {"a", "b"}
-    assert store.seen == {"a": {demo_a.event_id}, "b": {items[1][0].event_id}}
+    # one id each in the leads' dedupe windows
+    assert [len(store.states[lead].recent_ids) for lead in "ab"] == [16, 16]
     # Seen ids survive across batches.
     again = store.apply_batch_sync([(demo_a, None)])
     assert (again.applied, again.duplicates, again.crossings) == (0, 1, ())

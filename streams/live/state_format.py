@@ -1,0 +1,194 @@
+"""The live store's lead state format: a :class:`~scoring.state.LeadState` as the bytes of
+one Redis string (``P lead:{T}``, see :mod:`streams.live.redis_keys`).
+
+Format 2, little-endian, about 100-250 bytes for a typical lead::
+
+    header   B format (2) | I version | q clock_ms | q landmark_ms | B flags (1: hot)
+             | I crossings | I events_applied | B n_sums | B n_positions | B n_stamps
+             | B n_profile | H n_recent                                    (37 bytes)
+    sums     n_sums x      (H name number of "rule:<id>", d forward-decayed sum)
+    streams  n_positions x (H name number of "stream:<topic:partition>", q last offset)
+    stamps   n_stamps x    (q occurred_ms, B length, event id): the profile events
+                           whose values are still the newest of some field
+    profile  n_profile x   (H name number of "field:<name>", B stamp index,
+                            H length, the value as JSON)
+    recent   n_recent x    16 bytes: the dedupe window as the core keeps it
+                           (``LeadState.recent_ids``)
+
+Names (rule ids, streams, profile fields) are numbers from the store's dictionary
+(``P names``: name -> number, append-only, never reused; see :class:`Names`), so a state
+keeps its sums **by rule id**: a rules change never moves points to another rule, and a
+rule that comes back finds its sum. The ``version`` is the compare-and-set counter of the
+save script, which compares bytes 1-4 (``VERSION_SLICE``) in Lua without decoding the
+rest. ``format`` lets a later format be read beside this one; format 1 (a hash holding JSON,
+plus a ``:seen`` set) is converted once by :meth:`streams.live.redis_store.RedisStore.prepare`.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+
+import orjson
+
+from scoring.state import LeadState, ProfileEntry
+
+FORMAT = 2
+#: Where the compare-and-set version sits in a stored state (Lua: ``string.sub(s, 2, 5)``).
+VERSION_SLICE = slice(1, 5)
+
+_HEADER = struct.Struct("<BIqqBIIBBBBH")
+_SUM = struct.Struct("<Hd")
+_POSITION = struct.Struct("<Hq")
+_STAMP = struct.Struct("<qB")
+_FIELD = struct.Struct("<HBH")
+_RECENT_BYTES = 16
+_MAX_NUMBER = 0xFFFF
+
+
+class StateFormatError(ValueError):
+    """Bytes that are not a lead state of a known format (corrupt, or from a newer
+    leadscore)."""
+
+
+class Names:
+    """The store's name dictionary: ``"rule:<id>"``, ``"stream:<topic:partition>"`` and
+    ``"field:<name>"`` to small numbers and back. Append-only: a number, once given, names
+    the same thing forever (see :func:`streams.live.redis_scripts.register_names`)."""
+
+    def __init__(self) -> None:
+        self.numbers: dict[str, int] = {}
+        self.names: dict[int, str] = {}
+
+    def update(self, numbers: Mapping[str, int]) -> None:
+        for name, number in numbers.items():
+            if not 0 < number <= _MAX_NUMBER:
+                raise StateFormatError(f"name number {number} of {name!r} out of range")
+            self.numbers[name] = number
+            self.names[number] = name
+
+    def missing(self, state: LeadState) -> set[str]:
+        """The names ``state`` uses that have no number yet."""
+        known = self.numbers
+        wanted = {f"rule:{r}" for r in state.sums}
+        wanted.update(f"stream:{s}" for s in state.positions)
+        wanted.update(f"field:{f}" for f in state.profile)
+        return {name for name in wanted if name not in known}
+
+
+class UnknownNameError(StateFormatError):
+    """A state uses a name number this process has not loaded (another worker named
+    something new): reload the dictionary and decode again."""
+
+
+def encode_state(state: LeadState, version: int, names: Names) -> bytes:
+    """``state`` with compare-and-set ``version`` (taken modulo 2**32) as stored. Every
+    name it uses must have a number (:meth:`Names.missing`)."""
+    numbers = names.numbers
+    stamps: dict[tuple[int, str], int] = {}
+    profile_parts: list[bytes] = []
+    for field_name, (occurred_ms, event_id, value) in state.profile.items():
+        stamp = stamps.setdefault((occurred_ms, event_id), len(stamps))
+        encoded = orjson.dumps(value)
+        profile_parts.append(
+            _FIELD.pack(numbers[f"field:{field_name}"], stamp, len(encoded)) + encoded
+        )
+    recent = state.recent_ids
+    parts = [
+        _HEADER.pack(
+            FORMAT,
+            version & 0xFFFFFFFF,
+            state.clock_ms,
+            state.landmark_ms,
+            1 if state.hot else 0,
+            state.crossings,
+            state.events_applied,
+            len(state.sums),
+            len(state.positions),
+            len(stamps),
+            len(state.profile),
+            len(recent) // _RECENT_BYTES,
+        )
+    ]
+    parts += [_SUM.pack(numbers[f"rule:{r}"], acc) for r, acc in state.sums.items()]
+    parts += [_POSITION.pack(numbers[f"stream:{s}"], o) for s, o in state.positions.items()]
+    for occurred_ms, event_id in stamps:
+        raw_id = event_id.encode()
+        parts.append(_STAMP.pack(occurred_ms, len(raw_id)) + raw_id)
+    parts += profile_parts
+    parts.append(recent)
+    return b"".join(parts)
+
+
+def stored_version(raw: bytes | None) -> int:
+    """The compare-and-set version of a stored state (0: none stored)."""
+    if raw is None:
+        return 0
+    return int.from_bytes(raw[VERSION_SLICE], "little")
+
+
+def decode_state(raw: bytes, lead_id: str, names: Names) -> LeadState:
+    """Inverse of :func:`encode_state` (the version is :func:`stored_version`)."""
+    try:
+        return _decode(raw, lead_id, names.names)
+    except (struct.error, IndexError, UnicodeDecodeError, orjson.JSONDecodeError) as exc:
+        raise StateFormatError(f"lead {lead_id!r}: corrupt state: {exc}") from None
+
+
+def _decode(raw: bytes, lead_id: str, names: Mapping[int, str]) -> LeadState:
+    if not raw or raw[0] != FORMAT:
+        found = raw[0] if raw else "empty"
+        raise StateFormatError(f"lead {lead_id!r}: state format {found!r}, expected {FORMAT}")
+    header = _HEADER.unpack_from(raw)
+    clock, landmark, flags, crossings, applied = header[2:7]
+    n_sums, n_positions, n_stamps, n_profile, n_recent = header[7:]
+    at = _HEADER.size
+
+    def name(number: int, kind: str) -> str:
+        full = names.get(number)
+        if full is None or not full.startswith(kind):
+            raise UnknownNameError(f"lead {lead_id!r}: unknown name number {number}")
+        return full[len(kind) :]
+
+    sums: dict[str, float] = {}
+    for _ in range(n_sums):
+        number, acc = _SUM.unpack_from(raw, at)
+        sums[name(number, "rule:")] = acc
+        at += _SUM.size
+    positions: dict[str, int] = {}
+    for _ in range(n_positions):
+        number, offset = _POSITION.unpack_from(raw, at)
+        positions[name(number, "stream:")] = offset
+        at += _POSITION.size
+    stamps: list[tuple[int, str]] = []
+    for _ in range(n_stamps):
+        occurred_ms, length = _STAMP.unpack_from(raw, at)
+        at += _STAMP.size
+        stamps.append((occurred_ms, raw[at : at + length].decode()))
+        at += length
+    profile: dict[str, ProfileEntry] = {}
+    for _ in range(n_profile):
+        number, stamp, length = _FIELD.unpack_from(raw, at)
+        at += _FIELD.size
+        occurred_ms, event_id = stamps[stamp]
+        profile[name(number, "field:")] = (
+            occurred_ms,
+            event_id,
+            orjson.loads(raw[at : at + length]),
+        )
+        at += length
+    recent = raw[at : at + n_recent * _RECENT_BYTES]
+    if len(recent) != n_recent * _RECENT_BYTES or at + len(recent) != len(raw):
+        raise StateFormatError(f"lead {lead_id!r}: corrupt state: {len(raw)} bytes")
+    return LeadState(
+        lead_id=lead_id,
+        clock_ms=clock,
+        landmark_ms=landmark,
+        sums=sums,
+        hot=bool(flags & 1),
+        crossings=crossings,
+        profile=profile,
+        positions=positions,
+        events_applied=applied,
+        recent_ids=bytes(recent),
+    )
