@@ -21,9 +21,8 @@ def lead_fit(profile: Mapping[str, ProfileEntry], rules: RuleSet) -> tuple[float
     """``(fit score, whether its grade lets the lead be hot)`` for a profile."""
     if not rules.has_fit:
         return 0.0, rules.grade_allows_hot(None)
-    get = {name: entry[2] for name, entry in profile.items()}.get
-    score = float(sum(r.points for r in rules.fit_rules if r.matches(get)))
-    return score, rules.grade_allows_hot(rules.grade(score))
+    values = {name: entry[2] for name, entry in profile.items()}
+    return rules.fit_of(values)
 
 
 def fit_score(state: LeadState, rules: RuleSet) -> float:

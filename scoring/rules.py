@@ -84,6 +84,9 @@ class Rule:
         return True
 
 
+#: Signatures :meth:`RuleSet.match` remembers before it starts over.
+MATCH_CACHE_SIZE = 65_536
+
 #: ``dedupe_window`` of a rules file that does not set it: 7 days.
 DEFAULT_DEDUPE_WINDOW_MS = 7 * 24 * 3600 * 1000
 
@@ -126,6 +129,16 @@ class RuleSet:
     rule_index: Mapping[str, int] = field(init=False, compare=False, repr=False)
     #: The state machine for these rules (native core).
     kernel: _native.Kernel = field(init=False, compare=False, repr=False)
+    #: Per event type, the fields its rules test: events that agree on them match alike.
+    fields_by_event: Mapping[str, tuple[str, ...]] = field(init=False, compare=False, repr=False)
+    #: (event type, values of its tested fields) -> matched rule indices (see :meth:`match`).
+    _matches: dict[tuple[Any, ...], list[int]] = field(
+        init=False, compare=False, repr=False, default_factory=dict
+    )
+    #: sorted profile items -> fit (see :meth:`fit_of`).
+    _fits: dict[tuple[Any, ...], tuple[float, bool]] = field(
+        init=False, compare=False, repr=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         by_event: dict[str, list[Rule]] = {}
@@ -146,6 +159,13 @@ class RuleSet:
         object.__setattr__(self, "rule_ids", tuple(r.id for r in self.rules))
         object.__setattr__(self, "rule_index", {r.id: i for i, r in enumerate(self.rules)})
         object.__setattr__(self, "kernel", self._build_kernel())
+        tested = {
+            event: tuple(sorted({c.field for r in rules for c in r.conditions}))
+            for event, rules in self.by_event.items()
+        }
+        object.__setattr__(self, "fields_by_event", tested)
+        object.__setattr__(self, "_matches", {})
+        object.__setattr__(self, "_fits", {})
 
     def _build_kernel(self) -> _native.Kernel:
         # A lead with no profile yet: every fit condition fails (no field is present).
@@ -172,7 +192,46 @@ class RuleSet:
         """Indices (into :attr:`rules`) of the behaviour rules an event matches, in file
         order. ``get(name)`` reads the event's field or ``properties.NAME`` (what
         ``LeadEvent.field_value`` returns), so callers without a pydantic event (replay's
-        native reader) match the very same way."""
+        native reader) match the very same way. Results are remembered per event type and
+        values of the fields its rules test (at most :data:`MATCH_CACHE_SIZE`): most
+        events repeat a few signatures (pages, campaigns, forms). Treat the list as
+        read-only."""
+        fields = self.fields_by_event.get(event_type)
+        if fields is None:
+            return []
+        key = (event_type, *[get(name) for name in fields])
+        try:
+            return self._matches[key]
+        except KeyError:
+            pass
+        except TypeError:  # a list or mapping value: not hashable, match it directly
+            return self._match(event_type, get)
+        if len(self._matches) >= MATCH_CACHE_SIZE:
+            self._matches.clear()
+        matched = self._matches[key] = self._match(event_type, get)
+        return matched
+
+    def fit_of(self, values: Mapping[str, Any]) -> tuple[float, bool]:
+        """``(fit score, whether its grade lets a lead be hot)`` for profile ``values``
+        (field -> value); remembered per distinct profile (many leads share
+        firmographics), at most :data:`MATCH_CACHE_SIZE` of them."""
+        key = tuple(sorted(values.items()))
+        try:
+            return self._fits[key]
+        except KeyError:
+            pass
+        except TypeError:  # an unhashable value: compute directly
+            return self._fit(values)
+        if len(self._fits) >= MATCH_CACHE_SIZE:
+            self._fits.clear()
+        fit = self._fits[key] = self._fit(values)
+        return fit
+
+    def _fit(self, values: Mapping[str, Any]) -> tuple[float, bool]:
+        score = float(sum(r.points for r in self.fit_rules if r.matches(values.get)))
+        return score, self.grade_allows_hot(self.grade(score))
+
+    def _match(self, event_type: str, get: Callable[[str], Any]) -> list[int]:
         index = self.rule_index
         return [index[r.id] for r in self.candidates(event_type, get) if r.matches(get)]
 

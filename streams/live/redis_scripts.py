@@ -26,47 +26,55 @@ SAVE_LEADS_SCRIPT = """
 -- Compare-and-set of a batch's changed leads in one call; per lead: its state and new
 -- outbox entries at once, or nothing when its stored version moved. Then the batch's
 -- "applied up to" marks.
--- KEYS[1]      = P idx:outbox        (set of leads that may have undelivered crossings)
--- KEYS[2]      = P applied           (hash: topic:partition -> next offset)
--- KEYS[2i+1]   = P lead:{T_i}        (string: state; bytes 2-5 = version)
--- KEYS[2i+2]   = P lead:{T_i}:outbox (hash: crossing id -> crossing JSON)
--- ARGV = k, then k (stream, next offset) marks; then for each lead in KEYS order:
---        lead id, expected version bytes ("" = not stored yet), new state, ttl ms
---        ("0": none), m, m outbox entries (crossing id, JSON)
+-- KEYS[1] = P idx:outbox (set of leads that may have undelivered crossings)
+-- KEYS[2] = P applied    (hash: topic:partition -> next offset)
+-- then per lead, in ARGV order: P lead:{T} (string: state), and only for a lead with
+--   crossings, P lead:{T}:outbox (hash: crossing id -> crossing JSON)
+-- ARGV[1] = TTL in ms for leads that are not hot ("0": none); ARGV[2] = k; then k
+--   (stream, next offset) marks; then per lead: expected version (state bytes 2-5, ""
+--   when not stored yet), new state (byte 22: flags, 1 = hot), m, and when m > 0: the
+--   lead id and m (crossing id, crossing JSON) pairs
 -- Returns, per lead: 1, or -1 when the stored version was not the expected one (another
 -- writer got there first: reload and recompute that lead).
 local out = {}
-local k = tonumber(ARGV[1])
-local a = 2 + 2 * k
-for i = 3, #KEYS, 2 do
-  local lead, expected, state, ttl = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
-  local m = tonumber(ARGV[a + 4])
-  local box_from = a + 5
-  local current = redis.call('GET', KEYS[i])
+local ttl = tonumber(ARGV[1])
+local k = tonumber(ARGV[2])
+local a = 3 + 2 * k
+local key = 3
+while a <= #ARGV do
+  local expected, state, m = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  local current = redis.call('GET', KEYS[key])
   local version = ''
   if current then version = string.sub(current, 2, 5) end
   if version ~= expected then
     out[#out + 1] = -1
   else
-    if ttl > 0 then
-      redis.call('SET', KEYS[i], state, 'PX', ttl)
+    if ttl > 0 and string.byte(state, 22) % 2 == 0 then
+      redis.call('SET', KEYS[key], state, 'PX', ttl)
     else
-      redis.call('SET', KEYS[i], state)
+      redis.call('SET', KEYS[key], state)
     end
     if m > 0 then
-      redis.call('SADD', KEYS[1], lead)
-      local j = box_from
-      while j < box_from + 2 * m do
-        local last = math.min(j + 999, box_from + 2 * m - 1)
-        redis.call('HSET', KEYS[i + 1], unpack(ARGV, j, last))
+      redis.call('SADD', KEYS[1], ARGV[a + 3])
+      local from, to = a + 4, a + 3 + 2 * m
+      local j = from
+      while j <= to do
+        local last = math.min(j + 999, to)
+        redis.call('HSET', KEYS[key + 1], unpack(ARGV, j, last))
         j = last + 1
       end
     end
     out[#out + 1] = 1
   end
-  a = box_from + 2 * m
+  if m > 0 then
+    a = a + 4 + 2 * m
+    key = key + 2
+  else
+    a = a + 3
+    key = key + 1
+  end
 end
-for j = 2, 1 + 2 * k, 2 do
+for j = 3, 2 + 2 * k, 2 do
   local stored = tonumber(redis.call('HGET', KEYS[2], ARGV[j]) or '-1')
   if tonumber(ARGV[j + 1]) > stored then
     redis.call('HSET', KEYS[2], ARGV[j], ARGV[j + 1])
@@ -124,8 +132,6 @@ class LeadWrite:
     expected_version: bytes
     state: bytes
     crossings: Sequence[Crossing]
-    #: Expire the state after this many ms without a write (0: never).
-    ttl_ms: int = 0
 
 
 async def compare_and_set_leads(
@@ -135,23 +141,28 @@ async def compare_and_set_leads(
     outbox_index: str,
     applied_key: str,
     applied_marks: Mapping[str, int],
+    idle_ttl_ms: int = 0,
 ) -> list[str]:
     """Run :data:`SAVE_LEADS_SCRIPT` for all ``writes`` in one round trip. A lead whose
     crossings are written joins ``outbox_index`` in the same atomic step, so the outbox
     relay finds it after any crash; ``applied_marks`` (stream -> next offset) only move
-    forward. Returns the ids of the leads whose compare-and-set lost (reload and retry
+    forward; a lead that is not hot expires after ``idle_ttl_ms`` without a write (0:
+    never). Returns the ids of the leads whose compare-and-set lost (reload and retry
     those)."""
     if not writes and not applied_marks:
         return []
     keys: list[str] = [outbox_index, applied_key]
-    args: list[Any] = [len(applied_marks)]
+    args: list[Any] = [idle_ttl_ms, len(applied_marks)]
     for stream, offset in applied_marks.items():
         args += [stream, offset]
     for w in writes:
-        keys += [w.keys.state, w.keys.outbox]
-        args += [w.keys.lead_id, w.expected_version, w.state, w.ttl_ms, len(w.crossings)]
-        for crossing in w.crossings:
-            args += [crossing.event_id, orjson.dumps(crossing_to_dict(crossing))]
+        keys.append(w.keys.state)
+        args += [w.expected_version, w.state, len(w.crossings)]
+        if w.crossings:
+            keys.append(w.keys.outbox)
+            args.append(w.keys.lead_id)
+            for crossing in w.crossings:
+                args += [crossing.event_id, orjson.dumps(crossing_to_dict(crossing))]
     results: Any = await client.register_script(SAVE_LEADS_SCRIPT)(keys=keys, args=args)
     return [w.keys.lead_id for w, r in zip(writes, results, strict=True) if int(r) < 0]
 

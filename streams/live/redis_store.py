@@ -283,8 +283,7 @@ class RedisStore:
                 assert r.state is not None
                 expected = loaded[lead].version
                 state = await self.encode(r.state, int.from_bytes(expected, "little") + 1)
-                ttl = 0 if r.state.hot else self.idle_lead_retention_ms
-                writes.append(LeadWrite(self.keys.lead(lead), expected, state, r.crossings, ttl))
+                writes.append(LeadWrite(self.keys.lead(lead), expected, state, r.crossings))
         lost = set(
             await compare_and_set_leads(
                 self.client,
@@ -292,6 +291,7 @@ class RedisStore:
                 outbox_index=self.keys.outbox_index,
                 applied_key=self.keys.applied,
                 applied_marks=marks,
+                idle_ttl_ms=self.idle_lead_retention_ms,
             )
         )
         states = [r.state for lead, r in results.items() if lead not in lost]

@@ -36,6 +36,8 @@ from scoring.state import LeadState, ProfileEntry
 FORMAT = 2
 #: Where the compare-and-set version sits in a stored state (Lua: ``string.sub(s, 2, 5)``).
 VERSION_SLICE = slice(1, 5)
+#: The flags byte (bit 0: hot) in a stored state (Lua: ``string.byte(s, 22)``).
+FLAGS_BYTE = 21
 
 _HEADER = struct.Struct("<BIqqBIIBBBBH")
 _SUM = struct.Struct("<Hd")
@@ -44,6 +46,7 @@ _STAMP = struct.Struct("<qB")
 _FIELD = struct.Struct("<HBH")
 _RECENT_BYTES = 16
 _MAX_NUMBER = 0xFFFF
+_KINDS = ("rule", "stream", "field")
 
 
 class StateFormatError(ValueError):
@@ -57,23 +60,30 @@ class Names:
     the same thing forever (see :func:`streams.live.redis_scripts.register_names`)."""
 
     def __init__(self) -> None:
+        #: full name (``kind:name``) -> number
         self.numbers: dict[str, int] = {}
-        self.names: dict[int, str] = {}
+        #: per kind (``rule``, ``stream``, ``field``): name -> number, and number -> name
+        self.by_kind: dict[str, dict[str, int]] = {k: {} for k in _KINDS}
+        self.of_kind: dict[str, dict[int, str]] = {k: {} for k in _KINDS}
 
     def update(self, numbers: Mapping[str, int]) -> None:
-        for name, number in numbers.items():
+        for full, number in numbers.items():
             if not 0 < number <= _MAX_NUMBER:
-                raise StateFormatError(f"name number {number} of {name!r} out of range")
-            self.numbers[name] = number
-            self.names[number] = name
+                raise StateFormatError(f"name number {number} of {full!r} out of range")
+            kind, _, name = full.partition(":")
+            if kind not in _KINDS:
+                continue  # a kind of a later format: not ours to read
+            self.numbers[full] = number
+            self.by_kind[kind][name] = number
+            self.of_kind[kind][number] = name
 
-    def missing(self, state: LeadState) -> set[str]:
+    def missing(self, state: LeadState) -> list[str]:
         """The names ``state`` uses that have no number yet."""
-        known = self.numbers
-        wanted = {f"rule:{r}" for r in state.sums}
-        wanted.update(f"stream:{s}" for s in state.positions)
-        wanted.update(f"field:{f}" for f in state.profile)
-        return {name for name in wanted if name not in known}
+        rules, streams, fields = (self.by_kind[k] for k in _KINDS)
+        out = [f"rule:{r}" for r in state.sums if r not in rules]
+        out += [f"stream:{s}" for s in state.positions if s not in streams]
+        out += [f"field:{f}" for f in state.profile if f not in fields]
+        return out
 
 
 class UnknownNameError(StateFormatError):
@@ -84,15 +94,13 @@ class UnknownNameError(StateFormatError):
 def encode_state(state: LeadState, version: int, names: Names) -> bytes:
     """``state`` with compare-and-set ``version`` (taken modulo 2**32) as stored. Every
     name it uses must have a number (:meth:`Names.missing`)."""
-    numbers = names.numbers
+    rules, streams, fields = (names.by_kind[k] for k in _KINDS)
     stamps: dict[tuple[int, str], int] = {}
     profile_parts: list[bytes] = []
     for field_name, (occurred_ms, event_id, value) in state.profile.items():
         stamp = stamps.setdefault((occurred_ms, event_id), len(stamps))
         encoded = orjson.dumps(value)
-        profile_parts.append(
-            _FIELD.pack(numbers[f"field:{field_name}"], stamp, len(encoded)) + encoded
-        )
+        profile_parts.append(_FIELD.pack(fields[field_name], stamp, len(encoded)) + encoded)
     recent = state.recent_ids
     parts = [
         _HEADER.pack(
@@ -110,8 +118,8 @@ def encode_state(state: LeadState, version: int, names: Names) -> bytes:
             len(recent) // _RECENT_BYTES,
         )
     ]
-    parts += [_SUM.pack(numbers[f"rule:{r}"], acc) for r, acc in state.sums.items()]
-    parts += [_POSITION.pack(numbers[f"stream:{s}"], o) for s, o in state.positions.items()]
+    parts += [_SUM.pack(rules[r], acc) for r, acc in state.sums.items()]
+    parts += [_POSITION.pack(streams[s], o) for s, o in state.positions.items()]
     for occurred_ms, event_id in stamps:
         raw_id = event_id.encode()
         parts.append(_STAMP.pack(occurred_ms, len(raw_id)) + raw_id)
@@ -130,12 +138,12 @@ def stored_version(raw: bytes | None) -> int:
 def decode_state(raw: bytes, lead_id: str, names: Names) -> LeadState:
     """Inverse of :func:`encode_state` (the version is :func:`stored_version`)."""
     try:
-        return _decode(raw, lead_id, names.names)
+        return _decode(raw, lead_id, names.of_kind)
     except (struct.error, IndexError, UnicodeDecodeError, orjson.JSONDecodeError) as exc:
         raise StateFormatError(f"lead {lead_id!r}: corrupt state: {exc}") from None
 
 
-def _decode(raw: bytes, lead_id: str, names: Mapping[int, str]) -> LeadState:
+def _decode(raw: bytes, lead_id: str, names: Mapping[str, Mapping[int, str]]) -> LeadState:
     if not raw or raw[0] != FORMAT:
         found = raw[0] if raw else "empty"
         raise StateFormatError(f"lead {lead_id!r}: state format {found!r}, expected {FORMAT}")
@@ -144,39 +152,29 @@ def _decode(raw: bytes, lead_id: str, names: Mapping[int, str]) -> LeadState:
     n_sums, n_positions, n_stamps, n_profile, n_recent = header[7:]
     at = _HEADER.size
 
-    def name(number: int, kind: str) -> str:
-        full = names.get(number)
-        if full is None or not full.startswith(kind):
-            raise UnknownNameError(f"lead {lead_id!r}: unknown name number {number}")
-        return full[len(kind) :]
-
-    sums: dict[str, float] = {}
-    for _ in range(n_sums):
-        number, acc = _SUM.unpack_from(raw, at)
-        sums[name(number, "rule:")] = acc
-        at += _SUM.size
-    positions: dict[str, int] = {}
-    for _ in range(n_positions):
-        number, offset = _POSITION.unpack_from(raw, at)
-        positions[name(number, "stream:")] = offset
-        at += _POSITION.size
-    stamps: list[tuple[int, str]] = []
-    for _ in range(n_stamps):
-        occurred_ms, length = _STAMP.unpack_from(raw, at)
-        at += _STAMP.size
-        stamps.append((occurred_ms, raw[at : at + length].decode()))
-        at += length
-    profile: dict[str, ProfileEntry] = {}
-    for _ in range(n_profile):
-        number, stamp, length = _FIELD.unpack_from(raw, at)
-        at += _FIELD.size
-        occurred_ms, event_id = stamps[stamp]
-        profile[name(number, "field:")] = (
-            occurred_ms,
-            event_id,
-            orjson.loads(raw[at : at + length]),
-        )
-        at += length
+    rules, streams, fields = (names[k] for k in _KINDS)
+    try:
+        end = at + n_sums * _SUM.size
+        sums = {rules[n]: acc for n, acc in _SUM.iter_unpack(raw[at:end])}
+        at, end = end, end + n_positions * _POSITION.size
+        positions = {streams[n]: offset for n, offset in _POSITION.iter_unpack(raw[at:end])}
+        at = end
+        stamps: list[tuple[int, str]] = []
+        for _ in range(n_stamps):
+            occurred_ms, length = _STAMP.unpack_from(raw, at)
+            at += _STAMP.size
+            stamps.append((occurred_ms, raw[at : at + length].decode()))
+            at += length
+        profile: dict[str, ProfileEntry] = {}
+        for _ in range(n_profile):
+            number, stamp, length = _FIELD.unpack_from(raw, at)
+            at += _FIELD.size
+            occurred_ms, event_id = stamps[stamp]
+            value = orjson.loads(raw[at : at + length])
+            profile[fields[number]] = (occurred_ms, event_id, value)
+            at += length
+    except KeyError as exc:
+        raise UnknownNameError(f"lead {lead_id!r}: unknown name number {exc}") from None
     recent = raw[at : at + n_recent * _RECENT_BYTES]
     if len(recent) != n_recent * _RECENT_BYTES or at + len(recent) != len(raw):
         raise StateFormatError(f"lead {lead_id!r}: corrupt state: {len(raw)} bytes")

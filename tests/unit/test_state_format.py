@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 from scoring.rules_file import default_rules_path, load_rules
 from scoring.state import LeadState
 from scoring.store import MemoryStore
+from streams.live.redis_scripts import SAVE_LEADS_SCRIPT
 from streams.live.state_format import (
+    FLAGS_BYTE,
     VERSION_SLICE,
     Names,
     StateFormatError,
@@ -104,3 +106,7 @@ def test_header_layout_is_what_the_save_script_reads() -> None:
     raw = encode_state(LeadState("a", 10, 0), 0x01020304, Names())
     assert raw[0] == 2
     assert struct.unpack("<I", raw[1:5]) == (0x01020304,)
+    assert "string.sub(current, 2, 5)" in SAVE_LEADS_SCRIPT  # 1-based: bytes 1..4 here
+    hot = encode_state(LeadState("a", 10, 0, hot=True), 1, Names())
+    assert (raw[FLAGS_BYTE], hot[FLAGS_BYTE]) == (0, 1)
+    assert f"string.byte(state, {FLAGS_BYTE + 1})" in SAVE_LEADS_SCRIPT
