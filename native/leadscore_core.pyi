@@ -2,6 +2,7 @@
 scoring/_native.py (the engine) and schemas/_native.py (the event decoder)."""
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 REBASE_AFTER_HALF_LIVES: float
 TOP_REASONS: int
@@ -113,4 +114,4 @@ class LeadTable:
 
 def parse_event_fast(
     data: bytes, key: bytes | None = None, require_key: bool = False, max_bytes: int = 65536
-) -> dict[str, object] | None: ...
+) -> dict[str, Any] | None: ...

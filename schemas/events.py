@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import (
     AwareDatetime,
@@ -212,6 +212,22 @@ EVENT_MODELS: dict[str, type[BaseEvent]] = {
     "lead_profile": LeadProfile,
 }
 
+
+class Scorable(Protocol):
+    """What scoring reads of an event: a pydantic event model, or a
+    :class:`schemas.validation.FastEvent` from the native decoder."""
+
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def lead_id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def occurred_at_ms(self) -> int: ...
+    def field_value(self, name: str) -> Any: ...
+
+
 #: Validates one event from JSON bytes/str (the hot path) or from a dict.
 EVENT_ADAPTER: TypeAdapter[LeadEvent] = TypeAdapter(LeadEvent)
 
@@ -219,7 +235,9 @@ EVENT_ADAPTER: TypeAdapter[LeadEvent] = TypeAdapter(LeadEvent)
 def event_fields(event_type: str) -> frozenset[str]:
     """Names a rule may test for events of ``event_type`` (fields, derived fields)."""
     model = EVENT_MODELS[event_type]
-    names = set(model.model_fields) - {"type", "properties"}
+    # occurred_at is when, not what: a rule condition on it could never be written right
+    # (time is decay's job), so it is not testable.
+    names = set(model.model_fields) - {"type", "properties", "occurred_at"}
     if model is LeadProfile:
         names.add("email_domain")
     return frozenset(names)

@@ -31,7 +31,7 @@ import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from schemas.events import LeadEvent, LeadProfile
+from schemas.events import LeadProfile, Scorable
 
 from . import _native
 from .crossings import Crossing, make_crossings
@@ -174,7 +174,7 @@ def cool_due_ms(state: LeadState, rules: RuleSet) -> int | None:
 
 def apply_event(
     state: LeadState | None,
-    event: LeadEvent,
+    event: Scorable,
     rules: RuleSet,
     position: Position | None = None,
 ) -> Step:
@@ -222,7 +222,7 @@ class LeadBatch:
 
 def apply_lead_events(
     state: LeadState | None,
-    events: Iterable[tuple[LeadEvent, Position | None]],
+    events: Iterable[tuple[Scorable, Position | None]],
     rules: RuleSet,
 ) -> LeadBatch:
     """Apply one lead's events in order, skipping duplicates: an ``event_id`` applied
@@ -234,7 +234,7 @@ def apply_lead_events(
 
 def _apply(
     state: LeadState | None,
-    events: Iterable[tuple[LeadEvent, Position | None]],
+    events: Iterable[tuple[Scorable, Position | None]],
     rules: RuleSet,
     *,
     check_duplicates: bool,
@@ -290,10 +290,10 @@ def _apply(
 
 
 def group_by_lead(
-    items: Sequence[tuple[LeadEvent, Position | None]],
-) -> dict[str, list[tuple[LeadEvent, Position | None]]]:
+    items: Sequence[tuple[Scorable, Position | None]],
+) -> dict[str, list[tuple[Scorable, Position | None]]]:
     """Split a batch per lead, keeping each lead's order (dicts keep first-seen order)."""
-    groups: dict[str, list[tuple[LeadEvent, Position | None]]] = {}
+    groups: dict[str, list[tuple[Scorable, Position | None]]] = {}
     for item in items:
         groups.setdefault(item[0].lead_id, []).append(item)
     return groups

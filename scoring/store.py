@@ -16,14 +16,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from schemas.events import LeadEvent
+from schemas.events import Scorable
 
 from .crossings import Crossing
 from .rules import RuleSet
 from .state import LeadState, Position
 from .state_machine import advance, apply_lead_events, cool_due_ms, group_by_lead, score_at
 
-EventItem = tuple[LeadEvent, Position | None]
+EventItem = tuple[Scorable, Position | None]
 
 
 @dataclass(frozen=True, slots=True)

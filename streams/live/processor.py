@@ -29,7 +29,7 @@ from functools import partial
 from typing import TypeVar
 
 from schemas.times import datetime_to_ms
-from schemas.validation import Rejected, dead_letter, parse_event
+from schemas.validation import Rejected, dead_letter, parse_for_scoring
 from scoring.crossings import Crossing
 from scoring.state import LeadState
 from scoring.state_machine import group_by_lead
@@ -99,7 +99,7 @@ class Processor:
             dead: list[tuple[bytes, bytes]] = []
             seen_at = self.clock()
             for message in messages:
-                parsed = parse_event(
+                parsed = parse_for_scoring(
                     message.value,
                     message.key,
                     require_key=True,

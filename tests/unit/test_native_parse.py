@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from schemas import _native as leadscore_core
 from schemas.events import EVENT_MODELS, event_fields
 from schemas.times import _RFC3339
-from schemas.validation import MAX_EVENT_BYTES, Rejected, parse_event
+from schemas.validation import MAX_EVENT_BYTES, FastEvent, Rejected, parse_event, parse_for_scoring
 from tests.strategies import generate_event_log
 
 REPO = Path(__file__).resolve().parents[2]
@@ -784,3 +784,32 @@ def test_length_limits_count_characters(name: str, char: str) -> None:
         assert check_agrees(serialise(event, style)) is not None
         event[name] = char * (LIMITS[name] + 1)
         assert check_agrees(serialise(event, style)) is None
+
+
+def test_the_live_worker_parses_to_what_pydantic_gives() -> None:
+    """``parse_for_scoring`` (the worker's parser): behaviour events become FastEvents
+    that read exactly like the pydantic model; profile events and rejects are pydantic's."""
+    log = generate_event_log(3, 2_000, 50)
+    log.append({"type": "page_view", "lead_id": "x"})  # invalid: a Rejected, same reason
+    for data in log:
+        raw = orjson.dumps(data)
+        key = str(data["lead_id"]).encode()
+        slow = parse_event(raw, key, require_key=True)
+        fast = parse_for_scoring(raw, key, require_key=True)
+        if isinstance(slow, Rejected):
+            assert fast == slow
+            continue
+        assert not isinstance(fast, Rejected)
+        if slow.type == "lead_profile":
+            assert fast == slow
+            continue
+        assert isinstance(fast, FastEvent)
+        assert (fast.event_id, fast.lead_id, fast.type, fast.occurred_at_ms) == (
+            slow.event_id,
+            slow.lead_id,
+            slow.type,
+            slow.occurred_at_ms,
+        )
+        names = set(event_fields(slow.type)) | {f"properties.{p}" for p in slow.properties}
+        for name in names | {"properties.missing", "no_such_field"}:
+            assert fast.field_value(name) == slow.field_value(name), name

@@ -888,3 +888,15 @@ def test_make_event_helper_builds_every_type() -> None:
     """Sanity check of the shared builders these tests rely on."""
     for event_type in ("page_view", "email_open", "email_click", "download"):
         assert make_event(event_type).type == event_type
+
+
+def test_a_condition_on_occurred_at_is_refused() -> None:
+    # Time is decay's job; a condition on it never matched the same way everywhere.
+    with pytest.raises(RulesError, match="occurred_at"):
+        build_ruleset(
+            {
+                "version": "x",
+                "thresholds": {"hot": 1, "cool": 0},
+                "rules": [{"id": "a", "event": "page_view", "occurred_at": "2026", "points": 1}],
+            }
+        )
