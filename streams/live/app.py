@@ -75,7 +75,7 @@ def build_app(settings: Settings, rules: RuleSet | None = None) -> Worker:
     store = RedisStore.connect(settings, rules)
     app = _faust_app(settings)
     metrics = Metrics()
-    consumer = BatchConsumer(settings)
+    consumer = BatchConsumer(settings, on_assigned=store.note_applied)
     processor = Processor(
         store,
         FaustSink(app),
@@ -84,6 +84,7 @@ def build_app(settings: Settings, rules: RuleSet | None = None) -> Worker:
         metrics=metrics,
         max_event_bytes=settings.max_event_bytes,
         partition_lag=lambda: _partition_lag(consumer, processor),
+        on_rollback=consumer.rewind_to,
     )
     # Crossings a crash left in the outbox go out before any new batch is processed.
     outbox_relayed = asyncio.Event()

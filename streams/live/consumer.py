@@ -30,11 +30,18 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_INVALID,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 
 from ..kafka import confluent_config
 from ..settings import Settings
-from .interfaces import RawMessage
+from .interfaces import RawMessage, StoreRolledBack, stream_of
 
 log = logging.getLogger("leadscore.worker")
 
@@ -49,7 +56,14 @@ TopicPartitionKey = tuple[str, int]
 class BatchConsumer:
     """Consumes the input topics in batches and commits after each is processed."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        on_assigned: Callable[[dict[str, int | None]], None] | None = None,
+    ) -> None:
+        #: Told the committed offset of each newly assigned partition (stream name ->
+        #: offset; None: no commit yet, or revoked): what the store checks its marks with.
+        self.on_assigned = on_assigned
         self.topics = list(settings.input_topics)
         self.batch_size = settings.batch_size
         self.batch_timeout = settings.batch_timeout
@@ -80,6 +94,8 @@ class BatchConsumer:
         self._last_error_log = 0.0
         self._stopping = False
         self._done = asyncio.Event()
+        #: Stream -> mark to re-read from, asked for by :meth:`rewind_to`.
+        self._pending_rewind: dict[str, int] = {}
 
     # ------------------------------------------------------------------ the loop
     async def run(
@@ -97,6 +113,9 @@ class BatchConsumer:
                 self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke
             )
             while not self._stopping:
+                if self._pending_rewind:
+                    marks, self._pending_rewind = self._pending_rewind, {}
+                    await loop.run_in_executor(self._thread, self._rewind, [], marks)
                 batch = await loop.run_in_executor(self._thread, self._consume)
                 if not batch:
                     continue
@@ -124,13 +143,56 @@ class BatchConsumer:
     async def _process_and_commit(
         self, process: Callable[[list[RawMessage]], Awaitable[object]], batch: list[RawMessage]
     ) -> None:
-        await process(batch)
+        loop = asyncio.get_running_loop()
+        try:
+            await process(batch)
+        except StoreRolledBack as exc:
+            # Nothing of the batch was written: re-read it, and from further back where
+            # the store lost writes. Nothing is committed.
+            await loop.run_in_executor(self._thread, self._rewind, batch, exc.marks)
+            return
         offsets: dict[TopicPartitionKey, int] = {}
         for m in batch:
             offsets[(m.topic, m.partition)] = m.offset + 1
         commit = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-        loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._thread, self._commit, commit)
+
+    def rewind_to(self, marks: dict[str, int]) -> None:
+        """Re-read these streams from these offsets (-1: the log start) before the next
+        batch (the store lost writes; see :class:`~streams.live.interfaces.StoreRolledBack`)."""
+        self._pending_rewind.update(marks)
+
+    def _rewind(self, batch: list[RawMessage], marks: dict[str, int]) -> None:
+        """Seek each partition of ``batch`` back to its first message in it, or to the
+        store's mark where that is further back (-1: the log start); and each assigned
+        partition of ``marks`` to its mark."""
+        targets: dict[TopicPartitionKey, int | None] = {}
+        for m in batch:
+            targets.setdefault((m.topic, m.partition), m.offset)
+        try:
+            assigned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+        except (KafkaException, RuntimeError):
+            assigned = set()
+        for key in assigned:
+            if stream_of(*key) in marks:
+                targets.setdefault(key, None)
+        for (topic, partition), first in targets.items():
+            mark = marks.get(stream_of(topic, partition))
+            if mark is None:
+                assert first is not None
+                self._consumer.seek(TopicPartition(topic, partition, first))
+                continue
+            if first is not None:
+                mark = min(mark, first)
+            log.error(
+                "%s[%d]: Redis holds what was applied up to %s only (it lost writes): "
+                "re-reading from there; the events it kept are recognised and skipped",
+                topic,
+                partition,
+                "nothing (from the log start)" if mark < 0 else f"offset {mark}",
+            )
+            offset = OFFSET_BEGINNING if mark < 0 else mark
+            self._consumer.seek(TopicPartition(topic, partition, offset))
 
     def _consume(self) -> list[RawMessage]:
         # What is buffered now, up to a batch; if nothing, wait (at most batch_timeout) for
@@ -187,6 +249,15 @@ class BatchConsumer:
                 except KafkaException as exc:
                     log.warning("no watermarks for %s[%d]: %s", tp.topic, tp.partition, exc)
             self.start_offsets[(tp.topic, tp.partition)] = offset
+        if self.on_assigned is not None:
+            self.on_assigned(
+                {
+                    stream_of(tp.topic, tp.partition): (
+                        tp.offset if tp.offset != OFFSET_INVALID and tp.offset >= 0 else None
+                    )
+                    for tp in committed
+                }
+            )
         log.info(
             "assigned: %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "-"
         )
@@ -194,6 +265,8 @@ class BatchConsumer:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self.start_offsets.pop((tp.topic, tp.partition), None)
+        if self.on_assigned is not None:
+            self.on_assigned({stream_of(tp.topic, tp.partition): None for tp in partitions})
         log.info(
             "revoked: %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "-"
         )

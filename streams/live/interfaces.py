@@ -6,7 +6,7 @@ which also says which of its failures are transient) and the sink it produces to
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -32,12 +32,37 @@ class DurableStore(LeadStore, Protocol):
         """Crossings written but not confirmed delivered (a crash fell in between)."""
         ...
 
+    def note_applied(self, offsets: Mapping[str, int | None]) -> None:
+        """Kafka says these streams were applied up to these offsets (the committed
+        offsets of newly assigned partitions; None: revoked). A store that can tell it
+        lost writes since (:class:`StoreRolledBack`) checks against them."""
+        ...
+
+    async def verify_applied(self) -> dict[str, int]:
+        """Streams whose applied marks fell behind what :meth:`note_applied` and the
+        saved batches said (the store lost writes), with where to re-read from (-1: the
+        start); empty when all is well."""
+        ...
+
     def is_transient(self, error: Exception) -> bool:
         """Whether ``error`` (raised by this store) passes: an outage (connection lost,
         timeout, a compare-and-set that kept losing to another writer), to be retried for
         as long as it lasts. Anything else raised while applying a batch is a bug or
         corrupt data: a poison event, not an outage."""
         ...
+
+
+class StoreRolledBack(Exception):
+    """The store lost writes it had acknowledged (a Redis rollback: an AOF tail lost on
+    power failure, a failover to a lagging replica, a restore from backup): for these
+    streams its "applied up to" marks are behind what was applied before. Nothing of the
+    batch was written; re-read each stream from its mark (-1: from the start), and the
+    per-lead offsets skip whatever survived."""
+
+    def __init__(self, marks: dict[str, int]) -> None:
+        where = ", ".join(f"{s} at {m}" for s, m in sorted(marks.items()))
+        super().__init__(f"the store rolled back: applied up to {where}")
+        self.marks = marks
 
 
 class Sink(Protocol):
@@ -61,9 +86,14 @@ class RawMessage:
         return f"{self.topic}[{self.partition}]@{self.offset}"
 
 
+def stream_of(topic: str, partition: int) -> str:
+    """A Kafka partition as the domain's stream name: ``"topic:partition"``."""
+    return f"{topic}:{partition}"
+
+
 def position_of(message: RawMessage) -> Position:
     """The message's place in the domain's terms: stream ``"topic:partition"``, offset."""
-    return Position(f"{message.topic}:{message.partition}", message.offset)
+    return Position(stream_of(message.topic, message.partition), message.offset)
 
 
 def topic_partition_of(stream: str) -> tuple[str, int] | None:

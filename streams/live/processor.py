@@ -36,7 +36,14 @@ from scoring.state_machine import group_by_lead
 from scoring.store import BatchResult, EventItem
 
 from ..log_limits import RateLimitedLog
-from .interfaces import DurableStore, RawMessage, Sink, position_of, topic_partition_of
+from .interfaces import (
+    DurableStore,
+    RawMessage,
+    Sink,
+    StoreRolledBack,
+    position_of,
+    topic_partition_of,
+)
 from .metrics import Metrics
 
 log = logging.getLogger("leadscore.worker")
@@ -66,6 +73,7 @@ class Processor:
         partition_lag: Callable[[], Awaitable[dict[tuple[str, int], int]]] | None = None,
         retry_initial: float = 0.1,
         retry_max: float = 10.0,
+        on_rollback: Callable[[dict[str, int]], None] | None = None,
     ) -> None:
         self.store = store
         self.sink = sink
@@ -77,6 +85,8 @@ class Processor:
         self.partition_lag = partition_lag
         self.retry_initial = retry_initial
         self.retry_max = retry_max
+        #: Told where to re-read from when the sweep finds the store rolled back.
+        self.on_rollback = on_rollback
         self.lock = asyncio.Lock()
         #: Next offset to process per (topic, partition) (lag gauge, sweep limits).
         self.next_offsets: dict[tuple[str, int], int] = {}
@@ -139,6 +149,8 @@ class Processor:
                 "apply batch to Redis", partial(self.store.apply_batch, items), poison_check=True
             )
             return result, []
+        except StoreRolledBack:
+            raise  # nothing written: the consumer re-reads from the store's marks
         except Exception as exc:
             log.exception("batch failed (%s); isolating the failing lead(s)", exc)
         crossings: list[Crossing] = []
@@ -151,6 +163,8 @@ class Processor:
                     partial(self.store.apply_batch, lead_items),
                     poison_check=True,
                 )
+            except StoreRolledBack:
+                raise
             except Exception as exc:
                 first = lead_items[0][1]
                 log.exception("cannot apply lead %s (first at %s)", lead_items[0][0].lead_id, first)
@@ -253,6 +267,10 @@ class Processor:
         """Emit ``lead_cooled`` for hot leads that decayed below ``cool`` by now (wall
         clock), plus anything left in the outbox. Returns how many were emitted."""
         self.dead_letter_log.flush()
+        async with self.lock:
+            behind = await self._retry("check the store's marks", self.store.verify_applied)
+        if behind and self.on_rollback is not None:
+            self.on_rollback(behind)
         relayed = await self.relay_outbox()
         now_ms = datetime_to_ms(self.clock())
         async with self.lock:

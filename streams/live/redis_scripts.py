@@ -20,27 +20,49 @@ from redis.asyncio import Redis
 
 from scoring.crossings import Crossing, crossing_to_dict
 
+from .interfaces import StoreRolledBack
 from .redis_keys import LeadKeys
 
 SAVE_LEADS_SCRIPT = """
 -- Compare-and-set of a batch's changed leads in one call; per lead: its state and new
 -- outbox entries at once, or nothing when its stored version moved. Then the batch's
--- "applied up to" marks.
+-- "applied up to" marks. Nothing at all when a mark is behind what the caller knows was
+-- applied: Redis lost writes (a rollback), and the caller must re-read from the marks.
 -- KEYS[1] = P idx:outbox (set of leads that may have undelivered crossings)
 -- KEYS[2] = P applied    (hash: topic:partition -> next offset)
+-- KEYS[3] = P meta       (hash; exists once the store holds anything)
 -- then per lead, in ARGV order: P lead:{T} (string: state), and only for a lead with
 --   crossings, P lead:{T}:outbox (hash: crossing id -> crossing JSON)
--- ARGV[1] = TTL in ms for leads that are not hot ("0": none); ARGV[2] = k; then k
---   (stream, next offset) marks; then per lead: expected version (state bytes 2-5, ""
---   when not stored yet), new state (byte 22: flags, 1 = hot), m, and when m > 0: the
---   lead id and m (crossing id, crossing JSON) pairs
+-- ARGV[1] = TTL in ms for leads that are not hot ("0": none); ARGV[2] = k; then k marks
+--   (stream, next offset, offset the caller knows was applied or -1); then per lead:
+--   expected version (state bytes 2-5, "" when not stored yet), new state (byte 22:
+--   flags, 1 = hot), m, and when m > 0: the lead id and m (crossing id, crossing JSON)
+--   pairs
 -- Returns, per lead: 1, or -1 when the stored version was not the expected one (another
--- writer got there first: reload and recompute that lead).
+-- writer got there first: reload and recompute that lead); or, after a rollback,
+-- {-2, stream, stored mark (-1: none), ...} for each mark found behind and nothing written.
+local k = tonumber(ARGV[2])
+-- No marks yet in a store that holds leads: written by a leadscore without marks.
+local unmarked = redis.call('EXISTS', KEYS[2]) == 0 and redis.call('EXISTS', KEYS[3]) == 1
+local behind = {}
+for j = 3, 2 + 3 * k, 3 do
+  local known = tonumber(ARGV[j + 2])
+  if known >= 0 and not unmarked then
+    local stored = tonumber(redis.call('HGET', KEYS[2], ARGV[j]) or '-1')
+    if stored < known then
+      behind[#behind + 1] = ARGV[j]
+      behind[#behind + 1] = stored
+    end
+  end
+end
+if #behind > 0 then
+  table.insert(behind, 1, -2)
+  return behind
+end
 local out = {}
 local ttl = tonumber(ARGV[1])
-local k = tonumber(ARGV[2])
-local a = 3 + 2 * k
-local key = 3
+local a = 3 + 3 * k
+local key = 4
 while a <= #ARGV do
   local expected, state, m = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
   local current = redis.call('GET', KEYS[key])
@@ -74,7 +96,7 @@ while a <= #ARGV do
     key = key + 1
   end
 end
-for j = 3, 2 + 2 * k, 2 do
+for j = 3, 2 + 3 * k, 3 do
   local stored = tonumber(redis.call('HGET', KEYS[2], ARGV[j]) or '-1')
   if tonumber(ARGV[j + 1]) > stored then
     redis.call('HSET', KEYS[2], ARGV[j], ARGV[j + 1])
@@ -140,21 +162,24 @@ async def compare_and_set_leads(
     *,
     outbox_index: str,
     applied_key: str,
-    applied_marks: Mapping[str, int],
+    meta_key: str,
+    applied_marks: Mapping[str, tuple[int, int]],
     idle_ttl_ms: int = 0,
 ) -> list[str]:
     """Run :data:`SAVE_LEADS_SCRIPT` for all ``writes`` in one round trip. A lead whose
     crossings are written joins ``outbox_index`` in the same atomic step, so the outbox
-    relay finds it after any crash; ``applied_marks`` (stream -> next offset) only move
-    forward; a lead that is not hot expires after ``idle_ttl_ms`` without a write (0:
-    never). Returns the ids of the leads whose compare-and-set lost (reload and retry
-    those)."""
+    relay finds it after any crash; ``applied_marks`` (stream -> (next offset, the offset
+    the caller knows was applied or -1)) only move forward; a lead that is not hot
+    expires after ``idle_ttl_ms`` without a write (0: never). Returns the ids of the
+    leads whose compare-and-set lost (reload and retry those). Raises
+    :class:`~streams.live.interfaces.StoreRolledBack`, having written nothing, when a
+    stored mark is behind what the caller knows was applied."""
     if not writes and not applied_marks:
         return []
-    keys: list[str] = [outbox_index, applied_key]
+    keys: list[str] = [outbox_index, applied_key, meta_key]
     args: list[Any] = [idle_ttl_ms, len(applied_marks)]
-    for stream, offset in applied_marks.items():
-        args += [stream, offset]
+    for stream, (offset, known) in applied_marks.items():
+        args += [stream, offset, known]
     for w in writes:
         keys.append(w.keys.state)
         args += [w.expected_version, w.state, len(w.crossings)]
@@ -164,7 +189,16 @@ async def compare_and_set_leads(
             for crossing in w.crossings:
                 args += [crossing.event_id, orjson.dumps(crossing_to_dict(crossing))]
     results: Any = await client.register_script(SAVE_LEADS_SCRIPT)(keys=keys, args=args)
+    if results and int(results[0]) == -2:
+        marks = results[1:]
+        raise StoreRolledBack(
+            {_text(s): int(m) for s, m in zip(marks[0::2], marks[1::2], strict=True)}
+        )
     return [w.keys.lead_id for w, r in zip(writes, results, strict=True) if int(r) < 0]
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def register_names(client: Redis, names_key: str, names: Sequence[str]) -> dict[str, int]:

@@ -9,9 +9,8 @@ state bytes: :mod:`streams.live.state_format`.
 
 from __future__ import annotations
 
-import heapq
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -29,16 +28,15 @@ from scoring.state_machine import (
     advance,
     apply_lead_events,
     cool_due_ms,
-    decay_to,
     group_by_lead,
-    rank_bound,
-    score_at,
 )
 from scoring.store import BatchResult, EventItem
 
 from ..settings import Settings
+from .interfaces import StoreRolledBack
 from .redis_keys import KeySpace
 from .redis_migrate import convert_format_1, stored_format
+from .redis_rank import RankIndex, texts
 from .redis_scripts import LeadWrite, compare_and_set_leads, load_states, register_names
 from .state_format import (
     FORMAT,
@@ -51,9 +49,6 @@ from .state_format import (
 
 log = logging.getLogger("leadscore.store")
 
-#: Re-base the rank index's landmark after this many of the longest half-lives: keeps
-#: the stored bounds below 2**512, far from double overflow.
-RANK_REBASE_AFTER_HALF_LIVES = 512.0
 #: Leads per sweep round trip.
 SWEEP_CHUNK = 500
 #: Attempts for a lead whose compare-and-set keeps losing to another writer.
@@ -111,9 +106,11 @@ class RedisStore:
         #: Cold leads expire after this long without a write (0: never).
         self.idle_lead_retention_ms = idle_lead_retention_ms
         self.names = Names()
+        #: Stream -> offset known to be applied (Kafka's committed offset at assignment,
+        #: then each saved mark): a stored mark behind it means Redis lost writes.
+        self.known_applied: dict[str, int] = {}
         self._ready = False
-        self._max_half_life = max(rules.half_lives_ms())
-        self._rank_landmark: int | None = None
+        self.rank = RankIndex(self.client, self.keys, rules)
 
     @classmethod
     def connect(cls, settings: Settings, rules: RuleSet) -> RedisStore:
@@ -204,6 +201,51 @@ class RedisStore:
             await self.reload_names()
             return decode_state(raw, lead_id, self.names)
 
+    def note_applied(self, offsets: Mapping[str, int | None]) -> None:
+        """Kafka says these streams were applied up to these offsets (committed offsets
+        at assignment; None: the stream was revoked, forget it)."""
+        for stream, offset in offsets.items():
+            if offset is None:
+                self.known_applied.pop(stream, None)
+            else:
+                self.known_applied[stream] = offset
+
+    async def verify_applied(self) -> dict[str, int]:
+        """The streams whose stored mark is behind what is known applied (Redis lost
+        writes since), with the stored mark (-1: none); empty when all is well. Between
+        batches this is how a rollback is noticed without waiting for the next event."""
+        known = dict(self.known_applied)
+        if not known:
+            return {}
+        streams = sorted(known)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hmget(self.keys.applied, streams)
+            pipe.exists(self.keys.applied)
+            pipe.exists(self.keys.meta)
+            stored, has_marks, has_meta = await pipe.execute()
+        if not has_marks and has_meta:
+            return {}  # a store without marks yet (written before they existed)
+        behind = {
+            s: (-1 if m is None else int(m))
+            for s, m in zip(streams, stored, strict=True)
+            if (-1 if m is None else int(m)) < known[s]
+        }
+        if behind:
+            self._rolled_back(StoreRolledBack(behind))
+        return behind
+
+    def _rolled_back(self, error: StoreRolledBack) -> None:
+        """Redis lost writes: whatever this process cached of it may be gone too."""
+        log.error("%s; re-reading from there", error)
+        self._ready = False
+        self.names = Names()
+        self.rank.forget()
+        for stream, mark in error.marks.items():
+            if mark < 0:
+                self.known_applied.pop(stream, None)
+            else:
+                self.known_applied[stream] = mark
+
     # ------------------------------------------------------------------ reads
     async def get(self, lead_id: str) -> LeadState | None:
         await self._ensure_ready()
@@ -237,7 +279,12 @@ class RedisStore:
             if position is not None:
                 marks[position.stream] = max(marks.get(position.stream, 0), position.offset + 1)
         step = partial(self._apply_step, groups)
-        written = await self._compare_and_set(list(groups), step, marks)
+        try:
+            written = await self._compare_and_set(list(groups), step, marks)
+        except StoreRolledBack as exc:
+            self._rolled_back(exc)
+            raise
+        self.known_applied.update(marks)
         return BatchResult(
             tuple(c for r in written.values() for c in r.crossings),
             sum(len(r.applied_event_ids) for r in written.values()),
@@ -265,6 +312,7 @@ class RedisStore:
         for _attempt in range(MAX_CAS_ATTEMPTS):
             loaded, results = await step(pending)
             lost = await self._save(loaded, results, marks or {})
+            marks = None  # written (the marks only move forward)
             saved.update((lead, r) for lead, r in results.items() if lead not in lost)
             if not lost:
                 return saved
@@ -274,6 +322,7 @@ class RedisStore:
     async def _save(
         self, loaded: dict[str, _Loaded], results: dict[str, LeadBatch], marks: dict[str, int]
     ) -> set[str]:
+        known = self.known_applied
         """Write changed leads with the CAS script, then refresh the indexes of every lead
         in ``results`` (also unchanged ones: that repairs indexes after a crash). Returns
         the leads that lost a CAS race."""
@@ -290,7 +339,8 @@ class RedisStore:
                 writes,
                 outbox_index=self.keys.outbox_index,
                 applied_key=self.keys.applied,
-                applied_marks=marks,
+                meta_key=self.keys.meta,
+                applied_marks={s: (o, known.get(s, -1)) for s, o in marks.items()},
                 idle_ttl_ms=self.idle_lead_retention_ms,
             )
         )
@@ -301,22 +351,15 @@ class RedisStore:
     async def _update_indexes(self, states: Sequence[LeadState]) -> None:
         if not states:
             return
-        landmark = await self._rank_landmark_for(max(s.clock_ms for s in states))
+        rank_add, rank_remove = await self.rank.entries(states)
         due_add: dict[str, int] = {}
         due_remove: list[str] = []
-        rank_add: dict[str, float] = {}
-        rank_remove: list[str] = []
         for state in states:
             due = cool_due_ms(state, self.rules)
             if due is None:
                 due_remove.append(state.lead_id)
             else:
                 due_add[state.lead_id] = due
-            bound = rank_bound(state, self.rules, landmark)
-            if bound > 0:
-                rank_add[state.lead_id] = bound
-            else:
-                rank_remove.append(state.lead_id)
         async with self.client.pipeline(transaction=False) as pipe:
             if due_add:
                 pipe.zadd(self.keys.cool_due_index, due_add)
@@ -327,29 +370,6 @@ class RedisStore:
             if rank_remove:
                 pipe.zrem(self.keys.rank_index, *rank_remove)
             await pipe.execute()
-
-    async def _rank_landmark_for(self, clock_ms: int) -> int:
-        """The rank index's landmark, created on first use and re-based (all rank entries
-        rewritten once) when ``clock_ms`` has run too far ahead of it."""
-        if self._rank_landmark is None:
-            await self.client.hsetnx(self.keys.meta, "landmark", clock_ms)
-            self._rank_landmark = int(await self.client.hget(self.keys.meta, "landmark"))
-        landmark = self._rank_landmark
-        if (clock_ms - landmark) > RANK_REBASE_AFTER_HALF_LIVES * self._max_half_life:
-            await self._rebase_rank(landmark, clock_ms)
-            landmark = self._rank_landmark = clock_ms
-        return landmark
-
-    async def _rebase_rank(self, old: int, new: int) -> None:
-        key, h = self.keys.rank_index, self._max_half_life
-        cursor = 0
-        while True:
-            cursor, entries = await self.client.zscan(key, cursor, count=1000)
-            if entries:
-                await self.client.zadd(key, {m: decay_to(s, old, new, h) for m, s in entries})
-            if cursor == 0:
-                break
-        await self.client.hset(self.keys.meta, "landmark", new)
 
     # ------------------------------------------------------------------ outbox
     async def mark_delivered(self, crossings: Sequence[Crossing]) -> None:
@@ -405,7 +425,7 @@ class RedisStore:
             raw = await self.client.zrangebyscore(
                 self.keys.cool_due_index, "-inf", until_ms, start=offset, num=SWEEP_CHUNK
             )
-            lead_ids = _texts(raw)
+            lead_ids = texts(raw)
             if not lead_ids:
                 break
             missing: set[str] = set()
@@ -447,51 +467,9 @@ class RedisStore:
 
     # ------------------------------------------------------------------ ranking
     async def top(self, n: int, at_ms: int) -> list[tuple[str, float]]:
-        """Exact top ``n`` by score at ``at_ms``, via the threshold algorithm over the rank
-        index: it holds an upper bound of each lead's score at any later time (see
-        ``Kernel.rank_bound``), so reading it in descending order and scoring candidates
-        exactly stops as soon as no unread lead can beat the ``n``-th best. Entries whose
-        lead is gone (idle-lead retention) are dropped on the way."""
-        if n <= 0:
-            return []
+        """Exact top ``n`` by score at ``at_ms`` (:meth:`RankIndex.top`)."""
         await self._ensure_ready()
-        raw = await self.client.hget(self.keys.meta, "landmark")
-        if raw is None:
-            return []
-        landmark = int(raw)
-        chunk = max(n, 100)
-        offset = 0
-        best: list[tuple[float, str]] = []  # min-heap of the n best exact scores
-        while True:
-            entries = await self.client.zrevrange(
-                self.keys.rank_index, offset, offset + chunk - 1, withscores=True
-            )
-            offset += len(entries)
-            leads = _texts(m for m, _ in entries)
-            loaded = await self._load(leads) if leads else {}
-            gone = [lead for lead in leads if loaded[lead].state is None]
-            for lead in leads:
-                state = loaded[lead].state
-                if state is None:
-                    continue
-                # score_at, like MemoryStore.top_sync: a lead is not rewound before
-                # its latest event (its score there is still bounded by the index).
-                score = score_at(state, self.rules, at_ms)
-                if len(best) < n:
-                    heapq.heappush(best, (score, lead))
-                elif score > best[0][0]:
-                    heapq.heapreplace(best, (score, lead))
-            if gone:
-                await self.client.zrem(self.keys.rank_index, *gone)
-                offset -= len(gone)
-            if len(entries) < chunk:
-                break
-            threshold = decay_to(float(entries[-1][1]), landmark, at_ms, self._max_half_life)
-            if len(best) == n and best[0][0] >= threshold:
-                break
-        return [(lead, score) for score, lead in sorted(best, key=lambda x: (-x[0], x[1]))]
+        return await self.rank.top(n, at_ms, self._states)
 
-
-def _texts(values: Any) -> list[str]:
-    """Redis replies (bytes or str) as a list of str."""
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in values or ()]
+    async def _states(self, lead_ids: Sequence[str]) -> dict[str, LeadState | None]:
+        return {lead: item.state for lead, item in (await self._load(lead_ids)).items()}

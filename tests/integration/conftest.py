@@ -120,6 +120,22 @@ class PrivateRedis:
             self.proc.kill()
             self.proc.wait(10)
 
+    def backup(self) -> Path:
+        """A copy of the append-only files as they are now (every acknowledged write:
+        fsync always). Take it while nothing writes."""
+        target = self.directory.parent / f"{self.directory.name}-backup-{time.monotonic_ns()}"
+        shutil.copytree(self.directory / "appendonlydir", target)
+        return target
+
+    def restore(self, backup: Path) -> None:
+        """Kill the server, put ``backup`` back as its data, start it: a Redis rollback
+        (what a restore from backup, a failover to a lagging replica or an AOF tail lost
+        on power failure does)."""
+        self.kill()
+        shutil.rmtree(self.directory / "appendonlydir")
+        shutil.copytree(backup, self.directory / "appendonlydir")
+        self.start()
+
 
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
