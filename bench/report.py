@@ -71,13 +71,19 @@ def other_lines(results: dict[str, Any]) -> list[str]:
     lines = [f"worker CPU: {_num(results.get('worker_cpu_us_per_event'), '{:.0f}')} us/event"]
     lat = results.get("latency_ms", {})
     if lat:
-        lines += ["", "| offered load (events/s) | p50 ms | p95 ms | p99 ms | hot events |"]
-        lines.append("|---:|---:|---:|---:|---:|")
+        lines += [
+            "",
+            "| offered load (events/s) | p50 ms | p95 ms | p99 ms | hot events "
+            "| worker: events/batch | batch ms p50 / p99 (at most) |",
+        ]
+        lines.append("|---:|---:|---:|---:|---:|---:|---:|")
         for rate, v in lat.items():
             lines.append(
-                f"| {int(rate):,} | {_num(v.get('p50'), '{:,.0f}')} | "
-                f"{_num(v.get('p95'), '{:,.0f}')} | {_num(v.get('p99'), '{:,.0f}')} "
-                f"| {v.get('hot_events', 0)} |"
+                f"| {int(rate):,} | {_num(v.get('p50'), '{:,.1f}')} | "
+                f"{_num(v.get('p95'), '{:,.1f}')} | {_num(v.get('p99'), '{:,.1f}')} "
+                f"| {v.get('hot_events', 0)} | {_num(v.get('events_per_batch'), '{:,.1f}')} "
+                f"| {_num(v.get('batch_ms_p50_at_most'), '{:g}')} / "
+                f"{_num(v.get('batch_ms_p99_at_most'), '{:g}')} |"
             )
     mem = results.get("redis_memory", {})
     if mem:
