@@ -88,7 +88,14 @@ class RawMessage:
 
 def stream_of(topic: str, partition: int) -> str:
     """A Kafka partition as the domain's stream name: ``"topic:partition"``."""
-    return f"{topic}:{partition}"
+    name = _streams.get((topic, partition))
+    if name is None:
+        name = _streams[(topic, partition)] = f"{topic}:{partition}"
+    return name
+
+
+#: (topic, partition) -> stream name (a handful per worker).
+_streams: dict[tuple[str, int], str] = {}
 
 
 def position_of(message: RawMessage) -> Position:

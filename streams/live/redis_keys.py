@@ -79,15 +79,26 @@ class KeySpace:
         self.lead_pattern = f"{prefix}lead:*"
         #: SCAN pattern of format 1's per-half-life rank indexes
         self.legacy_rank_pattern = f"{prefix}idx:rank:*"
+        #: lead id -> its keys, for the leads of recent batches
+        self._leads: dict[str, LeadKeys] = {}
 
     def lead(self, lead_id: str) -> LeadKeys:
-        state = f"{self.prefix}lead:{{{_hash_tag(lead_id)}}}"
-        return LeadKeys(lead_id, state, f"{state}:outbox")
+        keys = self._leads.get(lead_id)
+        if keys is None:
+            if len(self._leads) >= _LEAD_KEYS_CACHED:
+                self._leads.clear()
+            state = f"{self.prefix}lead:{{{_hash_tag(lead_id)}}}"
+            keys = self._leads[lead_id] = LeadKeys(lead_id, state, f"{state}:outbox")
+        return keys
 
     @staticmethod
     def legacy_seen(state_key: str) -> str:
         """Format 1's set of applied event ids beside a lead's state key."""
         return f"{state_key}:seen"
+
+
+#: Lead key sets :meth:`KeySpace.lead` remembers before it starts over.
+_LEAD_KEYS_CACHED = 50_000
 
 
 def _hash_tag(lead_id: str) -> str:
