@@ -11,12 +11,15 @@ import logging
 import os
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from schemas.times import parse_duration_ms
 from scoring.rules_file import default_rules_path
+
+from .redaction import redact_in_logs
 
 ENV_PREFIX = "LEADSCORE_"
 
@@ -35,6 +38,9 @@ _NOT_SETTINGS = frozenset(
 )
 
 log = logging.getLogger("leadscore.settings")
+
+#: Fields whose values are never printed (they are, or may contain, passwords).
+_SECRET_FIELDS = frozenset({"redis_url", "redis_password", "kafka_sasl_password"})
 
 
 class SettingsError(ValueError):
@@ -85,8 +91,9 @@ class Settings(BaseSettings):
     redis_url: str = Field("redis://127.0.0.1:16379/0", description="redis:// or rediss:// URL.")
     redis_password: SecretStr | None = Field(None, description="Overrides a URL password.")
     redis_key_prefix: str = Field("leadscore:", description="Prefix of every Redis key.")
-    idle_lead_retention_ms: Annotated[int | None, Field(alias="LEADSCORE_IDLE_LEAD_RETENTION")] = (
-        None
+    #: ``90d``, ``12h``, ... (or seconds) in the environment; held in milliseconds.
+    idle_lead_retention: int | None = Field(
+        None, description="Delete leads that are not hot after this long unwritten (off)."
     )
 
     # Scoring
@@ -122,7 +129,7 @@ class Settings(BaseSettings):
             raise ValueError("at least one input topic is required")
         return value
 
-    @field_validator("idle_lead_retention_ms", mode="before")
+    @field_validator("idle_lead_retention", mode="before")
     @classmethod
     def _duration(cls, value: object) -> object:
         """``90d``, ``12h``, ... (or seconds) -> ms; empty or ``off``: no retention."""
@@ -169,10 +176,22 @@ def load_settings(**overrides: object) -> Settings:
             ", ".join(env_name(f) for f in Settings.model_fields),
         )
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
             field = str(error["loc"][0]) if error["loc"] else "?"
-            lines.append(f"{env_name(field)}: {error['msg']} (got {error.get('input')!r})")
+            got = "" if field in _SECRET_FIELDS else f" (got {error.get('input')!r})"
+            lines.append(f"{env_name(field)}: {error['msg']}{got}")
         raise SettingsError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    redact_in_logs(secrets_of(settings))
+    return settings
+
+
+def secrets_of(settings: Settings) -> list[str]:
+    """The secret values in ``settings``: passwords, also one inside the Redis URL."""
+    found = [urlsplit(settings.redis_url).password or ""]
+    for secret in (settings.redis_password, settings.kafka_sasl_password):
+        if secret is not None:
+            found.append(secret.get_secret_value())
+    return [s for s in found if s]

@@ -27,6 +27,7 @@ from scoring.state_machine import explain
 
 from ..jsonl import JsonlError, iter_lines
 from ..kafka import AckedProducer, confluent_config, ensure_topics
+from ..redaction import redact_url
 from ..settings import Settings, SettingsError, load_settings
 from .redis_store import RedisStore
 
@@ -159,7 +160,7 @@ def _read(settings: Settings, store: RedisStore, work: Coroutine[Any, Any, T]) -
         if not store.is_transient(exc):
             raise
         raise click.ClickException(
-            f"cannot reach Redis at {settings.redis_url} ({exc}). Is it running? "
+            f"cannot reach Redis at {redact_url(settings.redis_url)} ({exc}). Is it running? "
             "(scripts/services up; LEADSCORE_REDIS_URL)"
         ) from None
 
@@ -178,7 +179,7 @@ def score(ctx: click.Context, lead_id: str, at_text: str | None, as_json: bool) 
     state = _read(settings, store, store.get(lead_id))
     if state is None:
         raise click.ClickException(
-            f"no lead {lead_id!r} in Redis ({settings.redis_url}, key prefix "
+            f"no lead {lead_id!r} in Redis ({redact_url(settings.redis_url)}, key prefix "
             f"{settings.redis_key_prefix!r})"
         )
     info = _score_info(lead_id, state, rules, max(datetime_to_ms(at), state.clock_ms))

@@ -34,6 +34,7 @@ from scoring.store import BatchResult, EventItem
 
 from ..settings import Settings
 from .interfaces import StoreRolledBack
+from .redis_checks import durability_findings
 from .redis_keys import KeySpace
 from .redis_migrate import convert_format_1, stored_format
 from .redis_rank import RankIndex, texts
@@ -128,7 +129,7 @@ class RedisStore:
             Redis.from_url(settings.redis_url, **kwargs),
             rules,
             settings.redis_key_prefix,
-            idle_lead_retention_ms=settings.idle_lead_retention_ms or 0,
+            idle_lead_retention_ms=settings.idle_lead_retention or 0,
         )
 
     async def aclose(self) -> None:
@@ -151,6 +152,8 @@ class RedisStore:
                 self.client, self.keys, self.encode, self._update_indexes, progress
             )
         await self._ensure_ready()
+        for level, message in await durability_findings(self.client):
+            log.log(level, "%s", message)
         return converted
 
     async def _ensure_ready(self) -> None:

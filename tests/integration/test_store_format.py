@@ -5,7 +5,9 @@ leadscore wrote before the compact format)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
+from typing import Any
 
 import orjson
 import pytest
@@ -173,3 +175,22 @@ def _without_window(state: LeadState) -> dict[str, object]:
     data = state.to_dict()
     del data["recent_ids"]
     return data
+
+
+def test_risky_redis_settings_are_reported_at_start(
+    private_redis: Any, key_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        client = Redis.from_url(private_redis.url)
+        try:
+            await client.config_set("maxmemory-policy", "allkeys-lru")
+            await client.config_set("appendfsync", "everysec")
+            with caplog.at_level(logging.INFO, logger="leadscore.store"):
+                await RedisStore(client, RULES, key_prefix).prepare()
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("maxmemory-policy is allkeys-lru" in m for m in errors), errors
+    assert "appendfsync is everysec" in caplog.text
