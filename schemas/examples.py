@@ -139,6 +139,8 @@ OUTPUT_EXAMPLES: dict[str, dict[str, Any]] = {
         "source_partition": 3,
         "source_offset": 1048576,
         "key": EXAMPLE_LEAD_ID,
+        "key_bytes": 11,
+        "key_sha256": "baeb5571a9c63aba1d44ce9fab07544c9989f11b69f3e9d184644ddd9c446de7",
         "payload_text": '{"event_id":"evt-01JD8ZY7G3S1","type":"email_open",'
         '"lead_id":"lead-7f3c9a","occurred_at":"2026-11-23T10:00:00"}',
         "payload_base64": None,

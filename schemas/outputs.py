@@ -111,7 +111,13 @@ class DeadLetter(BaseModel):
     source_partition: int = Field(description="Partition of the rejected message.")
     source_offset: int = Field(description="Offset of the rejected message.")
     key: str | None = Field(
-        description="Message key as text; `base64:` + base64 when not UTF-8; null if none."
+        description="Message key as text; `base64:` + base64 when not UTF-8; null if none. "
+        "Only its first DEAD_LETTER_KEY_MAX bytes when longer (see key_bytes, key_sha256)."
+    )
+    key_bytes: int = Field(description="Size of the original key in bytes (0 if none).")
+    key_sha256: str | None = Field(
+        description="SHA-256 (hex) of the whole original key; the dead letter's own Kafka key "
+        "is `sha256:` + this when the original is longer than DEAD_LETTER_KEY_MAX."
     )
     payload_text: str | None = Field(description="Original bytes as text, when valid UTF-8.")
     payload_base64: str | None = Field(description="Original bytes, base64, when not UTF-8.")

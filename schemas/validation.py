@@ -52,17 +52,28 @@ from schemas.outputs import DeadLetter, ErrorKind
 from . import _native
 
 __all__ = [
+    "DEAD_LETTER_ERROR_MAX",
+    "DEAD_LETTER_KEY_MAX",
     "DEAD_LETTER_PAYLOAD_MAX",
     "MAX_EVENT_BYTES",
     "ErrorKind",
+    "FastEvent",
     "Rejected",
     "dead_letter",
+    "dead_letter_key",
     "parse_event",
+    "parse_for_scoring",
 ]
 
 #: Bytes of a rejected payload kept in its dead letter (JSON escaping at most ~6x this,
 #: well under Kafka's default 1 MiB message limit).
 DEAD_LETTER_PAYLOAD_MAX = 64 * 1024
+#: Bytes of a message key kept in its dead letter (and used as the dead letter's own
+#: Kafka key); a longer key is cut (its size and SHA-256 are kept), so that a dead letter
+#: always fits in a Kafka message whatever the input.
+DEAD_LETTER_KEY_MAX = 1024
+#: Characters of a rejection reason kept in a dead letter.
+DEAD_LETTER_ERROR_MAX = 2000
 
 #: Largest accepted message value. Real events are well under 2 KiB; anything this big is
 #: a producer bug, and refusing it early bounds the work (and memory) per message.
@@ -201,13 +212,18 @@ def dead_letter(
             payload_text = kept.decode("utf-8", "ignore")  # a cut may split the last character
         else:
             payload_base64 = base64.b64encode(kept).decode("ascii")
+    error = rejected.error
+    if len(error) > DEAD_LETTER_ERROR_MAX:
+        error = error[: DEAD_LETTER_ERROR_MAX - 1] + "…"
     return DeadLetter(
         error_kind=rejected.kind,
-        error=rejected.error,
+        error=error,
         source_topic=topic,
         source_partition=partition,
         source_offset=offset,
-        key=None if key is None else _key_text(key),
+        key=None if key is None else _cut_key_text(key),
+        key_bytes=0 if key is None else len(key),
+        key_sha256=None if key is None else hashlib.sha256(key).hexdigest(),
         payload_text=payload_text,
         payload_base64=payload_base64,
         payload_bytes=0 if value is None else len(value),
@@ -231,6 +247,22 @@ def _check_key(event: LeadEvent, key: bytes | None) -> LeadEvent | Rejected:
             f"key: {_shorten(_key_text(key))!r} does not match lead_id {event.lead_id!r}",
         )
     return event
+
+
+def dead_letter_key(key: bytes | None) -> bytes:
+    """The Kafka key of a message's dead letter: its own key, or ``sha256:`` + the hex
+    digest of a key longer than :data:`DEAD_LETTER_KEY_MAX`."""
+    if key is None:
+        return b""
+    if len(key) <= DEAD_LETTER_KEY_MAX:
+        return key
+    return b"sha256:" + hashlib.sha256(key).hexdigest().encode()
+
+
+def _cut_key_text(key: bytes) -> str:
+    if len(key) > DEAD_LETTER_KEY_MAX and _utf8_or_none(key) is not None:
+        return key[:DEAD_LETTER_KEY_MAX].decode("utf-8", "ignore")  # may split a character
+    return _key_text(key[:DEAD_LETTER_KEY_MAX])
 
 
 def _key_text(key: bytes) -> str:

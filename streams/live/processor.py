@@ -29,7 +29,7 @@ from functools import partial
 from typing import TypeVar
 
 from schemas.times import datetime_to_ms
-from schemas.validation import Rejected, dead_letter, parse_for_scoring
+from schemas.validation import Rejected, dead_letter, dead_letter_key, parse_for_scoring
 from scoring.crossings import Crossing
 from scoring.state import LeadState
 from scoring.state_machine import group_by_lead
@@ -213,7 +213,7 @@ class Processor:
             offset=message.offset,
             seen_at=seen_at,
         )
-        return message.key or b"", record.model_dump_json().encode()
+        return dead_letter_key(message.key), record.model_dump_json().encode()
 
     # ------------------------------------------------------------------ outputs
     async def _publish(self, crossings: Sequence[Crossing]) -> None:

@@ -4,6 +4,7 @@ Faust: poison isolation and dead letters."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Sequence
 
 import orjson
@@ -11,6 +12,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from redis.asyncio import Redis
 
+from schemas.validation import DEAD_LETTER_KEY_MAX
 from scoring.rules_file import default_rules_path, load_rules
 from streams.kafka import AckedProducer
 from streams.live.interfaces import RawMessage
@@ -163,3 +165,45 @@ def test_an_operation_failing_for_long_is_reported_for_healthz(
             await client.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_huge_key_is_dead_lettered_within_kafkas_limits_and_the_partition_moves_on(
+    kafka_bootstrap: str, redis_url: str, key_prefix: str, create_topic, unique_name: str
+) -> None:
+    """A record with a 150 KB key (Kafka accepts it) and an 18-byte value: its dead letter
+    keeps the first DEAD_LETTER_KEY_MAX bytes of the key, its size and hash, and is keyed
+    by the hash, so the broker takes it (a copy of the key, JSON-escaped, would not fit)."""
+    hot = create_topic(f"{unique_name}-hot")
+    dlq = create_topic(f"{unique_name}-dlq")
+    rules = load_rules(default_rules_path())
+    settings = load_settings(kafka_bootstrap_servers=kafka_bootstrap)
+    huge_key = b"\x01" * 150_000  # each byte escapes to 6 characters of JSON: 900 KB
+    good = event_dict("form_submit", "ok", 1_767_225_600_000, event_id="ok1", form_id="demo")
+    messages = [
+        RawMessage("in", 0, 0, huge_key, b'{"not": "an event"}'),
+        RawMessage("in", 0, 1, b"ok", orjson.dumps(good)),
+    ]
+
+    async def scenario() -> None:
+        client = Redis.from_url(redis_url)
+        try:
+            store = RedisStore(client, rules, key_prefix)
+            processor = Processor(
+                store,
+                ProducerSink(AckedProducer(settings)),
+                hot_topic=hot,
+                dlq_topic=dlq,
+                metrics=Metrics(),
+                retry_initial=0.01,
+            )
+            result = await asyncio.wait_for(processor.process(messages), 30)
+            assert result.applied == 1
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
+    [dead] = read_all(kafka_bootstrap, dlq, 1)
+    assert dead["key_bytes"] == len(huge_key)
+    assert dead["key_sha256"] == hashlib.sha256(huge_key).hexdigest()
+    assert len(dead["key"].encode()) <= DEAD_LETTER_KEY_MAX
+    assert len(orjson.dumps(dead)) < 64 * 1024
