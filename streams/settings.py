@@ -110,6 +110,13 @@ class Settings(BaseSettings):
         "(a batch never waits to be filled).",
     )
     sweep_interval: float = Field(5.0, gt=0, le=3600, description="Seconds between cooling sweeps.")
+    stop_timeout: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Seconds a stop waits for the batch in flight (e.g. through a Redis "
+        "outage) before abandoning it uncommitted.",
+    )
     max_event_bytes: int = Field(64 * 1024, ge=256, le=10 * 1024 * 1024)
     web_host: str = Field("127.0.0.1", description="Address of /healthz and /metrics.")
     web_port: int = Field(6066, ge=0, le=65_535)

@@ -38,8 +38,6 @@ log = logging.getLogger("leadscore.worker")
 #: /healthz turns 503 when an operation (a batch, a produce, the sweep) has been failing
 #: and retrying for this long: the worker is alive but not making progress.
 HEALTH_STUCK_AFTER_S = 30.0
-#: How long a stop waits for the batch in flight (produce and commit included).
-STOP_TIMEOUT_S = 30.0
 
 
 class FaustSink:
@@ -206,7 +204,7 @@ def _add_consumer(
         await consumer.run(processor.process, ready=outbox_relayed)
 
     async def stop_consuming() -> None:
-        await consumer.stop(timeout=STOP_TIMEOUT_S)
+        await consumer.stop(timeout=settings.stop_timeout)
 
     app.before_stop.append(stop_consuming)
 

@@ -94,6 +94,8 @@ class BatchConsumer:
         self._last_error_log = 0.0
         self._stopping = False
         self._done = asyncio.Event()
+        #: The batch being processed and committed, if any.
+        self._in_flight: asyncio.Future[None] | None = None
         #: Stream -> mark to re-read from, asked for by :meth:`rewind_to`.
         self._pending_rewind: dict[str, int] = {}
 
@@ -119,13 +121,18 @@ class BatchConsumer:
                 batch = await loop.run_in_executor(self._thread, self._consume)
                 if not batch:
                     continue
-                task = asyncio.ensure_future(self._process_and_commit(process, batch))
+                task = self._in_flight = asyncio.ensure_future(
+                    self._process_and_commit(process, batch)
+                )
                 try:
                     await asyncio.shield(task)
                 except asyncio.CancelledError:
-                    log.info("stopping: finishing the current batch of %d", len(batch))
-                    await task
+                    if not task.done():
+                        log.info("stopping: finishing the current batch of %d", len(batch))
+                        await task  # cancelled too when stop() gives up on it
                     raise
+                finally:
+                    self._in_flight = None
         finally:
             await self._close(loop)
             self._done.set()
@@ -133,12 +140,29 @@ class BatchConsumer:
     async def stop(self, timeout: float) -> None:
         """Ask :meth:`run` to stop after the batch in flight and wait (at most ``timeout``
         seconds) until it has committed and left the group. Call it before the producer
-        stops: the batch in flight still produces its crossings."""
+        stops: the batch in flight still produces its crossings. A batch that cannot finish
+        in time (Redis or Kafka down) is abandoned uncommitted: whoever reads the partition
+        next reads it again, and the store recognises what of it was applied. So a stop
+        takes at most ``timeout`` + :data:`CLOSE_TIMEOUT_S` (+ a little)."""
         self._stopping = True
         try:
-            await asyncio.wait_for(self._done.wait(), timeout)
+            await asyncio.wait_for(asyncio.shield(self._done.wait()), timeout)
+            return
         except TimeoutError:
-            log.error("the consumer did not stop within %.0fs; stopping anyway", timeout)
+            pass
+        task = self._in_flight
+        if task is not None and not task.done():
+            log.error(
+                "the batch in flight did not finish within %.0fs of the stop; abandoning it "
+                "uncommitted (it is read again on the next start; what of it was applied is "
+                "recognised and skipped)",
+                timeout,
+            )
+            task.cancel()
+        try:
+            await asyncio.wait_for(self._done.wait(), CLOSE_TIMEOUT_S + 5)
+        except TimeoutError:
+            log.error("the consumer did not stop; stopping anyway")
 
     async def _process_and_commit(
         self, process: Callable[[list[RawMessage]], Awaitable[object]], batch: list[RawMessage]

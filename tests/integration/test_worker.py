@@ -627,3 +627,37 @@ def test_sigterm_during_redis_outage_finishes_the_batch_once_redis_is_back(
         assert again.stop() == 0
     state = read_state(private_redis.url, stack.key_prefix, rules, "term-a")
     assert state is not None and state.events_applied == len(events)
+
+
+def test_sigterm_during_a_long_redis_outage_stops_in_bounded_time(
+    stack: WorkerStack, rules: RuleSet, private_redis: Any
+) -> None:
+    """Redis stays down: after LEADSCORE_STOP_TIMEOUT the batch in flight is abandoned
+    uncommitted and the worker exits; the next start applies everything exactly once."""
+    stack.make_topics(partitions=1)
+    config = stack.config(
+        redis_url=private_redis.url,
+        sweep_interval=3600,
+        extra_env={"LEADSCORE_STOP_TIMEOUT": "2"},
+    )
+    worker = stack.start(config)
+    events = [pricing("stop-a", T0 + i * 60_000, f"stop-{i}") for i in range(6)]
+    stack.produce([encode(e) for e in events[:2]])
+    worker.wait_processed(2)
+    private_redis.kill()
+    stack.produce([encode(e) for e in events[2:]])
+    worker.wait_log(r"apply batch to Redis failed \(attempt \d+\)", timeout=30, count=2)
+    assert worker.proc is not None
+    stopped_at = time.monotonic()
+    worker.proc.send_signal(signal.SIGTERM)
+    code = worker.proc.wait(30)
+    took = time.monotonic() - stopped_at
+    print(f"\nstop during a Redis outage: exited {code} after {took:.1f}s (stop timeout 2s)")
+    assert took < 25
+    worker.wait_log(r"abandoning it uncommitted", timeout=1)
+    private_redis.start()
+    again = stack.start(config, log_name="again")
+    again.wait_processed(len(events) - 2)
+    assert again.stop() == 0
+    state = read_state(private_redis.url, stack.key_prefix, rules, "stop-a")
+    assert state is not None and state.events_applied == len(events)
