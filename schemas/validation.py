@@ -48,6 +48,7 @@ from pydantic_core import ErrorDetails
 
 from schemas.events import EVENT_ADAPTER, EVENT_MODELS, LeadEvent, Scorable
 from schemas.outputs import DeadLetter, ErrorKind
+from schemas.times import format_duration_rough, format_ms
 
 from . import _native
 
@@ -55,6 +56,7 @@ __all__ = [
     "DEAD_LETTER_ERROR_MAX",
     "DEAD_LETTER_KEY_MAX",
     "DEAD_LETTER_PAYLOAD_MAX",
+    "DEFAULT_MAX_CLOCK_SKEW_MS",
     "MAX_EVENT_BYTES",
     "ErrorKind",
     "FastEvent",
@@ -63,6 +65,7 @@ __all__ = [
     "dead_letter_key",
     "parse_event",
     "parse_for_scoring",
+    "too_far_ahead",
 ]
 
 #: Bytes of a rejected payload kept in its dead letter (JSON escaping at most ~6x this,
@@ -111,6 +114,29 @@ class FastEvent:
 
     def field_value(self, name: str) -> Any:
         return self.fields.get(name)
+
+
+#: ``max_clock_skew`` by default: an event may be dated at most a day after its record.
+DEFAULT_MAX_CLOCK_SKEW_MS = 24 * 3600 * 1000
+
+
+def too_far_ahead(
+    occurred_ms: int, record_ms: int | None, max_skew_ms: int | None
+) -> Rejected | None:
+    """The clock-skew policy, the same live and in a replay from Kafka: an event dated more
+    than ``max_skew_ms`` after the timestamp of the Kafka record that carries it is
+    rejected (a producer's clock or a bug dating it in the future would otherwise move its
+    lead's clock ahead, and events after it would no longer count). None: accepted (also
+    without a record timestamp, or with the policy off)."""
+    if max_skew_ms is None or record_ms is None or occurred_ms <= record_ms + max_skew_ms:
+        return None
+    ahead = format_duration_rough(occurred_ms - record_ms)
+    return Rejected(
+        "invalid_event",
+        f"occurred_at: {format_ms(occurred_ms)} is {ahead} "
+        f"after its Kafka record's timestamp {format_ms(record_ms)}; events may be dated at "
+        f"most {format_duration_rough(max_skew_ms)} ahead (LEADSCORE_MAX_CLOCK_SKEW)",
+    )
 
 
 def parse_for_scoring(

@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from schemas.times import parse_duration_ms
+from schemas.validation import DEFAULT_MAX_CLOCK_SKEW_MS
 from scoring.rules_file import default_rules_path
 
 from .redaction import redact_in_logs
@@ -110,6 +111,11 @@ class Settings(BaseSettings):
         "(a batch never waits to be filled).",
     )
     sweep_interval: float = Field(5.0, gt=0, le=3600, description="Seconds between cooling sweeps.")
+    max_clock_skew: int | None = Field(
+        DEFAULT_MAX_CLOCK_SKEW_MS,
+        description="An event dated more than this after its Kafka record is dead-lettered "
+        "(1d; off: no limit). Milliseconds once read; 12h, 1d... in the environment.",
+    )
     stop_timeout: float = Field(
         30.0,
         gt=0,
@@ -136,13 +142,14 @@ class Settings(BaseSettings):
             raise ValueError("at least one input topic is required")
         return value
 
-    @field_validator("idle_lead_retention", mode="before")
+    @field_validator("idle_lead_retention", "max_clock_skew", mode="before")
     @classmethod
     def _duration(cls, value: object) -> object:
-        """``90d``, ``12h``, ... (or seconds) -> ms; empty or ``off``: no retention."""
+        """From the environment, ``90d``, ``12h``, ... (or seconds) -> ms; empty or ``off``:
+        none. A number given in code (a default, an override) is already ms."""
         if value is None or (isinstance(value, str) and value.strip().lower() in ("", "off")):
             return None
-        if isinstance(value, str | int | float):
+        if isinstance(value, str):
             return parse_duration_ms(value)
         return value
 

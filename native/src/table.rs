@@ -300,6 +300,23 @@ impl Batch {
         })
     }
 
+    /// Drop the valid events dated after their limit (`limits[i]`, None: no limit):
+    /// the clock-skew policy of a replay from Kafka. Returns (index, occurred_ms) of each.
+    fn reject_after(&mut self, limits: Vec<Option<i64>>) -> Vec<(usize, i64)> {
+        let mut dropped = Vec::new();
+        for (i, limit) in limits.into_iter().enumerate() {
+            let Some(limit) = limit else { continue };
+            let Some(row) = self.rows.get_mut(i) else { break };
+            if let Some(r) = row.as_ref() {
+                if r.occurred_ms > limit {
+                    dropped.push((i, r.occurred_ms));
+                    *row = None;
+                }
+            }
+        }
+        dropped
+    }
+
     /// The record's event id and lead id (for slow rows after `set_event` too).
     fn envelope(&self, index: usize) -> Option<(String, String)> {
         self.rows

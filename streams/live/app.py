@@ -81,6 +81,7 @@ def build_app(settings: Settings, rules: RuleSet | None = None) -> Worker:
         dlq_topic=settings.dlq_topic,
         metrics=metrics,
         max_event_bytes=settings.max_event_bytes,
+        max_clock_skew_ms=settings.max_clock_skew,
         partition_lag=lambda: _partition_lag(consumer, processor),
         on_rollback=consumer.rewind_to,
     )

@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from confluent_kafka import (
     OFFSET_BEGINNING,
     OFFSET_INVALID,
+    TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
     KafkaException,
@@ -236,7 +237,9 @@ class BatchConsumer:
                 continue
             topic, partition, offset = m.topic(), m.partition(), m.offset()
             assert topic is not None and partition is not None and offset is not None
-            batch.append(RawMessage(topic, partition, offset, m.key(), m.value()))
+            kind, stamp = m.timestamp()
+            when = stamp if kind != TIMESTAMP_NOT_AVAILABLE and stamp >= 0 else None
+            batch.append(RawMessage(topic, partition, offset, m.key(), m.value(), when))
         return batch
 
     def _commit(self, offsets: list[TopicPartition]) -> None:

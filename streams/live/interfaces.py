@@ -80,6 +80,8 @@ class RawMessage:
     offset: int
     key: bytes | None
     value: bytes | None
+    #: The record's Kafka timestamp (ms; None: not available): the clock-skew policy.
+    timestamp_ms: int | None = None
 
     @property
     def where(self) -> str:

@@ -29,7 +29,14 @@ from functools import partial
 from typing import TypeVar
 
 from schemas.times import datetime_to_ms
-from schemas.validation import Rejected, dead_letter, dead_letter_key, parse_for_scoring
+from schemas.validation import (
+    DEFAULT_MAX_CLOCK_SKEW_MS,
+    Rejected,
+    dead_letter,
+    dead_letter_key,
+    parse_for_scoring,
+    too_far_ahead,
+)
 from scoring.crossings import Crossing
 from scoring.state import LeadState
 from scoring.state_machine import group_by_lead
@@ -69,6 +76,7 @@ class Processor:
         dlq_topic: str,
         metrics: Metrics,
         max_event_bytes: int = 64 * 1024,
+        max_clock_skew_ms: int | None = DEFAULT_MAX_CLOCK_SKEW_MS,
         clock: Callable[[], datetime] = utc_now,
         partition_lag: Callable[[], Awaitable[dict[tuple[str, int], int]]] | None = None,
         retry_initial: float = 0.1,
@@ -81,6 +89,8 @@ class Processor:
         self.dlq_topic = dlq_topic
         self.metrics = metrics
         self.max_event_bytes = max_event_bytes
+        #: See :func:`schemas.validation.too_far_ahead` (None: no limit).
+        self.max_clock_skew_ms = max_clock_skew_ms
         self.clock = clock
         self.partition_lag = partition_lag
         self.retry_initial = retry_initial
@@ -115,6 +125,13 @@ class Processor:
                     require_key=True,
                     max_bytes=self.max_event_bytes,
                 )
+                if not isinstance(parsed, Rejected):
+                    parsed = (
+                        too_far_ahead(
+                            parsed.occurred_at_ms, message.timestamp_ms, self.max_clock_skew_ms
+                        )
+                        or parsed
+                    )
                 if isinstance(parsed, Rejected):
                     dead.append(self._dead_letter(message, parsed, seen_at))
                 else:

@@ -44,6 +44,17 @@ def _kafka_config() -> Mapping[str, Any]:
         raise click.ClickException(str(exc)) from None
 
 
+def _max_clock_skew(specs: Sequence[str]) -> int | None:
+    """The worker's clock-skew policy (LEADSCORE_MAX_CLOCK_SKEW) for Kafka sources, so a
+    replay rejects what the worker rejected."""
+    if not any(s.startswith("kafka:") for s in specs):
+        return None
+    try:
+        return load_settings().max_clock_skew
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def _max_event_bytes(specs: Sequence[str], given: int | None) -> int:
     """``--max-event-bytes``, else the worker's setting for Kafka sources, else 64 KiB."""
     if given is not None:
@@ -87,7 +98,14 @@ def _sources(specs: Sequence[str], from_ms: int | None, to_ms: int | None) -> li
         raise click.UsageError("--from/--to select a Kafka range: use them with kafka:TOPIC")
     try:
         return [
-            open_source(s, from_ms=from_ms, to_ms=to_ms, kafka_config=_kafka_config) for s in specs
+            open_source(
+                s,
+                from_ms=from_ms,
+                to_ms=to_ms,
+                kafka_config=_kafka_config,
+                max_clock_skew_ms=_max_clock_skew(specs),
+            )
+            for s in specs
         ]
     except ReplayError as exc:
         raise click.ClickException(str(exc)) from None

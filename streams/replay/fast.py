@@ -18,14 +18,14 @@ from collections.abc import Mapping, Sequence
 
 from schemas._native import Batch, Reader
 from schemas.events import EVENT_MODELS, PROFILE_FIELDS, LeadProfile
-from schemas.validation import MAX_EVENT_BYTES
+from schemas.validation import MAX_EVENT_BYTES, too_far_ahead
 from scoring._native import LeadSnapshot, LeadTable
 from scoring.crossings import make_crossing
 from scoring.profile import lead_fit, merge_profile_values, profile_values
 from scoring.rules import RuleSet
 from scoring.state import ProfileEntry
 
-from .reading import ReadStats, source_chunks, validate_record
+from .reading import BadRecord, ReadStats, source_chunks, validate_record
 from .results import NEVER, LeadRow, Replay, RuleRun, Span, gc_paused
 from .sources import Chunk, Source
 
@@ -212,5 +212,16 @@ def _parse_chunk(
             profile_values(result) if isinstance(result, LeadProfile) else None,
             [f.rules.match(result.type, result.field_value) for f in fast],
         )
+    if chunk.timestamps is not None and chunk.max_skew_ms is not None:
+        skew = chunk.max_skew_ms
+        limits = [None if t is None else t + skew for t in chunk.timestamps]
+        for i, occurred_ms in batch.reject_after(limits):
+            rejected = too_far_ahead(occurred_ms, chunk.timestamps[i], skew)
+            assert rejected is not None and chunk.positions is not None
+            partition, offset = chunk.positions[i]
+            stats.reject(
+                BadRecord(name, rejected.kind, rejected.error, partition=partition, offset=offset)
+            )
+            valid -= 1
     stats.valid += valid
     return batch

@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from schemas.events import LeadEvent
-from schemas.validation import MAX_EVENT_BYTES, Rejected, parse_event
+from schemas.validation import MAX_EVENT_BYTES, Rejected, parse_event, too_far_ahead
 from streams.jsonl import is_blank
 
 from .sources import Chunk, Source
@@ -146,6 +146,13 @@ def validate_record(
             assert chunk.positions is not None
             partition, offset = chunk.positions[index]
             where = {"partition": partition, "offset": offset}
+    if chunk.timestamps is not None and not isinstance(result, Rejected):
+        rejected = too_far_ahead(result.occurred_at_ms, chunk.timestamps[index], chunk.max_skew_ms)
+        if rejected is not None:
+            assert chunk.positions is not None
+            partition, offset = chunk.positions[index]
+            where = {"partition": partition, "offset": offset}
+            result = rejected
     if isinstance(result, Rejected):
         stats.reject(BadRecord(name, result.kind, result.error, **where))
         return None

@@ -32,6 +32,10 @@ class Chunk:
     first_line: int = 1
     #: Kafka: ``(partition, offset)`` of each value.
     positions: list[tuple[int, int]] | None = None
+    #: Kafka: each record's timestamp (ms; None: not available), and how far after it an
+    #: event may be dated (the worker's clock-skew policy; None: no limit).
+    timestamps: list[int | None] | None = None
+    max_skew_ms: int | None = None
     #: Progress units (file bytes / Kafka messages) this chunk accounts for.
     progress: int = 0
 
@@ -102,8 +106,11 @@ class KafkaSource:
         to_ms: int | None = None,
         timeout_s: float = 30.0,
         batch: int = 10_000,
+        max_clock_skew_ms: int | None = None,
     ) -> None:
         self.topic = topic
+        #: Events dated more than this after their record are rejected, as live.
+        self.max_clock_skew_ms = max_clock_skew_ms
         self.name = f"kafka:{topic}"
         self.from_ms = from_ms
         self.to_ms = to_ms
@@ -200,6 +207,8 @@ class KafkaSource:
         values: list[bytes | None] = []
         keys: list[bytes | None] = []
         positions: list[tuple[int, int]] = []
+        timestamps: list[int | None] = []
+        available = _kafka().TIMESTAMP_NOT_AVAILABLE
         for message in consumer.consume(num_messages=self.batch, timeout=0.5):
             error = message.error()
             if error is not None:
@@ -213,7 +222,16 @@ class KafkaSource:
             values.append(message.value())
             keys.append(message.key())
             positions.append((partition, offset))
-        return Chunk(values, keys=keys, positions=positions, progress=len(values))
+            kind, stamp = message.timestamp()
+            timestamps.append(stamp if kind != available and stamp >= 0 else None)
+        return Chunk(
+            values,
+            keys=keys,
+            positions=positions,
+            progress=len(values),
+            timestamps=timestamps,
+            max_skew_ms=self.max_clock_skew_ms,
+        )
 
 
 def open_source(
@@ -222,6 +240,7 @@ def open_source(
     from_ms: int | None = None,
     to_ms: int | None = None,
     kafka_config: Callable[[], Mapping[str, Any]] | None = None,
+    max_clock_skew_ms: int | None = None,
 ) -> Source:
     """``kafka:TOPIC`` -> :class:`KafkaSource` (``kafka_config`` gives the client
     configuration), anything else -> :class:`FileSource`."""
@@ -231,7 +250,13 @@ def open_source(
             raise ReplayError(f"{spec!r}: expected kafka:TOPIC")
         if kafka_config is None:
             raise ReplayError(f"{spec}: no Kafka configuration")
-        return KafkaSource(topic, kafka_config(), from_ms=from_ms, to_ms=to_ms)
+        return KafkaSource(
+            topic,
+            kafka_config(),
+            from_ms=from_ms,
+            to_ms=to_ms,
+            max_clock_skew_ms=max_clock_skew_ms,
+        )
     path = Path(spec)
     if not path.is_file():
         raise ReplayError(f"{spec}: no such file (for a Kafka topic write kafka:TOPIC)")

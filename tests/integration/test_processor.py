@@ -207,3 +207,49 @@ def test_a_huge_key_is_dead_lettered_within_kafkas_limits_and_the_partition_move
     assert dead["key_sha256"] == hashlib.sha256(huge_key).hexdigest()
     assert len(dead["key"].encode()) <= DEAD_LETTER_KEY_MAX
     assert len(orjson.dumps(dead)) < 64 * 1024
+
+
+def test_an_event_dated_too_far_after_its_record_is_dead_lettered(
+    kafka_bootstrap: str, redis_url: str, key_prefix: str, create_topic, unique_name: str
+) -> None:
+    """The clock-skew policy live: an event dated in 2099, carried by a record of today,
+    would move its lead's clock to 2099 (and later events would no longer count); it is
+    dead-lettered naming occurred_at, and its lead's next events count in full."""
+    hot = create_topic(f"{unique_name}-hot")
+    dlq = create_topic(f"{unique_name}-dlq")
+    rules = load_rules(default_rules_path())
+    settings = load_settings(kafka_bootstrap_servers=kafka_bootstrap)
+    now = 1_767_225_600_000
+    far = event_dict("page_view", "skew", 4_070_908_800_000, event_id="far", url="https://x.io/")
+    forms = [
+        event_dict("form_submit", "skew", now + i, event_id=f"f{i}", form_id="demo")
+        for i in range(3)
+    ]
+    messages = [
+        RawMessage("in", 0, i, b"skew", orjson.dumps(d), timestamp_ms=now)
+        for i, d in enumerate([far, *forms])
+    ]
+
+    async def scenario() -> None:
+        client = Redis.from_url(redis_url)
+        try:
+            store = RedisStore(client, rules, key_prefix)
+            processor = Processor(
+                store,
+                ProducerSink(AckedProducer(settings)),
+                hot_topic=hot,
+                dlq_topic=dlq,
+                metrics=Metrics(),
+                max_clock_skew_ms=24 * 3600 * 1000,
+            )
+            result = await processor.process(messages)
+            assert result.applied == 3
+            state = await store.get("skew")
+            assert state is not None and state.clock_ms == now + 2
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
+    [dead] = read_all(kafka_bootstrap, dlq, 1)
+    assert dead["error_kind"] == "invalid_event"
+    assert dead["error"].startswith("occurred_at: 2099-01-01T00:00:00Z is ")

@@ -21,11 +21,13 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from scoring.rules_file import default_rules_path
-from streams.kafka import AckedProducer
+from streams.kafka import AckedProducer, confluent_config
 from streams.live.commands import _key_of, _lines
 from streams.replay.commands import replay
+from streams.replay.reading import ReadStats, read_events
+from streams.replay.sources import KafkaSource
 from streams.settings import load_settings
-from tests.strategies import generate_event_log
+from tests.strategies import event_dict, generate_event_log
 
 pytestmark = pytest.mark.integration
 
@@ -189,3 +191,41 @@ def test_kafka_source_errors_are_reported(
     )
     assert result.exit_code == 1
     assert f"kafka:{unique_name}-missing" in result.output
+
+
+def test_a_replay_from_kafka_rejects_what_the_worker_rejects_as_dated_too_far_ahead(
+    kafka_bootstrap: str,
+    create_topic: Callable[..., str],
+    unique_name: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The clock-skew policy (LEADSCORE_MAX_CLOCK_SKEW, default 1 day) in a replay from
+    Kafka, on the native path (``leadscore replay``) and the reference path (what
+    calibration reads): an event dated in 2099 is a bad record naming occurred_at, its
+    neighbours count; with the policy off it is applied."""
+    topic = create_topic(unique_name, partitions=1)
+    now = _now_ms()
+    events = [
+        event_dict("page_view", "skew", now - 60_000, event_id="ok-1", url="https://x.io/"),
+        event_dict("form_submit", "skew", 4_070_908_800_000, event_id="far", form_id="demo"),
+        event_dict("page_view", "skew", now - 30_000, event_id="ok-2", url="https://x.io/"),
+    ]
+    producer = AckedProducer(load_settings(kafka_bootstrap_servers=kafka_bootstrap))
+    producer.send_all(topic, [(b"skew", json.dumps(e).encode()) for e in events])
+    monkeypatch.setenv("LEADSCORE_KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    monkeypatch.delenv("LEADSCORE_MAX_CLOCK_SKEW", raising=False)
+    summary = _replay([f"kafka:{topic}"], tmp_path / "on")
+    assert (summary["counts"]["bad"], summary["counts"]["applied"]) == (1, 2)
+    [bad] = summary["bad_records"]
+    assert bad["kind"] == "invalid_event" and bad["error"].startswith("occurred_at: 2099-")
+    assert "LEADSCORE_MAX_CLOCK_SKEW" in bad["error"]
+    config = confluent_config(load_settings())
+    stats = ReadStats()
+    source = KafkaSource(topic, config, max_clock_skew_ms=24 * 3600 * 1000)
+    read = [e.event_id for chunk in read_events([source], stats) for e in chunk]
+    assert read == ["ok-1", "ok-2"]
+    assert [r.to_dict() for r in stats.bad_records] == summary["bad_records"]
+    monkeypatch.setenv("LEADSCORE_MAX_CLOCK_SKEW", "off")
+    summary = _replay([f"kafka:{topic}"], tmp_path / "off")
+    assert (summary["counts"]["bad"], summary["counts"]["applied"]) == (0, 3)

@@ -72,3 +72,12 @@ def test_a_settings_error_does_not_echo_a_secret(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(SettingsError) as error:
         load_settings()
     assert "sasl-secret-3" not in str(error.value)
+
+
+def test_the_clock_skew_policy_defaults_to_a_day(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LEADSCORE_MAX_CLOCK_SKEW", raising=False)
+    assert load_settings().max_clock_skew == 24 * 3600 * 1000
+    monkeypatch.setenv("LEADSCORE_MAX_CLOCK_SKEW", "12h")
+    assert load_settings().max_clock_skew == 12 * 3600 * 1000
+    monkeypatch.setenv("LEADSCORE_MAX_CLOCK_SKEW", "off")
+    assert load_settings().max_clock_skew is None
