@@ -38,6 +38,8 @@ log = logging.getLogger("leadscore.worker")
 #: /healthz turns 503 when an operation (a batch, a produce, the sweep) has been failing
 #: and retrying for this long: the worker is alive but not making progress.
 HEALTH_STUCK_AFTER_S = 30.0
+#: /healthz gives Redis this long to answer a PING (so it answers within a second).
+HEALTH_PING_TIMEOUT_S = 0.5
 
 
 class FaustSink:
@@ -222,10 +224,11 @@ def _add_pages(
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
         try:
-            await store.client.ping()
+            # A Redis that hangs (paused, swapping) must not hang the probe.
+            await asyncio.wait_for(store.client.ping(), HEALTH_PING_TIMEOUT_S)
             redis_ok = True
         except Exception as exc:  # reported, not raised: this is a health probe
-            log.warning("healthz: Redis ping failed: %s", exc)
+            log.warning("healthz: Redis ping failed: %s", repr(exc))
             redis_ok = False
         now = time.monotonic()
         stuck = {

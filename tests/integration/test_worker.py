@@ -661,3 +661,25 @@ def test_sigterm_during_a_long_redis_outage_stops_in_bounded_time(
     assert again.stop() == 0
     state = read_state(private_redis.url, stack.key_prefix, rules, "stop-a")
     assert state is not None and state.events_applied == len(events)
+
+
+def test_healthz_answers_within_a_second_while_redis_hangs(
+    stack: WorkerStack, private_redis: Any
+) -> None:
+    """Redis paused (SIGSTOP: what a swapping or frozen host looks like): /healthz says 503
+    within a second instead of waiting for the socket timeout; after SIGCONT, 200."""
+    stack.make_topics(partitions=1)
+    worker = stack.start(stack.config(redis_url=private_redis.url, sweep_interval=3600))
+    worker.wait_healthy(30)
+    assert private_redis.proc is not None
+    private_redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        status, _ = worker.http_get("/healthz")
+        took = time.monotonic() - started
+        print(f"\n/healthz with Redis paused: {status} in {took * 1000:.0f} ms")
+        assert status == 503 and took < 1.0
+    finally:
+        private_redis.proc.send_signal(signal.SIGCONT)
+    worker.wait_healthy(30)
+    assert worker.stop() == 0
