@@ -218,12 +218,15 @@ def dead_letter(
     partition: int,
     offset: int,
     seen_at: datetime,
+    payload_max: int = DEAD_LETTER_PAYLOAD_MAX,
 ) -> DeadLetter:
     """The dead-letter record for a rejected message, carrying the original bytes.
 
     The payload goes into ``payload_text`` when it is UTF-8, otherwise into
     ``payload_base64``, so the record is always valid JSON and the bytes can be recovered
-    exactly, up to :data:`DEAD_LETTER_PAYLOAD_MAX` bytes: a longer payload is cut there
+    exactly, up to ``payload_max`` bytes (:data:`DEAD_LETTER_PAYLOAD_MAX` by default; the
+    worker lowers it for a dead-letter topic with a small ``max.message.bytes``): a longer
+    payload is cut there
     (``payload_truncated``; ``payload_bytes`` and ``payload_sha256`` describe the whole),
     so that a dead letter always fits in a Kafka message and can never block the worker.
     The key is text, or ``"base64:"`` + base64 when it is not UTF-8.
@@ -232,7 +235,7 @@ def dead_letter(
     payload_text = payload_base64 = None
     truncated = False
     if value is not None:
-        kept = value[:DEAD_LETTER_PAYLOAD_MAX]
+        kept = value[:payload_max]
         truncated = len(kept) < len(value)
         if _utf8_or_none(value) is not None:
             payload_text = kept.decode("utf-8", "ignore")  # a cut may split the last character

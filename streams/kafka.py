@@ -9,7 +9,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+)
 
 from .settings import Settings
 
@@ -77,6 +81,45 @@ def ensure_topics(settings: Settings, *, timeout: float = 120.0) -> list[str]:
     return created
 
 
+#: Kafka's default ``max.message.bytes`` of a topic.
+DEFAULT_MAX_MESSAGE_BYTES = 1_048_588
+
+#: Produce errors that the same record will always get: the broker refuses the record
+#: itself (too large, invalid), not the connection or the configuration.
+PERMANENT_PRODUCE_ERRORS = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.INVALID_MSG,
+        KafkaError.INVALID_RECORD,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.INVALID_MSG_SIZE,
+    }
+)
+
+
+class ProduceError(RuntimeError):
+    """Records the broker did not acknowledge; ``permanent`` when every one of them was
+    refused for what it is (see :data:`PERMANENT_PRODUCE_ERRORS`)."""
+
+    def __init__(self, topic: str, errors: Sequence[KafkaError]) -> None:
+        super().__init__(f"{len(errors)} record(s) to {topic} failed: {errors[0]}")
+        self.permanent = all(e.code() in PERMANENT_PRODUCE_ERRORS for e in errors)
+
+
+def topic_max_message_bytes(settings: Settings, topic: str) -> int:
+    """The topic's ``max.message.bytes`` (the broker's default when it cannot be read)."""
+    admin = AdminClient(confluent_config(settings))
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    try:
+        configs = admin.describe_configs([resource])[resource].result(timeout=30)
+        return int(configs["max.message.bytes"].value)
+    except (KafkaException, KeyError, ValueError) as exc:
+        log.warning(
+            "cannot read max.message.bytes of %s (%s); assuming Kafka's default", topic, exc
+        )
+        return DEFAULT_MAX_MESSAGE_BYTES
+
+
 class AckedProducer:
     """A confluent-kafka producer (idempotent, acks=all) whose :meth:`send_all` returns
     only when every record is acknowledged, raising if any failed."""
@@ -90,11 +133,11 @@ class AckedProducer:
         )
 
     def send_all(self, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> None:
-        errors: list[str] = []
+        errors: list[KafkaError] = []
 
         def on_delivery(err: KafkaError | None, _msg: Any) -> None:
             if err is not None:
-                errors.append(str(err))
+                errors.append(err)
 
         for key, value in records:
             while True:
@@ -108,4 +151,4 @@ class AckedProducer:
         if remaining:
             raise RuntimeError(f"{remaining} record(s) to {topic} not acknowledged within 60s")
         if errors:
-            raise RuntimeError(f"{len(errors)} record(s) to {topic} failed: {errors[0]}")
+            raise ProduceError(topic, errors)

@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiokafka.errors
 import faust
 from faust.app.base import BootStrategy
 
 from scoring.rules import RuleSet
 from scoring.rules_file import load_rules
 
-from ..kafka import ensure_topics
+from ..kafka import DEFAULT_MAX_MESSAGE_BYTES, ensure_topics, topic_max_message_bytes
 from ..settings import Settings
 from .consumer import BatchConsumer
 from .metrics import Metrics
@@ -37,6 +38,15 @@ log = logging.getLogger("leadscore.worker")
 
 #: /healthz turns 503 when an operation (a batch, a produce, the sweep) has been failing
 #: and retrying for this long: the worker is alive but not making progress.
+#: aiokafka errors that a record always gets again (see :meth:`FaustSink.is_permanent`).
+PERMANENT_AIOKAFKA_ERRORS: tuple[type[Exception], ...] = (
+    aiokafka.errors.MessageSizeTooLargeError,
+    aiokafka.errors.RecordTooLargeError,
+    aiokafka.errors.RecordListTooLargeError,
+    aiokafka.errors.CorruptRecordException,
+    aiokafka.errors.InvalidMessageError,
+)
+
 HEALTH_STUCK_AFTER_S = 30.0
 #: /healthz gives Redis this long to answer a PING (so it answers within a second).
 HEALTH_PING_TIMEOUT_S = 0.5
@@ -47,6 +57,10 @@ class FaustSink:
 
     def __init__(self, app: faust.App) -> None:
         self.app = app
+
+    def is_permanent(self, error: Exception) -> bool:
+        """The broker refused the records themselves (aiokafka's errors for that)."""
+        return isinstance(error, PERMANENT_AIOKAFKA_ERRORS)
 
     async def send_all(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
         producer = self.app.producer
@@ -68,7 +82,11 @@ class Worker:
     rules: RuleSet
 
 
-def build_app(settings: Settings, rules: RuleSet | None = None) -> Worker:
+def build_app(
+    settings: Settings,
+    rules: RuleSet | None = None,
+    dlq_max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> Worker:
     """Build the worker's Faust app (no global singleton, no import-time side effects),
     in the start order of :mod:`streams.live`."""
     rules = rules or load_rules(settings.rules_file)
@@ -84,6 +102,7 @@ def build_app(settings: Settings, rules: RuleSet | None = None) -> Worker:
         metrics=metrics,
         max_event_bytes=settings.max_event_bytes,
         max_clock_skew_ms=settings.max_clock_skew,
+        dlq_max_message_bytes=dlq_max_message_bytes,
         partition_lag=lambda: _partition_lag(consumer, processor),
         on_rollback=consumer.rewind_to,
     )
@@ -258,6 +277,8 @@ def run_worker(settings: Settings) -> None:
     """Create topics, then run the worker until SIGTERM/SIGINT (graceful: the current
     batch is finished, produced and committed)."""
     ensure_topics(settings)
-    worker = build_app(settings)
+    worker = build_app(
+        settings, dlq_max_message_bytes=topic_max_message_bytes(settings, settings.dlq_topic)
+    )
     faust_worker = faust.Worker(worker.app, loglevel=settings.log_level)
     faust_worker.execute_from_commandline()

@@ -70,6 +70,11 @@ class Sink(Protocol):
 
     async def send_all(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None: ...
 
+    def is_permanent(self, error: Exception) -> bool:
+        """Whether ``error`` (raised by :meth:`send_all`) is the broker refusing the
+        records themselves (too large, invalid): sending them again cannot pass."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class RawMessage:

@@ -11,6 +11,11 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        self.dead_letters_unwritable = Counter(
+            "leadscore_dead_letters_unwritable",
+            "Dead letters the broker refused (logged with their position, then skipped)",
+            registry=r,
+        )
         self.consumed = Counter("leadscore_events_consumed", "Input messages consumed", registry=r)
         self.applied = Counter(
             "leadscore_events_applied", "Events applied to lead scores", registry=r

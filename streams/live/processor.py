@@ -28,8 +28,11 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import TypeVar
 
+import orjson
+
 from schemas.times import datetime_to_ms
 from schemas.validation import (
+    DEAD_LETTER_PAYLOAD_MAX,
     DEFAULT_MAX_CLOCK_SKEW_MS,
     Rejected,
     dead_letter,
@@ -77,6 +80,7 @@ class Processor:
         metrics: Metrics,
         max_event_bytes: int = 64 * 1024,
         max_clock_skew_ms: int | None = DEFAULT_MAX_CLOCK_SKEW_MS,
+        dlq_max_message_bytes: int = 1_048_588,
         clock: Callable[[], datetime] = utc_now,
         partition_lag: Callable[[], Awaitable[dict[tuple[str, int], int]]] | None = None,
         retry_initial: float = 0.1,
@@ -91,6 +95,11 @@ class Processor:
         self.max_event_bytes = max_event_bytes
         #: See :func:`schemas.validation.too_far_ahead` (None: no limit).
         self.max_clock_skew_ms = max_clock_skew_ms
+        #: Payload bytes a dead letter keeps: JSON may escape each byte to 6 characters,
+        #: and the key (at most 1 KB, 6 KB escaped) and the fields need room too.
+        self.dead_letter_payload_max = max(
+            256, min(DEAD_LETTER_PAYLOAD_MAX, (dlq_max_message_bytes - 12 * 1024) // 6)
+        )
         self.clock = clock
         self.partition_lag = partition_lag
         self.retry_initial = retry_initial
@@ -138,9 +147,7 @@ class Processor:
                     items.append((parsed, position_of(message)))
                     item_partitions.append((message.topic, message.partition))
             if dead:
-                await self._retry(
-                    "produce dead letters", lambda: self.sink.send_all(self.dlq_topic, dead)
-                )
+                await self._send_dead_letters(dead)
             result, failed = await self._apply(items)
             if failed:
                 await self._dead_letter_failed(messages, failed, seen_at)
@@ -210,9 +217,43 @@ class Processor:
             for (event, position), why in failed
             if position is not None
         ]
-        await self._retry(
-            "produce dead letters", lambda: self.sink.send_all(self.dlq_topic, records)
-        )
+        await self._send_dead_letters(records)
+
+    async def _send_dead_letters(self, records: Sequence[tuple[bytes, bytes]]) -> None:
+        """Produce dead letters (acked), retrying what may pass. One the broker refuses for
+        what it is (too large for the topic) can never be written: it is logged with its
+        source position, counted in ``leadscore_dead_letters_unwritable_total`` and
+        skipped, so the partition moves on."""
+        try:
+            await self._retry(
+                "produce dead letters",
+                lambda: self.sink.send_all(self.dlq_topic, records),
+                permanent=self.sink.is_permanent,
+            )
+            return
+        except Exception as exc:
+            if not self.sink.is_permanent(exc):
+                raise
+        for record in records:  # find the one(s) refused; the others go through
+            try:
+                await self._retry(
+                    "produce dead letters",
+                    partial(self.sink.send_all, self.dlq_topic, [record]),
+                    permanent=self.sink.is_permanent,
+                )
+            except Exception as exc:
+                if not self.sink.is_permanent(exc):
+                    raise
+                self.metrics.dead_letters_unwritable.inc()
+                where = orjson.loads(record[1])
+                log.error(
+                    "dead letter of %s[%s]@%s refused by the broker (%s, %d bytes): skipped",
+                    where.get("source_topic"),
+                    where.get("source_partition"),
+                    where.get("source_offset"),
+                    exc,
+                    len(record[1]),
+                )
 
     def _dead_letter(
         self, message: RawMessage, rejected: Rejected, seen_at: datetime
@@ -229,6 +270,7 @@ class Processor:
             partition=message.partition,
             offset=message.offset,
             seen_at=seen_at,
+            payload_max=self.dead_letter_payload_max,
         )
         return dead_letter_key(message.key), record.model_dump_json().encode()
 
@@ -322,7 +364,12 @@ class Processor:
 
     # ------------------------------------------------------------------ retries
     async def _retry(
-        self, what: str, operation: Callable[[], Awaitable[T]], *, poison_check: bool = False
+        self,
+        what: str,
+        operation: Callable[[], Awaitable[T]],
+        *,
+        poison_check: bool = False,
+        permanent: Callable[[Exception], bool] | None = None,
     ) -> T:
         """Run ``operation`` until it succeeds, backing off exponentially (logged, counted)
         for as long as failures last: dropping the batch would lose events. With
@@ -338,6 +385,8 @@ class Processor:
             except Exception as exc:
                 if poison_check and not self.store.is_transient(exc):
                     raise
+                if permanent is not None and permanent(exc):
+                    raise  # it cannot pass: the caller decides
                 if attempt == 0:
                     self.failing[what] = (time.monotonic(), "")
                 self.failing[what] = (self.failing[what][0], f"{type(exc).__name__}: {exc}")

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from schemas.validation import DEAD_LETTER_KEY_MAX
 from scoring.rules_file import default_rules_path, load_rules
-from streams.kafka import AckedProducer
+from streams.kafka import AckedProducer, ProduceError, topic_max_message_bytes
 from streams.live.interfaces import RawMessage
 from streams.live.metrics import Metrics
 from streams.live.processor import Processor
@@ -33,6 +33,9 @@ class ProducerSink:
 
     async def send_all(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
         await asyncio.to_thread(self.producer.send_all, topic, list(records))
+
+    def is_permanent(self, error: Exception) -> bool:
+        return isinstance(error, ProduceError) and error.permanent
 
 
 def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 20.0) -> list[dict]:
@@ -253,3 +256,56 @@ def test_an_event_dated_too_far_after_its_record_is_dead_lettered(
     [dead] = read_all(kafka_bootstrap, dlq, 1)
     assert dead["error_kind"] == "invalid_event"
     assert dead["error"].startswith("occurred_at: 2099-01-01T00:00:00Z is ")
+
+
+@pytest.mark.parametrize("limit", [20_000, 300], ids=["small-dlq-topic", "tiny-dlq-topic"])
+def test_dead_letters_are_bounded_by_the_dlq_topic_and_never_retried_forever(
+    kafka_bootstrap: str,
+    redis_url: str,
+    key_prefix: str,
+    create_topic,
+    unique_name: str,
+    limit: int,
+) -> None:
+    """The dead-letter topic takes at most ``limit`` bytes per record. With 20 KB the
+    dead letter of a 60 KB bad message is cut to fit; with 300 bytes none fits: the broker
+    refuses it, which can never pass, so it is logged, counted and skipped, and the
+    partition moves on."""
+    hot = create_topic(f"{unique_name}-hot")
+    dlq = create_topic(f"{unique_name}-dlq", config={"max.message.bytes": str(limit)})
+    rules = load_rules(default_rules_path())
+    settings = load_settings(kafka_bootstrap_servers=kafka_bootstrap)
+    assert topic_max_message_bytes(settings, dlq) == limit
+    good = event_dict("form_submit", "ok", 1_767_225_600_000, event_id="ok1", form_id="demo")
+    messages = [
+        RawMessage("in", 0, 0, b"ok", b'{"pad": "' + b"x" * 60_000 + b'"'),  # bad JSON
+        RawMessage("in", 0, 1, b"ok", orjson.dumps(good)),
+    ]
+    metrics = Metrics()
+
+    async def scenario() -> None:
+        client = Redis.from_url(redis_url)
+        try:
+            processor = Processor(
+                RedisStore(client, rules, key_prefix),
+                ProducerSink(AckedProducer(settings)),
+                hot_topic=hot,
+                dlq_topic=dlq,
+                metrics=metrics,
+                retry_initial=0.01,
+                dlq_max_message_bytes=limit,
+            )
+            result = await asyncio.wait_for(processor.process(messages), 60)
+            assert result.applied == 1
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
+    unwritable = metrics.dead_letters_unwritable._value.get()
+    if limit == 300:
+        assert unwritable == 1
+    else:
+        assert unwritable == 0
+        [dead] = read_all(kafka_bootstrap, dlq, 1)
+        assert dead["payload_truncated"] and dead["payload_bytes"] == 60_010
+        assert len(orjson.dumps(dead)) <= limit
