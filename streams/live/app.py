@@ -157,6 +157,13 @@ def _faust_app(settings: Settings) -> _WorkerApp:
         broker_heartbeat_interval=settings.broker_heartbeat_interval,
         producer_acks=-1,
         web_enabled=True,
+        # Only our /healthz and /metrics: Faust's own pages (/router/, /table/, graph,
+        # stats) would show internals to whoever reaches the port.
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        web_metrics_enabled=False,
         web_host=settings.web_host,
         web_port=settings.web_port,
         web_bind=settings.web_host,

@@ -479,6 +479,8 @@ def test_healthz_and_metrics(stack: WorkerStack) -> None:
     assert metrics["leadscore_batch_seconds_count"] >= 1
     lags = {k: v for k, v in metrics.items() if k.startswith("leadscore_consumer_lag{")}
     assert lags and all(v == 0 for v in lags.values()), lags
+    for page in ("/router/", "/table/", "/graph/", "/stats/"):  # Faust's own pages: off
+        assert worker.http_get(page)[0] == 404, page
     assert worker.stop() == 0
 
 
