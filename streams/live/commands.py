@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import click
 import orjson
+import redis.exceptions
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
 from schemas.times import datetime_to_ms, format_duration_ms, ms_to_datetime, parse_aware
@@ -29,7 +30,7 @@ from ..jsonl import JsonlError, iter_lines
 from ..kafka import AckedProducer, confluent_config, ensure_topics
 from ..redaction import redact_url
 from ..settings import Settings, SettingsError, load_settings
-from .redis_store import RedisStore
+from .redis_store import RedisStore, StoreFormatError
 
 T = TypeVar("T")
 
@@ -156,6 +157,13 @@ def _read(settings: Settings, store: RedisStore, work: Coroutine[Any, Any, T]) -
 
     try:
         return asyncio.run(run())
+    except (redis.exceptions.AuthenticationError, redis.exceptions.AuthorizationError) as exc:
+        raise click.ClickException(
+            f"Redis at {redact_url(settings.redis_url)} refused our credentials ({exc}): check "
+            "LEADSCORE_REDIS_PASSWORD or the password in LEADSCORE_REDIS_URL, and the ACL user"
+        ) from None
+    except StoreFormatError as exc:
+        raise click.ClickException(str(exc)) from None
     except Exception as exc:
         if not store.is_transient(exc):
             raise

@@ -392,6 +392,13 @@ class Processor:
                 self.failing[what] = (self.failing[what][0], f"{type(exc).__name__}: {exc}")
                 attempt += 1
                 self.metrics.retries.labels(operation=what).inc()
+                if _is_credentials_error(exc):
+                    log.error(
+                        "%s: refused our credentials (%s); check the passwords and ACLs in "
+                        "the settings; retrying until they are fixed (/healthz says 503)",
+                        what,
+                        exc,
+                    )
                 log.error(
                     "%s failed (attempt %d): %s: %s; retrying in %.1fs",
                     what,
@@ -405,3 +412,11 @@ class Processor:
             else:
                 self.failing.pop(what, None)
                 return result
+
+
+def _is_credentials_error(error: Exception) -> bool:
+    """A refusal that passes only once the configuration is fixed (wrong password, ACL):
+    the worker waits (it must not skip data), and says why in plain words."""
+    return type(error).__name__.endswith(
+        ("AuthenticationError", "AuthorizationError", "AuthorizationFailedError")
+    )

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import redis
 
 from schemas.outputs import DeadLetter
 from schemas.times import datetime_to_ms
@@ -685,3 +686,20 @@ def test_healthz_answers_within_a_second_while_redis_hangs(
         private_redis.proc.send_signal(signal.SIGCONT)
     worker.wait_healthy(30)
     assert worker.stop() == 0
+
+
+def test_wrong_redis_password_is_reported_as_such_and_never_printed(
+    stack: WorkerStack, private_redis: Any
+) -> None:
+    """A Redis with a password: `score` with a wrong one says the credentials were refused
+    (not "cannot reach"), and neither password appears in what it prints."""
+    client = redis.Redis.from_url(private_redis.url)
+    client.config_set("requirepass", "right-secret-1")
+    client.close()
+    url = f"redis://:wrong-secret-2@127.0.0.1:{private_redis.port}/0"
+    result = stack.run_cli("score", "someone", config=stack.config(redis_url=url), check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "refused our credentials" in output, output
+    assert "wrong-secret-2" not in output and "right-secret-1" not in output
+    assert f"redis://:***@127.0.0.1:{private_redis.port}/0" in output
