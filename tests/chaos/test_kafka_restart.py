@@ -1,0 +1,84 @@
+"""The Kafka broker SIGKILLed and restarted while the worker runs (the repository's own
+broker, brought back by ``scripts/services up``): the worker waits it out and ends with
+exactly the replayed states and crossings."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from scoring.rules import RuleSet
+from tests.integration.worker_harness import (
+    FUTURE_MS,
+    REPO_ROOT,
+    WorkerStack,
+    encode,
+    read_states,
+    record_payload,
+    replay,
+)
+from tests.strategies import generate_event_log
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+def _broker_pid() -> int:
+    cache = Path(os.environ.get("LEADSCORE_CACHE_DIR", REPO_ROOT / ".cache"))
+    return int((cache / "kafka" / "kafka.pid").read_text().strip())
+
+
+def test_kafka_broker_killed_and_restarted_mid_run(stack: WorkerStack, rules: RuleSet) -> None:
+    events = generate_event_log(
+        31, 6_000, 300, start_ms=FUTURE_MS, buying_fraction=0.4, lead_prefix="broker-"
+    )
+    stack.make_topics(partitions=3)
+    worker = stack.start(stack.config(sweep_interval=3600))
+    half = len(events) // 2
+    stack.produce([encode(e) for e in events[:half]])
+    worker.wait_processed(half)
+
+    started = time.monotonic()
+    os.kill(_broker_pid(), signal.SIGKILL)
+    time.sleep(3)
+    assert worker.alive
+    subprocess.run(
+        [str(REPO_ROOT / "scripts" / "services"), "up"],
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
+    stack.produce([encode(e) for e in events[half:]])
+
+    store, crossings = replay(events, rules)
+    want = {lead: s.events_applied for lead, s in store.states.items()}
+    deadline = time.monotonic() + 120
+    while True:
+        states = read_states(stack.redis_url, stack.key_prefix, rules, store.states)
+        got = {lead: s.events_applied for lead, s in states.items()}
+        if got == want or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    recovery_s = time.monotonic() - started
+    lost = sum(max(0, want[lead] - got.get(lead, 0)) for lead in want)
+    doubled = sum(max(0, got.get(lead, 0) - want[lead]) for lead in want)
+    deadline = time.monotonic() + 60
+    expected = {c.event_id for c in crossings}
+    while True:
+        copies = Counter(record_payload(r)["event_id"] for r in stack.read_hot())
+        if set(copies) >= expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    print(
+        f"\n| broker SIGKILLed and restarted | {len(events):,} | 1 / 1 / 0 | {lost} | {doubled} "
+        f"| {len(expected)} / {len(copies)} / {sum(n - 1 for n in copies.values())} "
+        f"| {recovery_s:.1f} |"
+    )
+    assert (lost, doubled) == (0, 0)
+    assert set(copies) == expected
+    assert worker.stop() == 0
