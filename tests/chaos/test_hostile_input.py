@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from scoring.rules import RuleSet
+from tests.chaos.report import Row, add_row
 from tests.integration.worker_harness import (
     FUTURE_MS,
     Record,
@@ -125,9 +126,20 @@ def test_hostile_input_at_volume_is_dead_lettered_once_and_stalls_nothing(
 
     store, _ = replay(valid, rules)
     states = read_states(stack.redis_url, stack.key_prefix, rules, store.states)
-    assert {lead: s.events_applied for lead, s in states.items()} == {
-        lead: s.events_applied for lead, s in store.states.items()
-    }
+    want = {lead: s.events_applied for lead, s in store.states.items()}
+    got = {lead: s.events_applied for lead, s in states.items()}
+    add_row(
+        Row(
+            f"hostile input: {n_bad:,} malformed in {len(bad)} kinds among {len(valid):,} valid",
+            len(mixed),
+            "0 / 0 / 0",
+            sum(max(0, want[lead] - got.get(lead, 0)) for lead in want),
+            sum(max(0, got.get(lead, 0) - want[lead]) for lead in want),
+            "-",
+            seconds,
+        )
+    )
+    assert got == want
     assert {lead: s.sums for lead, s in states.items()} == {
         lead: s.sums for lead, s in store.states.items()
     }

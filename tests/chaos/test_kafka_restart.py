@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from scoring.rules import RuleSet
+from tests.chaos.report import Row, add_row
 from tests.integration.worker_harness import (
     FUTURE_MS,
     REPO_ROOT,
@@ -74,10 +75,16 @@ def test_kafka_broker_killed_and_restarted_mid_run(stack: WorkerStack, rules: Ru
         if set(copies) >= expected or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    print(
-        f"\n| broker SIGKILLed and restarted | {len(events):,} | 1 / 1 / 0 | {lost} | {doubled} "
-        f"| {len(expected)} / {len(copies)} / {sum(n - 1 for n in copies.values())} "
-        f"| {recovery_s:.1f} |"
+    add_row(
+        Row(
+            "Kafka broker SIGKILLed mid-run, restarted",
+            len(events),
+            "1 / 1 / 0",
+            lost,
+            doubled,
+            f"{len(expected)} / {len(copies)} / {sum(n - 1 for n in copies.values())}",
+            recovery_s,
+        )
     )
     assert (lost, doubled) == (0, 0)
     assert set(copies) == expected

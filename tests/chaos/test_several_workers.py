@@ -14,6 +14,7 @@ from collections import Counter
 import pytest
 
 from scoring.rules import RuleSet
+from tests.chaos.report import Row, add_row
 from tests.integration.worker_harness import (
     FUTURE_MS,
     WorkerStack,
@@ -89,12 +90,17 @@ def test_workers_joining_dying_and_pausing_lose_and_double_nothing(
     published = [record_payload(r) for r in stack.read_hot()]
     copies = Counter(p["event_id"] for p in published)
     expected = {c.event_id: crossing_payload(c) for c in crossings}
-    print(
-        "\n| scenario | events | kills / restarts / pauses | lost | double-applied "
-        "| hot expected / seen / duplicate ids | seconds |\n"
-        f"| 3 workers: join under load, SIGKILL during a rebalance, SIGSTOP 9 s (zombie) "
-        f"| {EVENTS:,} | 1 / 0 / 1 | {lost} | {doubled} | {len(expected)} / {len(copies)} / "
-        f"{sum(n - 1 for n in copies.values())} | {seconds:.1f} |"
+    add_row(
+        Row(
+            "3 workers: one joins under load, one SIGKILLed in the rebalance, one SIGSTOPped"
+            " 9 s (zombie)",
+            EVENTS,
+            "1 / 0 / 1",
+            lost,
+            doubled,
+            f"{len(expected)} / {len(copies)} / {sum(n - 1 for n in copies.values())}",
+            seconds,
+        )
     )
     assert (lost, doubled) == (0, 0)
     assert {lead: s.sums for lead, s in states.items()} == {
