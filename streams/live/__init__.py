@@ -20,5 +20,6 @@ producer and web server.
 Modules: ``interfaces`` (what the processor programs against), ``consumer`` (the input,
 in batches), ``processor`` (batch logic), ``redis_store`` with ``redis_keys``,
 ``redis_scripts``, ``state_format`` and ``redis_migrate`` (the store), ``metrics``,
-``app`` (Faust), ``commands`` (the worker-side commands).
+``app`` (Faust), ``commands`` (the worker-side commands), ``supervisor``
+(``worker --processes N``).
 """

@@ -66,19 +66,31 @@ def _parse_at(value: str | None) -> datetime:
 
 
 @click.command()
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_default=True,
+    help="Worker processes on this machine, in one consumer group (one core each); "
+    "process i serves /healthz and /metrics on LEADSCORE_WEB_PORT + i.",
+)
 @click.pass_context
-def worker(ctx: click.Context) -> None:
+def worker(ctx: click.Context, processes: int) -> None:
     """Run the stream processor until SIGTERM/SIGINT.
 
     Creates the topics if missing, consumes the input topic(s), scores leads in Redis and
     publishes lead_became_hot / lead_cooled to the hot-lead topic. Serves /healthz and
     /metrics on LEADSCORE_WEB_HOST:LEADSCORE_WEB_PORT.
     """
+    settings = _settings(ctx)
+    _rules(settings)  # a bad rules file is a message, not a traceback from inside Faust
+    if processes > 1:
+        from .supervisor import run_processes  # noqa: PLC0415 (not for one process)
+
+        sys.exit(run_processes(settings, processes))
     # Faust (slow to import) only for this command.
     from .app import run_worker  # noqa: PLC0415
 
-    settings = _settings(ctx)
-    _rules(settings)  # a bad rules file is a message, not a traceback from inside Faust
     # Faust parses sys.argv itself: hand it only the program name.
     sys.argv = sys.argv[:1]
     run_worker(settings)

@@ -12,7 +12,11 @@ import base64
 import json
 import re
 import signal
+import socket
+import subprocess
 import time
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +30,7 @@ from scoring.rules import RuleSet
 from scoring.state_machine import cool_due_ms, score_at
 from tests.integration.worker_harness import (
     FUTURE_MS,
+    LEADSCORE,
     REPO_ROOT,
     WorkerStack,
     by_lead,
@@ -34,7 +39,9 @@ from tests.integration.worker_harness import (
     committed_total,
     crossing_payload,
     encode,
+    free_port,
     now_ms,
+    parse_metrics,
     read_state,
     read_states,
     record_payload,
@@ -703,3 +710,86 @@ def test_wrong_redis_password_is_reported_as_such_and_never_printed(
     assert "refused our credentials" in output, output
     assert "wrong-secret-2" not in output and "right-secret-1" not in output
     assert f"redis://:***@127.0.0.1:{private_redis.port}/0" in output
+
+
+def test_worker_processes_share_the_partitions_and_stop_together(
+    stack: WorkerStack, rules: RuleSet, tmp_path: Any
+) -> None:
+    """`leadscore worker --processes 2`: two processes in one group, each with its own
+    /healthz port, score a log between them exactly as a replay does; SIGTERM to the
+    parent stops both (exit 0)."""
+    events = generate_event_log(
+        37, 4_000, 200, start_ms=FUTURE_MS, buying_fraction=0.4, lead_prefix="procs-"
+    )
+    stack.make_topics(partitions=4)
+    config = stack.config(sweep_interval=3600)
+    stack.groups.add(config.app_id)
+    base = free_port()
+    while not port_is_free(base + 1):
+        base = free_port()
+    with (tmp_path / "processes.log").open("wb") as log:
+        parent = subprocess.Popen(
+            [LEADSCORE, "worker", "--processes", "2"],
+            env=config.env(base),
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        ports = (base, base + 1)
+        while not all(_healthz(p) == 200 for p in ports) or len(_assigned(ports)) < 2:
+            assert parent.poll() is None, (tmp_path / "processes.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the two workers did not share the partitions"
+            time.sleep(0.5)
+        stack.produce([encode(e) for e in events])
+        store, _ = replay(events, rules)
+        want = {lead: s.events_applied for lead, s in store.states.items()}
+        deadline = time.monotonic() + 90
+        while True:
+            states = read_states(stack.redis_url, stack.key_prefix, rules, store.states)
+            got = {lead: s.events_applied for lead, s in states.items()}
+            if got == want or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert got == want
+        applied = [_metric(p, "leadscore_events_applied_total") for p in ports]
+        assert all(a > 0 for a in applied), applied  # both took part
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(60) == 0
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+
+
+def _healthz(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+            return int(response.status)
+    except (OSError, urllib.error.URLError):
+        return 0
+
+
+def _assigned(ports: tuple[int, ...]) -> set[int]:
+    """The ports whose worker has partitions (a lag gauge per assigned partition)."""
+    out = set()
+    for port in ports:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                metrics = parse_metrics(r.read().decode())
+        except (OSError, urllib.error.URLError):
+            continue
+        if any(k.startswith("leadscore_consumer_lag{") for k in metrics):
+            out.add(port)
+    return out
+
+
+def _metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return float(parse_metrics(response.read().decode()).get(name, 0.0))
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
