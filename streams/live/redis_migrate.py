@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -101,18 +102,7 @@ async def _convert(client: Any, keys: KeySpace, encode: Encode, key: str) -> Lea
         return None
     old = LeadState.from_dict(orjson.loads(raw))
     recent = dedupe_window_of((m.decode(), old.clock_ms) for m in seen)
-    state = LeadState(
-        lead_id=old.lead_id,
-        clock_ms=old.clock_ms,
-        landmark_ms=old.landmark_ms,
-        sums=old.sums,
-        hot=old.hot,
-        crossings=old.crossings,
-        profile=old.profile,
-        positions=old.positions,
-        events_applied=old.events_applied,
-        recent_ids=recent,
-    )
+    state = replace(old, recent_ids=recent)
     if not await convert_lead(client, key, seen_key, version or b"", await encode(state, 1)):
         return None  # converted (or rewritten) by someone else meanwhile
     return state

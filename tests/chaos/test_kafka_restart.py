@@ -20,9 +20,9 @@ from tests.integration.worker_harness import (
     REPO_ROOT,
     WorkerStack,
     encode,
-    read_states,
     record_payload,
     replay,
+    wait_for_replayed_states,
 )
 from tests.strategies import generate_event_log
 
@@ -57,17 +57,9 @@ def test_kafka_broker_killed_and_restarted_mid_run(stack: WorkerStack, rules: Ru
     stack.produce([encode(e) for e in events[half:]])
 
     store, crossings = replay(events, rules)
-    want = {lead: s.events_applied for lead, s in store.states.items()}
-    deadline = time.monotonic() + 120
-    while True:
-        states = read_states(stack.redis_url, stack.key_prefix, rules, store.states)
-        got = {lead: s.events_applied for lead, s in states.items()}
-        if got == want or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    end = wait_for_replayed_states(stack.redis_url, stack.key_prefix, rules, store)
     recovery_s = time.monotonic() - started
-    lost = sum(max(0, want[lead] - got.get(lead, 0)) for lead in want)
-    doubled = sum(max(0, got.get(lead, 0) - want[lead]) for lead in want)
+    lost, doubled = end.lost, end.doubled
     deadline = time.monotonic() + 60
     expected = {c.event_id for c in crossings}
     while True:

@@ -18,9 +18,9 @@ from tests.integration.worker_harness import (
     WorkerStack,
     encode,
     now_ms,
-    read_states,
     record_payload,
     replay,
+    wait_for_replayed_states,
 )
 from tests.strategies import generate_event_log
 
@@ -56,17 +56,9 @@ def test_redis_rollback_is_re_read_from_the_applied_marks(
     worker.wait_log(r"Redis holds what was applied up to", timeout=60)
 
     store, crossings = replay(events, rules, until_ms=now_ms())
-    want = {lead: s.events_applied for lead, s in store.states.items()}
-    deadline = time.monotonic() + 90
-    while True:
-        states = read_states(private_redis.url, stack.key_prefix, rules, store.states)
-        got = {lead: s.events_applied for lead, s in states.items()}
-        if got == want or time.monotonic() > deadline:
-            break
-        time.sleep(0.3)
+    end = wait_for_replayed_states(private_redis.url, stack.key_prefix, rules, store, 90)
     recovery_s = time.monotonic() - started
-    lost = sum(max(0, want[lead] - got.get(lead, 0)) for lead in want)
-    doubled = sum(max(0, got.get(lead, 0) - want[lead]) for lead in want)
+    lost, doubled, states = end.lost, end.doubled, end.states
     published = [record_payload(r) for r in stack.read_hot()]
     ids = [p["event_id"] for p in published]
     add_row(

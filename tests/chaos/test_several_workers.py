@@ -20,9 +20,9 @@ from tests.integration.worker_harness import (
     WorkerStack,
     crossing_payload,
     encode,
-    read_states,
     record_payload,
     replay,
+    wait_for_replayed_states,
 )
 from tests.strategies import generate_event_log
 
@@ -76,17 +76,9 @@ def test_workers_joining_dying_and_pausing_lose_and_double_nothing(
     feeder.join(120)
 
     store, crossings = replay(events, rules)
-    want = {lead: s.events_applied for lead, s in store.states.items()}
-    deadline = time.monotonic() + 120
-    while True:
-        states = read_states(stack.redis_url, stack.key_prefix, rules, store.states)
-        got = {lead: s.events_applied for lead, s in states.items()}
-        if got == want or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    end = wait_for_replayed_states(stack.redis_url, stack.key_prefix, rules, store)
     seconds = time.monotonic() - started
-    lost = sum(max(0, want[lead] - got.get(lead, 0)) for lead in want)
-    doubled = sum(max(0, got.get(lead, 0) - want[lead]) for lead in want)
+    lost, doubled, states = end.lost, end.doubled, end.states
     published = [record_payload(r) for r in stack.read_hot()]
     copies = Counter(p["event_id"] for p in published)
     expected = {c.event_id: crossing_payload(c) for c in crossings}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Sequence
+from typing import Any
 
 import orjson
 import pytest
@@ -19,7 +20,7 @@ from streams.live.interfaces import RawMessage
 from streams.live.metrics import Metrics
 from streams.live.processor import Processor
 from streams.live.redis_store import RedisStore
-from streams.settings import load_settings
+from streams.settings import Settings, load_settings
 from tests.strategies import event_dict
 
 pytestmark = pytest.mark.integration
@@ -36,6 +37,17 @@ class ProducerSink:
 
     def is_permanent(self, error: Exception) -> bool:
         return isinstance(error, ProduceError) and error.permanent
+
+
+def kafka_processor(
+    store: RedisStore, settings: Settings, hot: str, dlq: str, **options: Any
+) -> Processor:
+    """A Processor producing to real Kafka topics (fast retries unless said otherwise)."""
+    options.setdefault("metrics", Metrics())
+    options.setdefault("retry_initial", 0.01)
+    return Processor(
+        store, ProducerSink(AckedProducer(settings)), hot_topic=hot, dlq_topic=dlq, **options
+    )
 
 
 def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 20.0) -> list[dict]:
@@ -191,14 +203,7 @@ def test_a_huge_key_is_dead_lettered_within_kafkas_limits_and_the_partition_move
         client = Redis.from_url(redis_url)
         try:
             store = RedisStore(client, rules, key_prefix)
-            processor = Processor(
-                store,
-                ProducerSink(AckedProducer(settings)),
-                hot_topic=hot,
-                dlq_topic=dlq,
-                metrics=Metrics(),
-                retry_initial=0.01,
-            )
+            processor = kafka_processor(store, settings, hot, dlq)
             result = await asyncio.wait_for(processor.process(messages), 30)
             assert result.applied == 1
         finally:
@@ -237,14 +242,7 @@ def test_an_event_dated_too_far_after_its_record_is_dead_lettered(
         client = Redis.from_url(redis_url)
         try:
             store = RedisStore(client, rules, key_prefix)
-            processor = Processor(
-                store,
-                ProducerSink(AckedProducer(settings)),
-                hot_topic=hot,
-                dlq_topic=dlq,
-                metrics=Metrics(),
-                max_clock_skew_ms=24 * 3600 * 1000,
-            )
+            processor = kafka_processor(store, settings, hot, dlq, max_clock_skew_ms=86_400_000)
             result = await processor.process(messages)
             assert result.applied == 3
             state = await store.get("skew")
@@ -286,14 +284,9 @@ def test_dead_letters_are_bounded_by_the_dlq_topic_and_never_retried_forever(
     async def scenario() -> None:
         client = Redis.from_url(redis_url)
         try:
-            processor = Processor(
-                RedisStore(client, rules, key_prefix),
-                ProducerSink(AckedProducer(settings)),
-                hot_topic=hot,
-                dlq_topic=dlq,
-                metrics=metrics,
-                retry_initial=0.01,
-                dlq_max_message_bytes=limit,
+            store = RedisStore(client, rules, key_prefix)
+            processor = kafka_processor(
+                store, settings, hot, dlq, metrics=metrics, dlq_max_message_bytes=limit
             )
             result = await asyncio.wait_for(processor.process(messages), 60)
             assert result.applied == 1

@@ -32,6 +32,8 @@ from tests.integration.worker_harness import (
     FUTURE_MS,
     LEADSCORE,
     REPO_ROOT,
+    WorkerConfig,
+    WorkerProcess,
     WorkerStack,
     by_lead,
     closed_port,
@@ -48,6 +50,7 @@ from tests.integration.worker_harness import (
     redis_zset,
     replay,
     to_iso,
+    wait_for_replayed_states,
 )
 from tests.strategies import generate_event_log
 
@@ -601,6 +604,21 @@ def test_redis_outage_mid_run_then_recovery(
     assert worker.stop() == 0
 
 
+def _redis_down_with_a_batch_in_hand(
+    stack: WorkerStack, config: WorkerConfig, private_redis: Any, name: str
+) -> tuple[WorkerProcess, list[dict[str, Any]]]:
+    """A worker that applied 2 of lead ``{name}-a``'s 6 events, then lost Redis while
+    holding a batch of the rest (it retries applying it)."""
+    worker = stack.start(config)
+    events = [pricing(f"{name}-a", T0 + i * 60_000, f"{name}-{i}") for i in range(6)]
+    stack.produce([encode(e) for e in events[:2]])
+    worker.wait_processed(2)
+    private_redis.kill()
+    stack.produce([encode(e) for e in events[2:]])
+    worker.wait_log(r"apply batch to Redis failed \(attempt \d+\)", timeout=30, count=2)
+    return worker, events
+
+
 def test_sigterm_during_redis_outage_finishes_the_batch_once_redis_is_back(
     stack: WorkerStack, rules: RuleSet, private_redis: Any
 ) -> None:
@@ -610,14 +628,7 @@ def test_sigterm_during_redis_outage_finishes_the_batch_once_redis_is_back(
     stack.make_topics(partitions=1)
     # No sweep: only the batch may be what waits for Redis.
     config = stack.config(redis_url=private_redis.url, sweep_interval=3600)
-    worker = stack.start(config)
-    events = [pricing("term-a", T0 + i * 60_000, f"term-{i}") for i in range(6)]
-    stack.produce([encode(e) for e in events[:2]])
-    worker.wait_processed(2)
-    private_redis.kill()
-    stack.produce([encode(e) for e in events[2:]])
-    # A batch is in hand once the processor retries applying it.
-    worker.wait_log(r"apply batch to Redis failed \(attempt \d+\)", timeout=30, count=2)
+    worker, events = _redis_down_with_a_batch_in_hand(stack, config, private_redis, "term")
     assert worker.proc is not None
     worker.proc.send_signal(signal.SIGTERM)
     time.sleep(5)
@@ -650,13 +661,7 @@ def test_sigterm_during_a_long_redis_outage_stops_in_bounded_time(
         sweep_interval=3600,
         extra_env={"LEADSCORE_STOP_TIMEOUT": "2"},
     )
-    worker = stack.start(config)
-    events = [pricing("stop-a", T0 + i * 60_000, f"stop-{i}") for i in range(6)]
-    stack.produce([encode(e) for e in events[:2]])
-    worker.wait_processed(2)
-    private_redis.kill()
-    stack.produce([encode(e) for e in events[2:]])
-    worker.wait_log(r"apply batch to Redis failed \(attempt \d+\)", timeout=30, count=2)
+    worker, events = _redis_down_with_a_batch_in_hand(stack, config, private_redis, "stop")
     assert worker.proc is not None
     stopped_at = time.monotonic()
     worker.proc.send_signal(signal.SIGTERM)
@@ -745,15 +750,8 @@ def test_worker_processes_share_the_partitions_and_stop_together(
             time.sleep(0.5)
         stack.produce([encode(e) for e in events])
         store, _ = replay(events, rules)
-        want = {lead: s.events_applied for lead, s in store.states.items()}
-        deadline = time.monotonic() + 90
-        while True:
-            states = read_states(stack.redis_url, stack.key_prefix, rules, store.states)
-            got = {lead: s.events_applied for lead, s in states.items()}
-            if got == want or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-        assert got == want
+        end = wait_for_replayed_states(stack.redis_url, stack.key_prefix, rules, store, 90)
+        assert (end.lost, end.doubled) == (0, 0)
         applied = [_metric(p, "leadscore_events_applied_total") for p in ports]
         assert all(a > 0 for a in applied), applied  # both took part
         parent.send_signal(signal.SIGTERM)

@@ -500,6 +500,36 @@ def read_states(
     return asyncio.run(_read_states(redis_url, prefix, rules, sorted(set(lead_ids))))
 
 
+@dataclass(frozen=True)
+class Converged:
+    """Redis against a replay, once the worker(s) caught up (or the wait ran out)."""
+
+    states: dict[str, LeadState]
+    #: events the replay applied that Redis has not, and the other way round
+    lost: int
+    doubled: int
+
+
+def wait_for_replayed_states(
+    redis_url: str, prefix: str, rules: RuleSet, store: MemoryStore, timeout: float = 120.0
+) -> Converged:
+    """Poll Redis until every lead of the replay ``store`` has as many events applied as
+    in it (or ``timeout`` ran out), then count what is lost or doubled per lead."""
+    want = {lead: s.events_applied for lead, s in store.states.items()}
+    deadline = time.monotonic() + timeout
+    while True:
+        states = read_states(redis_url, prefix, rules, store.states)
+        got = {lead: s.events_applied for lead, s in states.items()}
+        if got == want or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    return Converged(
+        states,
+        sum(max(0, want[lead] - got.get(lead, 0)) for lead in want),
+        sum(max(0, got.get(lead, 0) - want[lead]) for lead in want),
+    )
+
+
 def read_state(redis_url: str, prefix: str, rules: RuleSet, lead_id: str) -> LeadState | None:
     async def get() -> LeadState | None:
         client = redis.asyncio.Redis.from_url(redis_url)
