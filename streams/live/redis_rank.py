@@ -23,8 +23,9 @@ Load = Callable[[Sequence[str]], Awaitable[Mapping[str, LeadState | None]]]
 
 
 class RankIndex:
-    """``P idx:rank`` and its landmark. The landmark is cached per process; :meth:`forget`
-    drops the cache (after a Redis rollback)."""
+    """``P idx:rank`` and its landmark. The landmark is cached per process; the index
+    write checks it against the store's (a re-base by another worker makes it fail, and
+    the bounds are computed again), and :meth:`forget` drops the cache."""
 
     def __init__(self, client: Any, keys: KeySpace, rules: RuleSet) -> None:
         self.client = client
@@ -36,8 +37,9 @@ class RankIndex:
     def forget(self) -> None:
         self._landmark = None
 
-    async def entries(self, states: Sequence[LeadState]) -> tuple[dict[str, float], list[str]]:
-        """What to ZADD and ZREM for ``states`` (a lead without positive points leaves)."""
+    async def entries(self, states: Sequence[LeadState]) -> tuple[int, dict[str, float], list[str]]:
+        """The landmark, and what to ZADD and ZREM against it for ``states`` (a lead
+        without positive points leaves the index)."""
         landmark = await self._landmark_for(max(s.clock_ms for s in states))
         add: dict[str, float] = {}
         remove: list[str] = []
@@ -47,7 +49,7 @@ class RankIndex:
                 add[state.lead_id] = bound
             else:
                 remove.append(state.lead_id)
-        return add, remove
+        return landmark, add, remove
 
     async def _landmark_for(self, clock_ms: int) -> int:
         """The landmark, created on first use and re-based (all entries rewritten once)

@@ -38,7 +38,13 @@ from .redis_checks import durability_findings
 from .redis_keys import KeySpace
 from .redis_migrate import convert_format_1, stored_format
 from .redis_rank import RankIndex, texts
-from .redis_scripts import LeadWrite, compare_and_set_leads, load_states, register_names
+from .redis_scripts import (
+    LeadWrite,
+    compare_and_set_leads,
+    load_states,
+    register_names,
+    write_indexes,
+)
 from .state_format import (
     FORMAT,
     VERSION_SLICE,
@@ -354,7 +360,6 @@ class RedisStore:
     async def _update_indexes(self, states: Sequence[LeadState]) -> None:
         if not states:
             return
-        rank_add, rank_remove = await self.rank.entries(states)
         due_add: dict[str, int] = {}
         due_remove: list[str] = []
         for state in states:
@@ -363,16 +368,15 @@ class RedisStore:
                 due_remove.append(state.lead_id)
             else:
                 due_add[state.lead_id] = due
-        async with self.client.pipeline(transaction=False) as pipe:
-            if due_add:
-                pipe.zadd(self.keys.cool_due_index, due_add)
-            if due_remove:
-                pipe.zrem(self.keys.cool_due_index, *due_remove)
-            if rank_add:
-                pipe.zadd(self.keys.rank_index, rank_add)
-            if rank_remove:
-                pipe.zrem(self.keys.rank_index, *rank_remove)
-            await pipe.execute()
+        keys = (self.keys.rank_index, self.keys.cool_due_index, self.keys.meta)
+        for _attempt in range(3):
+            landmark, rank_add, rank_remove = await self.rank.entries(states)
+            if await write_indexes(
+                self.client, keys, landmark, (rank_add, rank_remove), (due_add, due_remove)
+            ):
+                return
+            self.rank.forget()  # another worker re-based the landmark: bounds again
+        raise StoreConflictError("the rank landmark kept moving under us")
 
     # ------------------------------------------------------------------ outbox
     async def mark_delivered(self, crossings: Sequence[Crossing]) -> None:

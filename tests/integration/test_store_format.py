@@ -194,3 +194,35 @@ def test_risky_redis_settings_are_reported_at_start(
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert any("maxmemory-policy is allkeys-lru" in m for m in errors), errors
     assert "appendfsync is everysec" in caplog.text
+
+
+def test_a_rebase_by_another_worker_is_seen_by_every_worker(
+    redis_url: str, key_prefix: str
+) -> None:
+    """Worker A caches the rank landmark; worker B re-bases it. A's next index write finds
+    the landmark moved, computes its bounds again, and `top` stays exact."""
+    items = items_for(generate_event_log(8, 2_000, 50))
+    first, rest = items[:1_000], items[1_000:]
+
+    async def scenario() -> None:
+        clients = [Redis.from_url(redis_url), Redis.from_url(redis_url)]
+        try:
+            a, b = (RedisStore(c, RULES, key_prefix) for c in clients)
+            await a.apply_batch(first)
+            old = int(await clients[0].hget(a.keys.meta, "landmark"))
+            new = old + 200 * 86_400_000  # ~7 of the longest half-lives: bounds 100x apart
+            await b.rank._rebase(old, new)  # what B does when its clock runs far ahead
+            await a.apply_batch(rest)  # A still believes in `old`
+            assert a.rank._landmark == new
+            reference = MemoryStore(RULES)
+            reference.apply_batch_sync(items)
+            last = max(e.occurred_at_ms for e, _ in items)
+            fresh = RedisStore(clients[1], RULES, key_prefix)
+            got = await fresh.top(15, last)
+            want = reference.top_sync(15, last)
+            assert [lead for lead, _ in got] == [lead for lead, _ in want]
+        finally:
+            for client in clients:
+                await client.aclose()
+
+    asyncio.run(scenario())
