@@ -38,11 +38,35 @@ def confluent_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     return config
 
 
+class KafkaUnavailableError(RuntimeError):
+    """Kafka could not be used at start: unreachable for too long, or it refused us."""
+
+
+class KafkaCredentialsError(KafkaUnavailableError):
+    """Kafka refused our credentials (SASL): retrying cannot help until they are fixed."""
+
+
+#: librdkafka's errors for credentials it was refused.
+_AUTH_ERRORS = frozenset({KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED})
+
+
 def ensure_topics(settings: Settings, *, timeout: float = 120.0) -> list[str]:
     """Create the input, hot-lead and dead-letter topics if missing (retrying while the
-    broker is unreachable, up to ``timeout`` seconds). Returns the topics created."""
+    broker is unreachable, up to ``timeout`` seconds). Returns the topics created.
+    Raises :class:`KafkaCredentialsError` at once when the broker refuses the SASL
+    credentials, :class:`KafkaUnavailableError` when it stays unreachable."""
     wanted = [*settings.input_topics, settings.hot_topic, settings.dlq_topic]
-    admin = AdminClient(confluent_config(settings))
+    refused: list[KafkaError] = []
+
+    def on_error(error: KafkaError) -> None:
+        if error.code() in _AUTH_ERRORS:
+            refused.append(error)
+
+    admin = AdminClient(
+        confluent_config(
+            settings, error_cb=on_error, logger=logging.getLogger("leadscore.kafka.admin")
+        )
+    )
     deadline = time.monotonic() + timeout
     delay = 0.5
     while True:
@@ -50,8 +74,15 @@ def ensure_topics(settings: Settings, *, timeout: float = 120.0) -> list[str]:
             existing = set(admin.list_topics(timeout=10).topics)
             break
         except KafkaException as exc:
+            admin.poll(0.5)  # serve the error callbacks
+            if refused:
+                raise KafkaCredentialsError(
+                    f"Kafka at {settings.kafka_bootstrap_servers} refused our credentials "
+                    f"({refused[-1].str()}): check LEADSCORE_KAFKA_SASL_USERNAME, "
+                    "LEADSCORE_KAFKA_SASL_PASSWORD and LEADSCORE_KAFKA_SASL_MECHANISM"
+                ) from None
             if time.monotonic() > deadline:
-                raise RuntimeError(
+                raise KafkaUnavailableError(
                     f"Kafka at {settings.kafka_bootstrap_servers} unreachable for {timeout:.0f}s: "
                     f"{exc}. Is it running? (scripts/services up)"
                 ) from exc

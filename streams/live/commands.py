@@ -27,7 +27,7 @@ from scoring.state import LeadState
 from scoring.state_machine import explain
 
 from ..jsonl import JsonlError, iter_lines
-from ..kafka import AckedProducer, confluent_config, ensure_topics
+from ..kafka import AckedProducer, KafkaUnavailableError, confluent_config, ensure_topics
 from ..redaction import redact_url
 from ..settings import Settings, SettingsError, load_settings
 from .redis_store import RedisStore, StoreFormatError
@@ -84,16 +84,19 @@ def worker(ctx: click.Context, processes: int) -> None:
     """
     settings = _settings(ctx)
     _rules(settings)  # a bad rules file is a message, not a traceback from inside Faust
-    if processes > 1:
-        from .supervisor import run_processes  # noqa: PLC0415 (not for one process)
+    try:
+        if processes > 1:
+            from .supervisor import run_processes  # noqa: PLC0415 (not for one process)
 
-        sys.exit(run_processes(settings, processes))
-    # Faust (slow to import) only for this command.
-    from .app import run_worker  # noqa: PLC0415
+            sys.exit(run_processes(settings, processes))
+        # Faust (slow to import) only for this command.
+        from .app import run_worker  # noqa: PLC0415
 
-    # Faust parses sys.argv itself: hand it only the program name.
-    sys.argv = sys.argv[:1]
-    run_worker(settings)
+        # Faust parses sys.argv itself: hand it only the program name.
+        sys.argv = sys.argv[:1]
+        run_worker(settings)
+    except KafkaUnavailableError as exc:  # at start: a message, not a traceback
+        raise click.ClickException(str(exc)) from None
 
 
 # ---------------------------------------------------------------------------- produce
@@ -133,7 +136,10 @@ def produce(ctx: click.Context, files: tuple[Path, ...], topic: str | None, batc
     """
     settings = _settings(ctx)
     topic = topic or settings.input_topics[0]
-    ensure_topics(settings)
+    try:
+        ensure_topics(settings)
+    except KafkaUnavailableError as exc:
+        raise click.ClickException(str(exc)) from None
     producer = AckedProducer(settings)
     total = 0
     for path in files:
