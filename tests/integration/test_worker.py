@@ -791,3 +791,31 @@ def _metric(port: int, name: str) -> float:
 def port_is_free(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_a_redis_acl_user_works_and_a_refused_one_is_reported(
+    stack: WorkerStack, rules: RuleSet, private_redis: Any
+) -> None:
+    """Redis with an ACL user (no default user): the worker scores with it; a user the ACL
+    does not allow is reported as refused credentials by `score`."""
+    client = redis.Redis.from_url(private_redis.url)
+    client.acl_setuser(
+        "scorer", enabled=True, passwords=["+acl-secret-5"], keys=["*"], commands=["+@all"]
+    )
+    client.acl_setuser("default", enabled=False)
+    client.close()
+    url = f"redis://scorer:acl-secret-5@127.0.0.1:{private_redis.port}/0"
+    stack.make_topics(partitions=1)
+    config = stack.config(redis_url=url, sweep_interval=3600)
+    worker = stack.start(config)
+    events = [pricing("acl-a", T0 + i * 60_000, f"acl-{i}") for i in range(3)]
+    stack.produce([encode(e) for e in events])
+    worker.wait_processed(len(events))
+    assert worker.stop() == 0
+    state = read_state(url, stack.key_prefix, rules, "acl-a")
+    assert state is not None and state.events_applied == 3
+    nobody = f"redis://scorer:wrong-6@127.0.0.1:{private_redis.port}/0"
+    result = stack.run_cli("score", "acl-a", config=stack.config(redis_url=nobody), check=False)
+    assert result.returncode != 0
+    assert "refused our credentials" in result.stdout + result.stderr
+    assert "wrong-6" not in result.stdout + result.stderr
