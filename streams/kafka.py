@@ -34,6 +34,10 @@ def confluent_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         config["sasl.password"] = password.get_secret_value() if password else ""
     if settings.kafka_ssl_cafile:
         config["ssl.ca.location"] = str(settings.kafka_ssl_cafile)
+    if settings.kafka_ssl_certfile:
+        config["ssl.certificate.location"] = str(settings.kafka_ssl_certfile)
+    if settings.kafka_ssl_keyfile:
+        config["ssl.key.location"] = str(settings.kafka_ssl_keyfile)
     config.update(extra)
     return config
 
@@ -59,7 +63,12 @@ def ensure_topics(settings: Settings, *, timeout: float = 120.0) -> list[str]:
     refused: list[KafkaError] = []
 
     def on_error(error: KafkaError) -> None:
-        if error.code() in _AUTH_ERRORS:
+        # Refused credentials, or a TLS handshake that failed on a certificate (ours
+        # missing or not trusted, the broker's not trusted): retrying cannot pass.
+        tls = error.code() == KafkaError._SSL or (
+            error.code() == KafkaError._TRANSPORT and "SSL routines" in error.str()
+        )
+        if error.code() in _AUTH_ERRORS or tls:
             refused.append(error)
 
     admin = AdminClient(
@@ -79,7 +88,9 @@ def ensure_topics(settings: Settings, *, timeout: float = 120.0) -> list[str]:
                 raise KafkaCredentialsError(
                     f"Kafka at {settings.kafka_bootstrap_servers} refused our credentials "
                     f"({refused[-1].str()}): check LEADSCORE_KAFKA_SASL_USERNAME, "
-                    "LEADSCORE_KAFKA_SASL_PASSWORD and LEADSCORE_KAFKA_SASL_MECHANISM"
+                    "LEADSCORE_KAFKA_SASL_PASSWORD and LEADSCORE_KAFKA_SASL_MECHANISM, or for "
+                    "TLS LEADSCORE_KAFKA_SSL_CAFILE, LEADSCORE_KAFKA_SSL_CERTFILE and "
+                    "LEADSCORE_KAFKA_SSL_KEYFILE"
                 ) from None
             if time.monotonic() > deadline:
                 raise KafkaUnavailableError(

@@ -37,6 +37,8 @@ _NOT_SETTINGS = frozenset(
         "LEADSCORE_KAFKA_START_TIMEOUT",
         "LEADSCORE_KAFKA_SASL_PORT",
         "LEADSCORE_TEST_KAFKA_SASL",
+        "LEADSCORE_KAFKA_SSL_PORT",
+        "LEADSCORE_TEST_KAFKA_SSL",
     }
 )
 
@@ -70,6 +72,10 @@ class Settings(BaseSettings):
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_cafile: Path | None = Field(None, description="CA bundle for SSL connections.")
+    kafka_ssl_certfile: Path | None = Field(
+        None, description="Client certificate (PEM) for brokers that require one (mTLS)."
+    )
+    kafka_ssl_keyfile: Path | None = Field(None, description="Its private key (PEM).")
 
     broker_session_timeout: float = Field(
         10.0,

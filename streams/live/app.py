@@ -180,6 +180,11 @@ def faust_broker_credentials(settings: Settings) -> Any:
         context = ssl.create_default_context(
             cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
         )
+        if settings.kafka_ssl_certfile:  # a client certificate (mTLS)
+            context.load_cert_chain(
+                str(settings.kafka_ssl_certfile),
+                str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
+            )
     if protocol == "SSL":
         return faust.SSLCredentials(context)
     password = settings.kafka_sasl_password
