@@ -280,8 +280,11 @@ def _add_pages(
 
 async def _partition_lag(
     consumer: BatchConsumer, processor: Processor
-) -> dict[tuple[str, int], int]:
-    """Unprocessed messages per assigned input partition (the sweep's limits)."""
+) -> dict[tuple[str, int], int] | None:
+    """Unprocessed messages per assigned input partition (the sweep's limits); None when
+    the assignment cannot be trusted now (see :meth:`BatchConsumer.owns_its_assignment`)."""
+    if not consumer.owns_its_assignment():
+        return None
     return consumer.lag(processor.next_offsets)
 
 

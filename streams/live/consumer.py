@@ -97,6 +97,9 @@ class BatchConsumer:
         self._done = asyncio.Event()
         #: The batch being processed and committed, if any.
         self._in_flight: asyncio.Future[None] | None = None
+        #: When ``consume`` last returned (monotonic s): the group hears from us then.
+        self._last_poll: float | None = None
+        self._session_timeout_s = settings.broker_session_timeout
         #: Stream -> mark to re-read from, asked for by :meth:`rewind_to`.
         self._pending_rewind: dict[str, int] = {}
 
@@ -229,6 +232,7 @@ class BatchConsumer:
             messages = self._consumer.consume(1, self.batch_timeout)
             if messages and self.batch_size > 1:
                 messages += self._consumer.consume(self.batch_size - 1, 0)
+        self._last_poll = time.monotonic()
         batch: list[RawMessage] = []
         for m in messages:
             error = m.error()
@@ -306,6 +310,15 @@ class BatchConsumer:
         elif now - self._last_error_log >= ERROR_LOG_INTERVAL_S:
             self._last_error_log = now
             log.warning("Kafka consumer: %s (%d errors so far)", error, self.errors)
+
+    def owns_its_assignment(self) -> bool:
+        """Whether the assignment can be trusted now: the consumer polled within the last
+        session timeout. A process that was paused (SIGSTOP, a long GC, swapping) or stuck
+        in a batch longer than that may have been dropped from the group while its
+        assignment still lists the partitions (the revocation comes with its next poll):
+        the cooling sweep must not act for them until then."""
+        last = self._last_poll
+        return last is not None and time.monotonic() - last < self._session_timeout_s
 
     # ------------------------------------------------------------------ lag
     def lag(self, next_offsets: dict[TopicPartitionKey, int]) -> dict[TopicPartitionKey, int]:

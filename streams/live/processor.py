@@ -82,7 +82,7 @@ class Processor:
         max_clock_skew_ms: int | None = DEFAULT_MAX_CLOCK_SKEW_MS,
         dlq_max_message_bytes: int = 1_048_588,
         clock: Callable[[], datetime] = utc_now,
-        partition_lag: Callable[[], Awaitable[dict[tuple[str, int], int]]] | None = None,
+        partition_lag: Callable[[], Awaitable[dict[tuple[str, int], int] | None]] | None = None,
         retry_initial: float = 0.1,
         retry_max: float = 10.0,
         on_rollback: Callable[[dict[str, int]], None] | None = None,
@@ -333,8 +333,16 @@ class Processor:
         relayed = await self.relay_outbox()
         now_ms = datetime_to_ms(self.clock())
         async with self.lock:
-            lags = await self.partition_lag() if self.partition_lag is not None else None
-            limit = None if lags is None else partial(self._sweep_limit, lags, now_ms)
+            limit = None
+            if self.partition_lag is not None:
+                lags = await self.partition_lag()
+                if lags is None:
+                    # Which partitions are ours is not known now (the consumer has not
+                    # polled for longer than a session: paused, or stuck in retries, and
+                    # maybe no longer in the group): cooling them is not our call.
+                    log.info("cooling sweep skipped: partition ownership not confirmed")
+                    return relayed
+                limit = partial(self._sweep_limit, lags, now_ms)
             result = await self._retry("cooling sweep", lambda: self.store.cool_due(now_ms, limit))
             await self._publish(result.crossings)
         return relayed + len(result.crossings)

@@ -302,3 +302,49 @@ def test_dead_letters_are_bounded_by_the_dlq_topic_and_never_retried_forever(
         [dead] = read_all(kafka_bootstrap, dlq, 1)
         assert dead["payload_truncated"] and dead["payload_bytes"] == 60_010
         assert len(orjson.dumps(dead)) <= limit
+
+
+def test_the_sweep_does_not_cool_leads_while_partition_ownership_is_unknown(
+    kafka_bootstrap: str, redis_url: str, key_prefix: str, create_topic, unique_name: str
+) -> None:
+    """A worker that has not polled for longer than a session (paused, stuck) may have
+    lost its partitions without knowing yet: its sweep skips cooling (the lag function
+    says None) instead of acting for another worker's leads; once ownership is confirmed
+    again, the due lead cools."""
+    hot = create_topic(f"{unique_name}-hot")
+    dlq = create_topic(f"{unique_name}-dlq")
+    rules = load_rules(default_rules_path())
+    settings = load_settings(kafka_bootstrap_servers=kafka_bootstrap)
+    long_ago = 1_700_000_000_000  # 2023: the lead's cooling is long due
+    events = [
+        event_dict("form_submit", "due", long_ago, event_id="d1", form_id="demo"),
+        event_dict("download", "due", long_ago + 1, event_id="d2", asset_id="a"),
+        event_dict(
+            "email_click", "due", long_ago + 2, event_id="d3", url="https://x.io/", campaign_id="c"
+        ),
+    ]
+    messages = [RawMessage("in", 0, i, b"due", orjson.dumps(d)) for i, d in enumerate(events)]
+    owned: dict[tuple[str, int], int] | None = None
+
+    async def lags() -> dict[tuple[str, int], int] | None:
+        return owned
+
+    async def scenario() -> None:
+        nonlocal owned
+        client = Redis.from_url(redis_url)
+        try:
+            store = RedisStore(client, rules, key_prefix)
+            processor = kafka_processor(store, settings, hot, dlq, partition_lag=lags)
+            result = await processor.process(messages)
+            assert [c.kind for c in result.crossings] == ["lead_became_hot"]
+            assert await processor.sweep() == 0  # ownership unknown: nothing cooled
+            state = await store.get("due")
+            assert state is not None and state.hot
+            owned = {("in", 0): 0}  # polled again: partition 0 is ours, caught up
+            assert await processor.sweep() == 1
+            state = await store.get("due")
+            assert state is not None and not state.hot
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
