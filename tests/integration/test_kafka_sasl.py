@@ -9,6 +9,12 @@ import os
 import time
 
 import pytest
+from confluent_kafka.admin import (
+    AdminClient,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
+)
 
 from scoring.rules import RuleSet
 from tests.integration.worker_harness import (
@@ -79,3 +85,28 @@ def test_a_wrong_sasl_password_is_reported_as_refused_and_never_printed(
     assert "unreachable" not in output
     assert wrong not in output
     assert took < 30
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_the_worker_scores_with_scram(stack: WorkerStack, rules: RuleSet, mechanism: str) -> None:
+    """SCRAM on the same listener, with a user this test creates (through PLAINTEXT)."""
+    bootstrap, _, _ = _sasl_listener()
+    user, password = f"scram-{stack.key_prefix[5:13]}", "scram-test-secret-8"
+    admin = AdminClient({"bootstrap.servers": stack.bootstrap})
+    kind = (
+        ScramMechanism.SCRAM_SHA_256 if mechanism.endswith("256") else ScramMechanism.SCRAM_SHA_512
+    )
+    upsert = UserScramCredentialUpsertion(user, ScramCredentialInfo(kind, 4096), password.encode())
+    for future in admin.alter_user_scram_credentials([upsert]).values():
+        future.result(timeout=30)
+    events = generate_event_log(47, 300, 20, start_ms=FUTURE_MS, lead_prefix="scram-")
+    stack.make_topics(partitions=1)
+    config = stack.config(sweep_interval=3600, bootstrap=bootstrap)
+    env = {**_sasl_env(user, password), "LEADSCORE_KAFKA_SASL_MECHANISM": mechanism}
+    worker = stack.start(config.with_(extra_env={**config.extra_env, **env}))
+    stack.produce([encode(e) for e in events])
+    store, _ = replay(events, rules)
+    end = wait_for_replayed_states(stack.redis_url, stack.key_prefix, rules, store, 90)
+    assert (end.lost, end.doubled) == (0, 0)
+    assert worker.stop() == 0
+    assert password not in worker.log_path.read_text(errors="replace")
