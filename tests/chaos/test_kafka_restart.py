@@ -81,3 +81,35 @@ def test_kafka_broker_killed_and_restarted_mid_run(stack: WorkerStack, rules: Ru
     assert (lost, doubled) == (0, 0)
     assert set(copies) == expected
     assert worker.stop() == 0
+
+
+def test_sigterm_while_kafka_is_down_stops_in_bounded_time(
+    stack: WorkerStack, rules: RuleSet
+) -> None:
+    """The broker is down: SIGTERM still ends the worker in bounded time (leaving the
+    group, closing the consumer and stopping Faust's producer are all bounded, and a
+    batch in hand would be abandoned after LEADSCORE_STOP_TIMEOUT)."""
+    stack.make_topics(partitions=1)
+    config = stack.config(sweep_interval=3600, extra_env={"LEADSCORE_STOP_TIMEOUT": "3"})
+    worker = stack.start(config)
+    events = generate_event_log(53, 400, 10, start_ms=FUTURE_MS, buying_fraction=1.0)
+    # events with crossings: the producer has sent, and holds connections to close
+    stack.produce([encode(e) for e in events])
+    worker.wait_processed(len(events))
+    os.kill(_broker_pid(), signal.SIGKILL)
+    try:
+        time.sleep(2)
+        assert worker.proc is not None
+        started = time.monotonic()
+        worker.proc.send_signal(signal.SIGTERM)
+        code = worker.proc.wait(90)
+        took = time.monotonic() - started
+        print(f"\nstop while Kafka is down: exit {code} after {took:.1f}s")
+        assert took < 60
+    finally:
+        subprocess.run(
+            [str(REPO_ROOT / "scripts" / "services"), "up"],
+            check=True,
+            capture_output=True,
+            timeout=180,
+        )
