@@ -306,7 +306,9 @@ impl Batch {
         let mut dropped = Vec::new();
         for (i, limit) in limits.into_iter().enumerate() {
             let Some(limit) = limit else { continue };
-            let Some(row) = self.rows.get_mut(i) else { break };
+            let Some(row) = self.rows.get_mut(i) else {
+                break;
+            };
             if let Some(r) = row.as_ref() {
                 if r.occurred_ms > limit {
                     dropped.push((i, r.occurred_ms));
@@ -502,7 +504,7 @@ impl LeadTable {
         self.leads.len()
     }
 
-    /// A copy of the lead states (without the seen ids): the snapshot at a cut-off.
+    /// A copy of the lead states (without their dedupe windows): the snapshot at a cut-off.
     fn snapshot(&self) -> LeadSnapshot {
         LeadSnapshot {
             kernel: Python::attach(|py| self.kernel.clone_ref(py)),

@@ -4,16 +4,18 @@
 
 For each batch (as :class:`~streams.live.consumer.BatchConsumer` consumed it):
 
-1. validate every message (``schemas.validation.parse_event``); rejects become dead letters;
-2. produce the dead letters and wait for their acks (so a crash cannot lose them);
-3. apply the valid events through the store: states, seen ids and the crossings (outbox)
-   are written atomically per lead;
+1. validate every message (``schemas.validation.parse_for_scoring``, then the clock-skew
+   policy); rejects become dead letters;
+2. produce the dead letters and wait for their acks (so a crash cannot lose them; one the
+   broker refuses for what it is is logged, counted and skipped);
+3. apply the valid events through the store: states (with their dedupe windows) and the
+   crossings (outbox) are written atomically per lead;
 4. produce the crossings to the hot-lead topic and wait for the acks;
 5. drop them from the outbox.
 
 Only when ``process`` returns does the consumer commit the batch's offsets. A crash
 anywhere before that redelivers the batch: already-applied events are skipped by the store
-(seen ids / offsets), and crossings still in the outbox are produced by
+(offsets / dedupe windows), and crossings still in the outbox are produced by
 :meth:`Processor.relay_outbox` at start and on every sweep. Transient failures (of the
 sink, and of the store as it judges them) are retried with backoff, never dropped.
 """
