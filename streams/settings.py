@@ -100,6 +100,11 @@ class Settings(BaseSettings):
     redis_url: str = Field("redis://127.0.0.1:16379/0", description="redis:// or rediss:// URL.")
     redis_password: SecretStr | None = Field(None, description="Overrides a URL password.")
     redis_key_prefix: str = Field("leadscore:", description="Prefix of every Redis key.")
+    redis_cluster: bool = Field(
+        False,
+        description="redis_url names a node of a Redis Cluster (7.0+): the store finds the "
+        "other nodes from it.",
+    )
     #: ``90d``, ``12h``, ... (or seconds) in the environment; held in milliseconds.
     idle_lead_retention: int | None = Field(
         None, description="Delete leads that are not hot after this long unwritten (off)."

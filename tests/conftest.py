@@ -38,6 +38,8 @@ log = logging.getLogger("leadscore.tests.services")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 KAFKA_ENV = "LEADSCORE_KAFKA_BOOTSTRAP_SERVERS"
 REDIS_ENV = "LEADSCORE_REDIS_URL"
+#: A node of the 3-master Redis Cluster of `scripts/services` (the store's cluster tests).
+REDIS_CLUSTER_ENV = "LEADSCORE_TEST_REDIS_CLUSTER"
 # Exported by `scripts/services env`: the pinned version and where the broker log lives.
 KAFKA_VERSION_ENV = "LEADSCORE_KAFKA_VERSION"
 CACHE_DIR_ENV = "LEADSCORE_CACHE_DIR"
@@ -251,6 +253,23 @@ def kafka_bootstrap(services: Services) -> str:
 @pytest.fixture(scope="session")
 def redis_url(services: Services) -> str:
     return services.redis_url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(services: Services) -> str:
+    """A node of a Redis Cluster (``scripts/services`` starts one); fails when there is none."""
+    url = os.environ.get(REDIS_CLUSTER_ENV)
+    if not url:
+        pytest.fail(
+            f"{REDIS_CLUSTER_ENV} is not set: no Redis Cluster. {HOW_TO_RUN}", pytrace=False
+        )
+    try:
+        client = redis.RedisCluster.from_url(url, socket_connect_timeout=5)
+        client.ping()
+        client.close()
+    except Exception as exc:
+        pytest.fail(f"Redis Cluster at {url} {_why(exc)}. {HOW_TO_RUN}", pytrace=False)
+    return url
 
 
 @pytest.fixture

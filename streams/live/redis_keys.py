@@ -29,6 +29,20 @@ key                     type   content
                                rollback repair rewinds to)
 ======================= ====== =====================================================
 
+On Redis Cluster (``LEADSCORE_REDIS_CLUSTER=true``) the lead keys are the same; the global
+keys above carry one hash tag, ``P {global}:meta`` and so on, so the index script can
+update them together; and two keys are per master node instead of global, under a *node
+tag* ``{nK}``: the first of ``n0, n1, ...`` whose slot that node serves
+(:mod:`streams.live.redis_nodes`):
+
+======================= ====== =====================================================
+``P applied:{nK}``      hash   the "applied up to" marks, written on every node after
+                               each batch's states there, in the same script
+``P idx:outbox:{nK}``   set    the node's leads that may have undelivered crossings
+``P {global}:nodes``    set    every node tag ever used (the relay and the rollback
+                               check read the old ones after a resharding)
+======================= ====== =====================================================
+
 The ``idx:*`` keys are global (other slots), so the store writes them outside the per-lead
 script, with idempotent commands (ZADD/ZREM/SADD set absolute values): if a crash falls in
 between, the redelivered events (now duplicates) rewrite the same index entries.
@@ -59,22 +73,27 @@ class LeadKeys:
 class KeySpace:
     """All key names under one prefix: per lead (:meth:`lead`) and the global ones."""
 
-    def __init__(self, prefix: str = "leadscore:") -> None:
+    def __init__(self, prefix: str = "leadscore:", *, cluster: bool = False) -> None:
         if "{" in prefix or "}" in prefix:
             raise ValueError("the Redis key prefix must not contain braces (hash tags)")
         self.prefix = prefix
-        #: set of lead ids that may have undelivered outbox entries
-        self.outbox_index = f"{prefix}idx:outbox"
+        self.cluster = cluster
+        #: where the global keys start: on a cluster, one hash tag for all of them
+        shared = f"{prefix}{{global}}:" if cluster else prefix
+        #: set of lead ids that may have undelivered outbox entries (standalone)
+        self.outbox_index = f"{shared}idx:outbox"
         #: zset: hot lead id -> millisecond it cools if nothing happens
-        self.cool_due_index = f"{prefix}idx:cool-due"
+        self.cool_due_index = f"{shared}idx:cool-due"
         #: zset: lead id -> rank bound against ``meta.landmark``
-        self.rank_index = f"{prefix}idx:rank"
+        self.rank_index = f"{shared}idx:rank"
         #: hash: ``format``, ``landmark`` of the rank index
-        self.meta = f"{prefix}meta"
+        self.meta = f"{shared}meta"
         #: hash: name -> number (the state format's dictionary)
-        self.names = f"{prefix}names"
-        #: hash: ``topic:partition`` -> next offset after the last stored event
-        self.applied = f"{prefix}applied"
+        self.names = f"{shared}names"
+        #: hash: ``topic:partition`` -> next offset after the last stored event (standalone)
+        self.applied = f"{shared}applied"
+        #: set: every node tag used (cluster)
+        self.node_tags = f"{shared}nodes"
         #: SCAN pattern of the lead keys (state strings and outbox hashes)
         self.lead_pattern = f"{prefix}lead:*"
         #: SCAN pattern of format 1's per-half-life rank indexes
@@ -90,6 +109,14 @@ class KeySpace:
             state = f"{self.prefix}lead:{{{_hash_tag(lead_id)}}}"
             keys = self._leads[lead_id] = LeadKeys(lead_id, state, f"{state}:outbox")
         return keys
+
+    def node_applied(self, tag: str) -> str:
+        """A cluster node's "applied up to" marks (hash, like :attr:`applied`)."""
+        return f"{self.prefix}applied:{{{tag}}}"
+
+    def node_outbox_index(self, tag: str) -> str:
+        """A cluster node's set of leads that may have undelivered crossings."""
+        return f"{self.prefix}idx:outbox:{{{tag}}}"
 
     @staticmethod
     def legacy_seen(state_key: str) -> str:

@@ -11,7 +11,7 @@ the ``applied`` marks kept per node (docs/architecture.md, "The live store")."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,32 +23,13 @@ from scoring.crossings import Crossing, crossing_to_dict
 from .interfaces import StoreRolledBack
 from .redis_keys import LeadKeys
 
-SAVE_LEADS_SCRIPT = """
--- Compare-and-set of a batch's changed leads in one call; per lead: its state and new
--- outbox entries at once, or nothing when its stored version moved. Then the batch's
--- "applied up to" marks. Nothing at all when a mark is behind what the caller knows was
--- applied: Redis lost writes (a rollback), and the caller must re-read from the marks.
--- KEYS[1] = P idx:outbox (set of leads that may have undelivered crossings)
--- KEYS[2] = P applied    (hash: topic:partition -> next offset)
--- KEYS[3] = P meta       (hash; exists once the store holds anything)
--- then per lead, in ARGV order: P lead:{T} (string: state), and only for a lead with
---   crossings, P lead:{T}:outbox (hash: crossing id -> crossing JSON)
--- ARGV[1] = TTL in ms for leads that are not hot ("0": none); ARGV[2] = k; then k marks
---   (stream, next offset, offset the caller knows was applied or -1); then per lead:
---   expected version (state bytes 2-5, "" when not stored yet), new state (byte 22:
---   flags, 1 = hot), m, and when m > 0: the lead id and m (crossing id, crossing JSON)
---   pairs
--- Returns, per lead: 1, or -1 when the stored version was not the expected one (another
--- writer got there first: reload and recompute that lead); or, after a rollback,
--- {-2, stream, stored mark (-1: none), ...} for each mark found behind and nothing written.
-local k = tonumber(ARGV[2])
--- No marks yet in a store that holds leads: written by a leadscore without marks.
-local unmarked = redis.call('EXISTS', KEYS[2]) == 0 and redis.call('EXISTS', KEYS[3]) == 1
+_SAVE_LEADS_BODY = """
 local behind = {}
 for j = 3, 2 + 3 * k, 3 do
   local known = tonumber(ARGV[j + 2])
-  if known >= 0 and not unmarked then
-    local stored = tonumber(redis.call('HGET', KEYS[2], ARGV[j]) or '-1')
+  local stored = redis.call('HGET', KEYS[2], ARGV[j])
+  if known >= 0 and not unmarked and (stored or missing_mark_is_loss) then
+    stored = tonumber(stored or '-1')
     if stored < known then
       behind[#behind + 1] = ARGV[j]
       behind[#behind + 1] = stored
@@ -61,20 +42,19 @@ if #behind > 0 then
 end
 local out = {}
 local ttl = tonumber(ARGV[1])
-local a = 3 + 3 * k
-local key = 4
+local key = 1
 while a <= #ARGV do
   local expected, state, m = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
-  local current = redis.call('GET', KEYS[key])
+  local current = redis.call('GET', lead_key(key))
   local version = ''
   if current then version = string.sub(current, 2, 5) end
   if version ~= expected then
     out[#out + 1] = -1
   else
     if ttl > 0 and string.byte(state, 22) % 2 == 0 then
-      redis.call('SET', KEYS[key], state, 'PX', ttl)
+      redis.call('SET', lead_key(key), state, 'PX', ttl)
     else
-      redis.call('SET', KEYS[key], state)
+      redis.call('SET', lead_key(key), state)
     end
     if m > 0 then
       redis.call('SADD', KEYS[1], ARGV[a + 3])
@@ -82,7 +62,7 @@ while a <= #ARGV do
       local j = from
       while j <= to do
         local last = math.min(j + 999, to)
-        redis.call('HSET', KEYS[key + 1], unpack(ARGV, j, last))
+        redis.call('HSET', lead_key(key + 1), unpack(ARGV, j, last))
         j = last + 1
       end
     end
@@ -104,6 +84,96 @@ for j = 3, 2 + 3 * k, 3 do
 end
 return out
 """
+
+SAVE_LEADS_SCRIPT = (
+    """
+-- Compare-and-set of a batch's changed leads in one call; per lead: its state and new
+-- outbox entries at once, or nothing when its stored version moved. Then the batch's
+-- "applied up to" marks. Nothing at all when a mark is behind what the caller knows was
+-- applied: Redis lost writes (a rollback), and the caller must re-read from the marks.
+-- KEYS[1] = P idx:outbox (set of leads that may have undelivered crossings)
+-- KEYS[2] = P applied    (hash: topic:partition -> next offset)
+-- KEYS[3] = P meta       (hash; exists once the store holds anything)
+-- then per lead, in ARGV order: P lead:{T} (string: state), and only for a lead with
+--   crossings, P lead:{T}:outbox (hash: crossing id -> crossing JSON)
+-- ARGV[1] = TTL in ms for leads that are not hot ("0": none); ARGV[2] = k; then k marks
+--   (stream, next offset, offset the caller knows was applied or -1); then per lead:
+--   expected version (state bytes 2-5, "" when not stored yet), new state (byte 22:
+--   flags, 1 = hot), m, and when m > 0: the lead id and m (crossing id, crossing JSON)
+--   pairs
+-- Returns, per lead: 1, or -1 when the stored version was not the expected one (another
+-- writer got there first: reload and recompute that lead); or, after a rollback,
+-- {-2, stream, stored mark (-1: none), ...} for each mark found behind and nothing written.
+local k = tonumber(ARGV[2])
+local a = 3 + 3 * k
+local function lead_key(i) return KEYS[3 + i] end
+-- No marks yet in a store that holds leads: written by a leadscore without marks.
+local unmarked = redis.call('EXISTS', KEYS[2]) == 0 and redis.call('EXISTS', KEYS[3]) == 1
+local missing_mark_is_loss = true
+"""
+    + _SAVE_LEADS_BODY
+)
+
+SAVE_NODE_LEADS_SCRIPT = (
+    """#!lua flags=allow-cross-slot-keys
+-- SAVE_LEADS_SCRIPT for the leads of one Redis Cluster node, and that node's marks: on a
+-- cluster a script may only touch keys of its own node, and declare keys of one slot, so
+-- the lead keys come in ARGV (the flag lets it touch their slots on this node).
+-- KEYS[1] = P idx:outbox:{nK} (this node's set of leads that may have undelivered crossings)
+-- KEYS[2] = P applied:{nK}    (this node's marks)
+-- ARGV: as SAVE_LEADS_SCRIPT's, but after the k marks: n and the n lead keys (in the
+--   order SAVE_LEADS_SCRIPT takes them in KEYS), then "1" when the caller registered this
+--   node tag itself (a new node: no marks yet is no loss) else "0", then o and the marks
+--   keys of o older tags of this node (read when KEYS[2] is missing: the node's tag
+--   changed in a resharding).
+-- A mark missing for a stream is no information here (a node's first batch of a stream,
+-- or one of another worker's streams in a new marks key); a marks key missing on a node
+-- that had marks under no tag is a node that lost everything: all known marks are behind.
+local k = tonumber(ARGV[2])
+local at = 3 + 3 * k
+local n = tonumber(ARGV[at])
+local keys_at = at
+local function lead_key(i) return ARGV[keys_at + i] end
+at = at + n + 1
+local registered_now = ARGV[at] == '1'
+local o = tonumber(ARGV[at + 1])
+local a = at + 2 + o
+local unmarked = false
+local missing_mark_is_loss = false
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  local found = false
+  for j = at + 2, at + 1 + o do
+    local old = redis.call('HGETALL', ARGV[j])
+    for i = 1, #old, 2 do
+      found = true
+      local mark = tonumber(redis.call('HGET', KEYS[2], old[i]) or '-1')
+      if tonumber(old[i + 1]) > mark then redis.call('HSET', KEYS[2], old[i], old[i + 1]) end
+    end
+  end
+  if not found then
+    if registered_now then
+      unmarked = true
+    else
+      missing_mark_is_loss = true
+    end
+  end
+end
+"""
+    + _SAVE_LEADS_BODY
+)
+
+LOAD_NODE_STATES_SCRIPT = """#!lua flags=allow-cross-slot-keys
+-- The states of leads of one Redis Cluster node, in one call (MGET cannot span slots).
+-- KEYS[1] = any key of this node (routes the call)
+-- ARGV    = the state keys, P lead:{T}, of leads on this node
+-- Returns their values in ARGV order (nil: not stored).
+local out = {}
+for i = 1, #ARGV do out[i] = redis.call('GET', ARGV[i]) end
+return out
+"""
+
+#: Runs a script (body, KEYS, ARGV) on the one Redis Cluster node it is meant for.
+RunOnNode = Callable[[str, Sequence[str], Sequence[Any]], Awaitable[Any]]
 
 WRITE_INDEXES_SCRIPT = """
 -- Refresh the rank and cooling indexes of a batch's leads, unless the rank bounds were
@@ -184,6 +254,38 @@ class LeadWrite:
     crossings: Sequence[Crossing]
 
 
+def _save_arguments(
+    writes: Sequence[LeadWrite], applied_marks: Mapping[str, tuple[int, int]], idle_ttl_ms: int
+) -> tuple[list[str], list[Any], list[Any]]:
+    """The lead keys, the marks' arguments and the leads' arguments of a save script call
+    (its ARGV is marks + [what the variant adds] + leads)."""
+    lead_keys: list[str] = []
+    marks: list[Any] = [idle_ttl_ms, len(applied_marks)]
+    for stream, (offset, known) in applied_marks.items():
+        marks += [stream, offset, known]
+    leads: list[Any] = []
+    for w in writes:
+        lead_keys.append(w.keys.state)
+        leads += [w.expected_version, w.state, len(w.crossings)]
+        if w.crossings:
+            lead_keys.append(w.keys.outbox)
+            leads.append(w.keys.lead_id)
+            for crossing in w.crossings:
+                leads += [crossing.event_id, orjson.dumps(crossing_to_dict(crossing))]
+    return lead_keys, marks, leads
+
+
+def _lost_leads(writes: Sequence[LeadWrite], results: Any) -> list[str]:
+    """The ids of the leads whose compare-and-set lost, from a save script's reply; raises
+    :class:`~streams.live.interfaces.StoreRolledBack` when the reply says a mark was behind."""
+    if results and int(results[0]) == -2:
+        marks = results[1:]
+        raise StoreRolledBack(
+            {_text(s): int(m) for s, m in zip(marks[0::2], marks[1::2], strict=True)}
+        )
+    return [w.keys.lead_id for w, r in zip(writes, results, strict=True) if int(r) < 0]
+
+
 async def compare_and_set_leads(
     client: Redis,
     writes: Sequence[LeadWrite],
@@ -204,25 +306,48 @@ async def compare_and_set_leads(
     stored mark is behind what the caller knows was applied."""
     if not writes and not applied_marks:
         return []
-    keys: list[str] = [outbox_index, applied_key, meta_key]
-    args: list[Any] = [idle_ttl_ms, len(applied_marks)]
-    for stream, (offset, known) in applied_marks.items():
-        args += [stream, offset, known]
-    for w in writes:
-        keys.append(w.keys.state)
-        args += [w.expected_version, w.state, len(w.crossings)]
-        if w.crossings:
-            keys.append(w.keys.outbox)
-            args.append(w.keys.lead_id)
-            for crossing in w.crossings:
-                args += [crossing.event_id, orjson.dumps(crossing_to_dict(crossing))]
-    results: Any = await client.register_script(SAVE_LEADS_SCRIPT)(keys=keys, args=args)
-    if results and int(results[0]) == -2:
-        marks = results[1:]
-        raise StoreRolledBack(
-            {_text(s): int(m) for s, m in zip(marks[0::2], marks[1::2], strict=True)}
-        )
-    return [w.keys.lead_id for w, r in zip(writes, results, strict=True) if int(r) < 0]
+    lead_keys, marks, leads = _save_arguments(writes, applied_marks, idle_ttl_ms)
+    keys = [outbox_index, applied_key, meta_key, *lead_keys]
+    results: Any = await client.register_script(SAVE_LEADS_SCRIPT)(keys=keys, args=marks + leads)
+    return _lost_leads(writes, results)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeMarks:
+    """The marks keys of one Redis Cluster node (:data:`SAVE_NODE_LEADS_SCRIPT`)."""
+
+    #: ``P idx:outbox:{nK}`` and ``P applied:{nK}`` of the node's tag
+    outbox_index: str
+    applied: str
+    #: the caller registered this tag itself: no marks yet is a new node, not a loss
+    registered_now: bool
+    #: marks keys of the node's older tags (merged when ``applied`` is missing)
+    older: Sequence[str]
+
+
+async def compare_and_set_node_leads(
+    run: RunOnNode,
+    writes: Sequence[LeadWrite],
+    node: NodeMarks,
+    *,
+    applied_marks: Mapping[str, tuple[int, int]],
+    idle_ttl_ms: int = 0,
+) -> list[str]:
+    """:func:`compare_and_set_leads` for the leads of one cluster node, run by ``run``
+    (routes the script to the node); the node's marks are written even with no leads."""
+    lead_keys, marks, leads = _save_arguments(writes, applied_marks, idle_ttl_ms)
+    node_args = [len(lead_keys), *lead_keys, int(node.registered_now), len(node.older)]
+    args = marks + node_args + list(node.older) + leads
+    results = await run(SAVE_NODE_LEADS_SCRIPT, [node.outbox_index, node.applied], args)
+    return _lost_leads(writes, results)
+
+
+async def load_node_states(run: RunOnNode, anchor: str, keys: Sequence[LeadKeys]) -> list[Any]:
+    """:func:`load_states` for leads of one cluster node (``anchor``: any key of it)."""
+    if not keys:
+        return []
+    found: Any = await run(LOAD_NODE_STATES_SCRIPT, [anchor], [k.state for k in keys])
+    return list(found)
 
 
 def _text(value: Any) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 import redis.exceptions
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from schemas.events import PROFILE_FIELDS
 from scoring.crossings import Crossing, crossing_from_dict
@@ -37,14 +37,9 @@ from .interfaces import StoreRolledBack
 from .redis_checks import durability_findings
 from .redis_keys import KeySpace
 from .redis_migrate import convert_format_1, stored_format
+from .redis_nodes import ClusterNodes, StandaloneNodes, TopologyChangedError
 from .redis_rank import RankIndex, texts
-from .redis_scripts import (
-    LeadWrite,
-    compare_and_set_leads,
-    load_states,
-    register_names,
-    write_indexes,
-)
+from .redis_scripts import LeadWrite, register_names, write_indexes
 from .state_format import (
     FORMAT,
     VERSION_SLICE,
@@ -76,6 +71,10 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     redis.exceptions.BusyLoadingError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.SlotNotCoveredError,
+    TopologyChangedError,
     StoreConflictError,
     OSError,
     TimeoutError,
@@ -99,7 +98,7 @@ class RedisStore:
 
     def __init__(
         self,
-        client: Redis,
+        client: Redis | RedisCluster,
         rules: RuleSet,
         prefix: str = "leadscore:",
         *,
@@ -109,7 +108,12 @@ class RedisStore:
         # the replies are checked where they are decoded instead.
         self.client: Any = client
         self.rules = rules
-        self.keys = KeySpace(prefix)
+        cluster = isinstance(client, RedisCluster)
+        self.keys = KeySpace(prefix, cluster=cluster)
+        #: where lead writes go: one Redis, or each master node of a cluster
+        self.nodes = (
+            ClusterNodes(client, self.keys) if cluster else StandaloneNodes(client, self.keys)
+        )
         #: Cold leads expire after this long without a write (0: never).
         self.idle_lead_retention_ms = idle_lead_retention_ms
         self.names = Names()
@@ -131,8 +135,13 @@ class RedisStore:
         }
         if password is not None:
             kwargs["password"] = password
+        if settings.redis_cluster:
+            kwargs.pop("health_check_interval")
+            client: Redis | RedisCluster = RedisCluster.from_url(settings.redis_url, **kwargs)
+        else:
+            client = Redis.from_url(settings.redis_url, **kwargs)
         return cls(
-            Redis.from_url(settings.redis_url, **kwargs),
+            client,
             rules,
             settings.redis_key_prefix,
             idle_lead_retention_ms=settings.idle_lead_retention or 0,
@@ -158,8 +167,10 @@ class RedisStore:
                 self.client, self.keys, self.encode, self._update_indexes, progress
             )
         await self._ensure_ready()
-        for level, message in await durability_findings(self.client):
-            log.log(level, "%s", message)
+        nodes = await self.nodes.each_node()
+        for name, node in nodes:
+            for level, message in await durability_findings(node):
+                log.log(level, "%s%s", f"{name}: " if len(nodes) > 1 else "", message)
         return converted
 
     async def _ensure_ready(self) -> None:
@@ -226,22 +237,13 @@ class RedisStore:
         known = dict(self.known_applied)
         if not known:
             return {}
-        streams = sorted(known)
-        async with self.client.pipeline(transaction=True) as pipe:
-            pipe.hmget(self.keys.applied, streams)
-            pipe.exists(self.keys.applied)
-            pipe.exists(self.keys.meta)
-            stored, has_marks, has_meta = await pipe.execute()
-        if not has_marks and has_meta:
-            return {}  # a store without marks yet (written before they existed)
-        behind = {
-            s: (-1 if m is None else int(m))
-            for s, m in zip(streams, stored, strict=True)
-            if (-1 if m is None else int(m)) < known[s]
-        }
-        if behind:
-            self._rolled_back(StoreRolledBack(behind))
-        return behind
+        try:
+            # Saving nothing with marks at what is known checks them (and writes none).
+            await self.nodes.save([], {s: (o, o) for s, o in known.items()}, 0)
+        except StoreRolledBack as exc:
+            self._rolled_back(exc)
+            return dict(exc.marks)
+        return {}
 
     def _rolled_back(self, error: StoreRolledBack) -> None:
         """Redis lost writes: whatever this process cached of it may be gone too."""
@@ -249,6 +251,7 @@ class RedisStore:
         self._ready = False
         self.names = Names()
         self.rank.forget()
+        self.nodes.forget()
         for stream, mark in error.marks.items():
             if mark < 0:
                 self.known_applied.pop(stream, None)
@@ -269,7 +272,7 @@ class RedisStore:
     async def _load(self, lead_ids: Sequence[str]) -> dict[str, _Loaded]:
         """One round trip: the leads' states and stored versions."""
         await self._ensure_ready()
-        found = await load_states(self.client, [self.keys.lead(lead) for lead in lead_ids])
+        found = await self.nodes.load([self.keys.lead(lead) for lead in lead_ids])
         loaded: dict[str, _Loaded] = {}
         for lead_id, raw in zip(lead_ids, found, strict=True):
             if raw is None:
@@ -331,10 +334,10 @@ class RedisStore:
     async def _save(
         self, loaded: dict[str, _Loaded], results: dict[str, LeadBatch], marks: dict[str, int]
     ) -> set[str]:
-        known = self.known_applied
         """Write changed leads with the CAS script, then refresh the indexes of every lead
         in ``results`` (also unchanged ones: that repairs indexes after a crash). Returns
         the leads that lost a CAS race."""
+        known = self.known_applied
         writes: list[LeadWrite] = []
         for lead, r in results.items():
             if r.applied_event_ids or r.crossings:
@@ -342,17 +345,8 @@ class RedisStore:
                 expected = loaded[lead].version
                 state = await self.encode(r.state, int.from_bytes(expected, "little") + 1)
                 writes.append(LeadWrite(self.keys.lead(lead), expected, state, r.crossings))
-        lost = set(
-            await compare_and_set_leads(
-                self.client,
-                writes,
-                outbox_index=self.keys.outbox_index,
-                applied_key=self.keys.applied,
-                meta_key=self.keys.meta,
-                applied_marks={s: (o, known.get(s, -1)) for s, o in marks.items()},
-                idle_ttl_ms=self.idle_lead_retention_ms,
-            )
-        )
+        marks_known = {s: (o, known.get(s, -1)) for s, o in marks.items()}
+        lost = set(await self.nodes.save(writes, marks_known, self.idle_lead_retention_ms))
         states = [r.state for lead, r in results.items() if lead not in lost]
         await self._update_indexes([s for s in states if s is not None])
         return lost
@@ -395,27 +389,31 @@ class RedisStore:
                 pipe.hlen(outbox)
             replies = await pipe.execute()
         empty = [lead for lead, left in zip(by_lead, replies[1::2], strict=True) if left == 0]
-        if empty:
-            await self.client.srem(self.keys.outbox_index, *empty)
+        await self._drop_from_outbox_index([(self.nodes.outbox_index_of(x), x) for x in empty])
 
     async def undelivered(self, limit: int = 1000) -> list[Crossing]:
         """Crossings written but not confirmed produced (a crash fell in between), oldest
         first. Leads whose outbox turns out empty are dropped from the outbox index."""
-        leads = [
-            m.decode() if isinstance(m, bytes) else m
-            for m in await self.client.srandmember(self.keys.outbox_index, limit)
-        ]
-        if not leads:
+        entries = await self.nodes.outbox_leads(limit)
+        if not entries:
             return []
         async with self.client.pipeline(transaction=False) as pipe:
-            for lead in leads:
+            for _, lead in entries:
                 pipe.hvals(self.keys.lead(lead).outbox)
             replies = await pipe.execute()
         crossings = [crossing_from_dict(orjson.loads(v)) for vals in replies for v in vals]
-        empty = [lead for lead, vals in zip(leads, replies, strict=True) if not vals]
-        if empty:
-            await self.client.srem(self.keys.outbox_index, *empty)
+        await self._drop_from_outbox_index(
+            [entry for entry, vals in zip(entries, replies, strict=True) if not vals]
+        )
         return sorted(crossings, key=lambda c: (c.occurred_at_ms, c.lead_id))
+
+    async def _drop_from_outbox_index(self, entries: Sequence[tuple[str, str]]) -> None:
+        """Remove (index key, lead id) entries: leads whose outbox is empty."""
+        by_index: dict[str, list[str]] = {}
+        for index, lead in entries:
+            by_index.setdefault(index, []).append(lead)
+        for index, leads in by_index.items():
+            await self.client.srem(index, *leads)
 
     # ------------------------------------------------------------------ cooling sweep
     async def cool_due(

@@ -6,7 +6,9 @@
   the test fails, the tail of every worker log is printed;
 * ``rules``: the default rules (what the worker loads without LEADSCORE_RULES_FILE);
 * ``private_redis``: a redis-server of our own on a free port, which a test may stop and
-  restart (the shared Redis is never touched).
+  restart (the shared Redis is never touched);
+* ``new_store_client``: makes asyncio clients for the store's tests, once on the standalone
+  Redis and once on the Redis Cluster (the test runs twice).
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
 
 from scoring.rules import RuleSet
 from scoring.rules_file import default_rules_path, load_rules
@@ -36,6 +39,29 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
 @pytest.fixture(scope="session")
 def rules() -> RuleSet:
     return load_rules(default_rules_path())
+
+
+#: Makes a new asyncio client on the Redis a store test runs against.
+NewClient = Callable[[], Any]
+
+
+@pytest.fixture(params=["standalone", "cluster"])
+def new_store_client(request: pytest.FixtureRequest, key_prefix: str) -> Iterator[NewClient]:
+    """``new_store_client()``: a new ``redis.asyncio`` client on the standalone Redis, or on
+    the Redis Cluster (``RedisCluster``: the store then keeps its cluster layout). Keys
+    under ``key_prefix`` are deleted afterwards."""
+    sync: redis.Redis | redis.RedisCluster
+    if request.param == "cluster":
+        url = request.getfixturevalue("redis_cluster_url")
+        sync = redis.RedisCluster.from_url(url)
+        yield lambda: redis.asyncio.RedisCluster.from_url(url)
+    else:
+        url = request.getfixturevalue("redis_url")
+        sync = redis.Redis.from_url(url)
+        yield lambda: redis.asyncio.Redis.from_url(url)
+    for key in sync.scan_iter(match=f"{key_prefix}*", count=1000):
+        sync.delete(key)
+    sync.close()
 
 
 @pytest.fixture
@@ -70,9 +96,12 @@ class PrivateRedis:
     """A redis-server process of this test (AOF with fsync always, so that a restart
     keeps every acknowledged write)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, cluster: bool = False) -> None:
         self.directory = directory
+        #: a node of a Redis Cluster (its nodes.conf stays in ``directory``)
+        self.cluster = cluster
         self.port = free_port()
+        self.bus_port = free_port() if cluster else 0
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -95,6 +124,18 @@ class PrivateRedis:
                     "always",
                     "--save",
                     "",
+                    *(
+                        [
+                            "--cluster-enabled",
+                            "yes",
+                            "--cluster-config-file",
+                            "nodes.conf",
+                            "--cluster-port",  # the bus; by default port + 10000
+                            str(self.bus_port),
+                        ]
+                        if self.cluster
+                        else []
+                    ),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -135,6 +176,81 @@ class PrivateRedis:
         shutil.rmtree(self.directory / "appendonlydir")
         shutil.copytree(backup, self.directory / "appendonlydir")
         self.start()
+
+
+class PrivateRedisCluster:
+    """Three :class:`PrivateRedis` masters in one Redis Cluster (no replicas), of this test;
+    :meth:`restore` rolls one node back."""
+
+    def __init__(self, directory: Path) -> None:
+        self.nodes = [PrivateRedis(directory / f"node-{i}", cluster=True) for i in range(3)]
+        self.url = self.nodes[0].url
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{node.port}" for node in self.nodes),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        self.wait_ok()
+
+    def wait_ok(self, timeout: float = 30) -> None:
+        """Until every node says every slot is served."""
+        deadline = time.monotonic() + timeout
+        for node in self.nodes:
+            client = redis.Redis.from_url(node.url, socket_connect_timeout=1)
+            try:
+                while client.execute_command("CLUSTER INFO").get("cluster_state") != "ok":
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"private Redis Cluster not ok on {node.port}")
+                    time.sleep(0.1)
+            finally:
+                client.close()
+
+    def node_of(self, key: str) -> int:
+        """Which of :attr:`nodes` serves ``key``."""
+        client = redis.Redis.from_url(self.url)
+        try:
+            slot = int(client.execute_command("CLUSTER KEYSLOT", key))
+            for start, end, (_, port, *_), *_ in client.execute_command("CLUSTER SLOTS"):
+                if start <= slot <= end:
+                    return [n.port for n in self.nodes].index(int(port))
+        finally:
+            client.close()
+        raise LookupError(key)
+
+    def restore(self, index: int, backup: Path) -> None:
+        """Roll node ``index`` back to ``backup`` (:meth:`PrivateRedis.backup`)."""
+        self.nodes[index].restore(backup)
+        self.wait_ok()
+
+    def kill(self) -> None:
+        for node in self.nodes:
+            node.kill()
+
+
+@pytest.fixture
+def private_redis_cluster(tmp_path: Path) -> Iterator[PrivateRedisCluster]:
+    """A Redis Cluster of this test, which it may roll back node by node."""
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is not installed (scripts/services needs it too)")
+    cluster = PrivateRedisCluster(tmp_path / "private-cluster")
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.kill()
 
 
 @pytest.fixture

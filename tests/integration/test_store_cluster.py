@@ -1,0 +1,107 @@
+"""The store on a Redis Cluster of the test's own: one node rolls back on its own (restored
+from a backup of its AOF), and the store finds it from that node's "applied up to" marks,
+whether it kept running or starts afresh knowing only Kafka's committed offsets; re-reading
+from the marks then gives exactly the memory store's states."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+import redis.exceptions
+from redis.asyncio import RedisCluster
+
+from scoring.rules_file import default_rules_path, load_rules
+from scoring.state_machine import score_at
+from scoring.store import EventItem, MemoryStore
+from streams.live.interfaces import StoreRolledBack
+from streams.live.redis_store import RedisStore
+from tests.integration.conftest import PrivateRedisCluster
+from tests.integration.test_redis_store import items_for
+from tests.strategies import DAY_MS, generate_event_log
+
+pytestmark = pytest.mark.integration
+
+RULES = load_rules(default_rules_path())
+
+
+def marks_of(items: Sequence[EventItem]) -> dict[str, int]:
+    marks: dict[str, int] = {}
+    for _, position in items:
+        assert position is not None
+        marks[position.stream] = max(marks.get(position.stream, 0), position.offset + 1)
+    return marks
+
+
+async def until_reachable(operation: Any) -> Any:
+    """Run ``operation()`` until the restarted node answers (the client reconnects)."""
+    for _ in range(50):
+        try:
+            return await operation()
+        except (redis.exceptions.ConnectionError, redis.exceptions.ClusterDownError):
+            await asyncio.sleep(0.2)
+    return await operation()
+
+
+@pytest.mark.parametrize("store_restarts", [False, True], ids=["store-runs-on", "new-store"])
+def test_one_node_rolled_back_is_found_and_re_read_from_its_marks(
+    private_redis_cluster: PrivateRedisCluster, key_prefix: str, store_restarts: bool
+) -> None:
+    items = items_for(generate_event_log(17, 3_000, 120, span_ms=10 * DAY_MS), partitions=3)
+    first, second = items[:1_200], items[1_200:]
+    cluster = private_redis_cluster
+
+    async def scenario() -> None:
+        client = RedisCluster.from_url(cluster.url)
+        store = RedisStore(client, RULES, key_prefix)
+        await store.apply_batch(first)
+        first_counts = {
+            x: s.events_applied
+            for x, s in (await store.get_many(list({e.lead_id for e, _ in first}))).items()
+        }
+        rolled = cluster.node_of(store.keys.lead(first[0][0].lead_id).state)
+        backup = cluster.nodes[rolled].backup()  # fsync always: all of `first`
+        await store.apply_batch(second)
+        cluster.restore(rolled, backup)  # that node lost `second`; the others kept it
+
+        if store_restarts:  # a worker starting: it knows Kafka's committed offsets
+            await client.aclose()
+            client = RedisCluster.from_url(cluster.url)
+            store = RedisStore(client, RULES, key_prefix)
+            store.note_applied(marks_of(items))
+        behind = await until_reachable(store.verify_applied)
+        assert behind == marks_of(first)
+        # The consumer rewinds to the marks; what the other nodes kept is skipped by the
+        # per-lead offsets, what the rolled-back node lost is applied again.
+        again = [(e, p) for e, p in items if p is not None and p.offset >= behind[p.stream]]
+        result = await store.apply_batch(again)
+        assert await store.verify_applied() == {}
+
+        memory = MemoryStore(RULES)
+        want = memory.apply_batch_sync(items)
+        # Only the rolled-back node's leads had anything to apply again.
+        on_node = {e.lead_id for e, _ in second}
+        on_node = {x for x in on_node if cluster.node_of(store.keys.lead(x).state) == rolled}
+        assert result.applied == sum(
+            memory.states[x].events_applied - first_counts.get(x, 0) for x in on_node
+        )
+        at = max(e.occurred_at_ms for e, _ in items) + DAY_MS
+        for lead_id, expected in memory.states.items():
+            state = await store.get(lead_id)
+            assert state is not None, lead_id
+            assert state.events_applied == expected.events_applied, lead_id
+            assert math.isclose(
+                score_at(state, RULES, at), score_at(expected, RULES, at), rel_tol=1e-9
+            )
+        assert want.applied == sum(s.events_applied for s in memory.states.values())
+        # A store that keeps writing with a stale view is refused, writing nothing.
+        with pytest.raises(StoreRolledBack):
+            stale = RedisStore(client, RULES, key_prefix)
+            stale.note_applied({s: o + 10 for s, o in marks_of(items).items()})
+            await stale.apply_batch(items[-5:])
+        await client.aclose()
+
+    asyncio.run(scenario())
