@@ -182,6 +182,11 @@ def _read(settings: Settings, store: RedisStore, work: Coroutine[Any, Any, T]) -
         ) from None
     except StoreFormatError as exc:
         raise click.ClickException(str(exc)) from None
+    except redis.exceptions.RedisClusterException as exc:
+        raise click.ClickException(
+            f"cannot use Redis at {redact_url(settings.redis_url)} as a Redis Cluster ({exc}); "
+            "LEADSCORE_REDIS_CLUSTER=true needs a node of a cluster"
+        ) from None
     except Exception as exc:
         if not store.is_transient(exc):
             raise

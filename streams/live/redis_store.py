@@ -63,7 +63,8 @@ class StoreConflictError(RuntimeError):
 
 class StoreFormatError(RuntimeError):
     """The store under the key prefix is in a format this worker does not write: older
-    (converted by :meth:`RedisStore.prepare`) or newer (upgrade leadscore)."""
+    (converted by :meth:`RedisStore.prepare`) or newer (upgrade leadscore); or it is a
+    Redis Cluster and the settings do not say so."""
 
 
 #: Transient failures (see :meth:`RedisStore.is_transient`).
@@ -176,6 +177,11 @@ class RedisStore:
     async def _ensure_ready(self) -> None:
         if self._ready:
             return
+        if not self.keys.cluster and (await self.client.info("cluster")).get("cluster_enabled"):
+            raise StoreFormatError(
+                "the Redis at LEADSCORE_REDIS_URL is a Redis Cluster node: set "
+                "LEADSCORE_REDIS_CLUSTER=true (the store then writes each node's leads there)"
+            )
         stored = await stored_format(self.client, self.keys)
         if stored is None:
             await self.client.hsetnx(self.keys.meta, "format", FORMAT)

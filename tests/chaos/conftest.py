@@ -1,11 +1,12 @@
 """Fault scenarios against live workers: the fixtures of tests/integration (``stack``,
-``rules``, ``private_redis``), re-used as they are."""
+``rules``, ``private_redis``, ``private_redis_cluster``), re-used as they are."""
 
 import pytest
 
 from tests.chaos.report import HEADER, ROWS, format_row
 from tests.integration.conftest import (  # noqa: F401 (fixtures, found by name)
     private_redis,
+    private_redis_cluster,
     pytest_runtest_makereport,
     rules,
     stack,

@@ -26,7 +26,7 @@ import redis.asyncio
 
 from scoring.rules import RuleSet
 from scoring.rules_file import default_rules_path, load_rules
-from tests.integration.worker_harness import WorkerStack, free_port
+from tests.integration.worker_harness import WorkerStack, free_port, sync_client
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -50,34 +50,42 @@ def new_store_client(request: pytest.FixtureRequest, key_prefix: str) -> Iterato
     """``new_store_client()``: a new ``redis.asyncio`` client on the standalone Redis, or on
     the Redis Cluster (``RedisCluster``: the store then keeps its cluster layout). Keys
     under ``key_prefix`` are deleted afterwards."""
-    sync: redis.Redis | redis.RedisCluster
     if request.param == "cluster":
         url = request.getfixturevalue("redis_cluster_url")
-        sync = redis.RedisCluster.from_url(url)
         yield lambda: redis.asyncio.RedisCluster.from_url(url)
     else:
         url = request.getfixturevalue("redis_url")
-        sync = redis.Redis.from_url(url)
         yield lambda: redis.asyncio.Redis.from_url(url)
-    for key in sync.scan_iter(match=f"{key_prefix}*", count=1000):
-        sync.delete(key)
-    sync.close()
+    delete_keys(url, key_prefix)
+
+
+def delete_keys(redis_url: str, prefix: str) -> None:
+    """Delete every key under ``prefix`` (on each node of a cluster)."""
+    client = sync_client(redis_url)
+    try:
+        for key in client.scan_iter(match=f"{prefix}*", count=1000):
+            client.delete(key)
+    finally:
+        client.close()
 
 
 @pytest.fixture
 def stack(
     request: pytest.FixtureRequest,
     kafka_bootstrap: str,
-    redis_url: str,
     unique_name: str,
     key_prefix: str,
-    redis_client: redis.Redis,  # deletes every key under key_prefix at teardown
     create_topic: Any,  # deletes the topics at teardown
     tmp_path: Path,
 ) -> Iterator[WorkerStack]:
+    """On the standalone Redis; ``@pytest.mark.parametrize("stack", ["standalone",
+    "cluster"], indirect=True)`` runs a test on the Redis Cluster too. Every key under
+    ``key_prefix`` is deleted at teardown."""
+    cluster = getattr(request, "param", "standalone") == "cluster"
+    url = request.getfixturevalue("redis_cluster_url" if cluster else "redis_url")
     s = WorkerStack(
         bootstrap=kafka_bootstrap,
-        redis_url=redis_url,
+        redis_url=url,
         name=unique_name,
         key_prefix=key_prefix,
         create_topic=create_topic,
@@ -90,6 +98,7 @@ def stack(
         if report is not None and report.failed and s.workers:
             print(f"\nworker logs (in {tmp_path}):\n{s.log_tails(80)}")
         s.close()
+        delete_keys(url, key_prefix)
 
 
 class PrivateRedis:
@@ -209,7 +218,7 @@ class PrivateRedisCluster:
         """Until every node says every slot is served."""
         deadline = time.monotonic() + timeout
         for node in self.nodes:
-            client = redis.Redis.from_url(node.url, socket_connect_timeout=1)
+            client: Any = redis.Redis.from_url(node.url, socket_connect_timeout=1)
             try:
                 while client.execute_command("CLUSTER INFO").get("cluster_state") != "ok":
                     if time.monotonic() > deadline:
@@ -220,7 +229,7 @@ class PrivateRedisCluster:
 
     def node_of(self, key: str) -> int:
         """Which of :attr:`nodes` serves ``key``."""
-        client = redis.Redis.from_url(self.url)
+        client: Any = redis.Redis.from_url(self.url)
         try:
             slot = int(client.execute_command("CLUSTER KEYSLOT", key))
             for start, end, (_, port, *_), *_ in client.execute_command("CLUSTER SLOTS"):

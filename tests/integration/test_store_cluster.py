@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 import redis.exceptions
-from redis.asyncio import RedisCluster
+from redis.asyncio import Redis, RedisCluster
 
 from scoring.rules_file import default_rules_path, load_rules
 from scoring.state_machine import score_at
 from scoring.store import EventItem, MemoryStore
 from streams.live.interfaces import StoreRolledBack
-from streams.live.redis_store import RedisStore
+from streams.live.redis_store import RedisStore, StoreFormatError
 from tests.integration.conftest import PrivateRedisCluster
 from tests.integration.test_redis_store import items_for
 from tests.strategies import DAY_MS, generate_event_log
@@ -103,5 +103,22 @@ def test_one_node_rolled_back_is_found_and_re_read_from_its_marks(
             stale.note_applied({s: o + 10 for s, o in marks_of(items).items()})
             await stale.apply_batch(items[-5:])
         await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_cluster_node_without_the_cluster_setting_is_refused_plainly(
+    redis_cluster_url: str, key_prefix: str
+) -> None:
+    """A standalone client on a cluster node would be told MOVED for most keys: the store
+    says what to set instead, before it reads or writes anything."""
+
+    async def scenario() -> None:
+        client = Redis.from_url(redis_cluster_url)
+        try:
+            with pytest.raises(StoreFormatError, match="LEADSCORE_REDIS_CLUSTER=true"):
+                await RedisStore(client, RULES, key_prefix).get("anyone")
+        finally:
+            await client.aclose()
 
     asyncio.run(scenario())

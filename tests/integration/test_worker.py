@@ -42,6 +42,7 @@ from tests.integration.worker_harness import (
     crossing_payload,
     encode,
     free_port,
+    key_space,
     now_ms,
     parse_metrics,
     read_state,
@@ -122,6 +123,7 @@ def scripted_events() -> list[dict[str, Any]]:
     ]
 
 
+@pytest.mark.parametrize("stack", ["standalone", "cluster"], indirect=True)
 def test_scripted_sequence_yields_exactly_the_replayed_crossings(
     stack: WorkerStack, rules: RuleSet
 ) -> None:
@@ -352,6 +354,7 @@ def test_bad_input_is_dead_lettered_and_valid_neighbours_are_applied(
 # ------------------------------------------------------------------------------ cooling sweep
 
 
+@pytest.mark.parametrize("stack", ["standalone", "cluster"], indirect=True)
 def test_cooling_sweep_emits_lead_cooled_once_at_the_exact_crossing(
     stack: WorkerStack, rules: RuleSet
 ) -> None:
@@ -393,7 +396,7 @@ def test_cooling_sweep_emits_lead_cooled_once_at_the_exact_crossing(
 
     states = read_states(stack.redis_url, stack.key_prefix, rules, ["sweep-old", "sweep-recent"])
     assert not states["sweep-old"].hot and states["sweep-recent"].hot
-    index = redis_zset(stack.redis_url, f"{stack.key_prefix}idx:cool-due")
+    index = redis_zset(stack.redis_url, key_space(stack.redis_url, stack.key_prefix).cool_due_index)
     assert index == {"sweep-recent": float(store.cool_due_index()["sweep-recent"])}
     assert worker.metrics()["leadscore_cooled_emitted_total"] == 1
     assert worker.stop() == 0
@@ -498,6 +501,7 @@ def test_healthz_and_metrics(stack: WorkerStack) -> None:
 # ------------------------------------------------------------------------------ the CLI
 
 
+@pytest.mark.parametrize("stack", ["standalone", "cluster"], indirect=True)
 def test_cli_produce_tail_top_score(stack: WorkerStack, rules: RuleSet) -> None:
     stack.make_topics(partitions=2)
     worker = stack.start()

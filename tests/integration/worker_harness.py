@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import re
@@ -49,6 +50,7 @@ from scoring.crossings import Crossing
 from scoring.rules import RuleSet
 from scoring.state import LeadState
 from scoring.store import MemoryStore
+from streams.live.redis_keys import KeySpace
 from streams.live.redis_store import RedisStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -107,6 +109,7 @@ class WorkerConfig:
             {
                 "LEADSCORE_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
                 "LEADSCORE_REDIS_URL": self.redis_url,
+                "LEADSCORE_REDIS_CLUSTER": str(redis_is_cluster(self.redis_url)).lower(),
                 "LEADSCORE_APP_ID": self.app_id,
                 "LEADSCORE_INPUT_TOPICS": ",".join(self.input_topics),
                 "LEADSCORE_HOT_TOPIC": self.hot_topic,
@@ -479,10 +482,41 @@ def delete_groups(bootstrap: str, groups: Sequence[str]) -> None:
 # ------------------------------------------------------------------------------ Redis
 
 
+@functools.cache
+def redis_is_cluster(redis_url: str) -> bool:
+    """The Redis at ``redis_url`` is a Redis Cluster node (False when it does not answer)."""
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=2)
+    try:
+        return bool(client.info("cluster").get("cluster_enabled"))
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def sync_client(redis_url: str, **kwargs: Any) -> Any:
+    """A ``redis.Redis``, or a ``redis.RedisCluster`` for a cluster node's URL."""
+    if redis_is_cluster(redis_url):
+        return redis.RedisCluster.from_url(redis_url, **kwargs)
+    return redis.Redis.from_url(redis_url, **kwargs)
+
+
+def async_client(redis_url: str) -> Any:
+    """:func:`sync_client`, asyncio (what the store takes)."""
+    if redis_is_cluster(redis_url):
+        return redis.asyncio.RedisCluster.from_url(redis_url)
+    return redis.asyncio.Redis.from_url(redis_url)
+
+
+def key_space(redis_url: str, prefix: str) -> KeySpace:
+    """The store's key names under ``prefix`` on the Redis at ``redis_url``."""
+    return KeySpace(prefix, cluster=redis_is_cluster(redis_url))
+
+
 async def _read_states(
     redis_url: str, prefix: str, rules: RuleSet, lead_ids: Sequence[str]
 ) -> dict[str, LeadState]:
-    client = redis.asyncio.Redis.from_url(redis_url)
+    client = async_client(redis_url)
     try:
         store = RedisStore(client, rules, prefix)
         states: dict[str, LeadState] = {}
@@ -532,7 +566,7 @@ def wait_for_replayed_states(
 
 def read_state(redis_url: str, prefix: str, rules: RuleSet, lead_id: str) -> LeadState | None:
     async def get() -> LeadState | None:
-        client = redis.asyncio.Redis.from_url(redis_url)
+        client = async_client(redis_url)
         try:
             return await RedisStore(client, rules, prefix).get(lead_id)
         finally:
@@ -544,7 +578,7 @@ def read_state(redis_url: str, prefix: str, rules: RuleSet, lead_id: str) -> Lea
 def stored_lead_ids(redis_url: str, prefix: str) -> set[str]:
     """Lead ids with a state under ``prefix``, from the state keys' hash tags (the test
     lead ids have no braces, so the tag is the id)."""
-    client = redis.Redis.from_url(redis_url)
+    client = sync_client(redis_url)
     try:
         head = f"{prefix}lead:{{".encode()
         return {
@@ -557,9 +591,9 @@ def stored_lead_ids(redis_url: str, prefix: str) -> set[str]:
 
 
 def redis_zset(redis_url: str, key: str) -> dict[str, float]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client = sync_client(redis_url, decode_responses=True)
     try:
-        entries: list[tuple[str, float]] = client.zrange(key, 0, -1, withscores=True)  # type: ignore[assignment]
+        entries: list[tuple[str, float]] = client.zrange(key, 0, -1, withscores=True)
         return {m: float(s) for m, s in entries}
     finally:
         client.close()
@@ -567,7 +601,7 @@ def redis_zset(redis_url: str, key: str) -> dict[str, float]:
 
 def outbox_size(redis_url: str, prefix: str) -> int:
     """Undelivered crossings left in every lead's outbox."""
-    client = redis.Redis.from_url(redis_url)
+    client = sync_client(redis_url)
     try:
         return sum(int(client.hlen(k)) for k in client.scan_iter(match=f"{prefix}lead:*:outbox"))
     finally:
