@@ -4,10 +4,12 @@ come from :mod:`streams.live.redis_keys`; the state bytes from
 :mod:`streams.live.state_format`.
 
 The save script takes a whole batch's leads in one call (one round trip, one command to
-pack), so the store's cost does not grow with commands per lead. That needs a standalone
-Redis: on Redis Cluster a script may only touch keys of one slot, so a cluster store calls
-the same script per slot (each lead's keys share a hash tag), pipelined per node, with
-the ``applied`` marks kept per node (docs/architecture.md, "The live store")."""
+pack), so the store's cost does not grow with commands per lead. On a Redis Cluster a
+script may only touch keys of the node it runs on: the cluster variants
+(:data:`SAVE_NODE_LEADS_SCRIPT`, :data:`LOAD_NODE_STATES_SCRIPT`, one call per master node,
+see :mod:`streams.live.redis_nodes`) take the lead keys in ARGV and carry the
+``allow-cross-slot-keys`` flag; both save scripts share their per-lead body
+(docs/architecture.md, "The live store")."""
 
 from __future__ import annotations
 
