@@ -570,42 +570,8 @@ def test_redis_unreachable_worker_retries_and_stays_alive(stack: WorkerStack) ->
     retries = {k: v for k, v in worker.metrics().items() if k.startswith("leadscore_retries_total")}
     assert sum(retries.values()) >= 4, retries
     # No graceful stop here: SIGTERM makes the worker finish the batch in hand first, which
-    # needs Redis (see the report / test_redis_outage_mid_run_then_recovery).
+    # needs Redis (see tests/chaos/test_redis_faults.py).
     worker.kill()
-
-
-def test_redis_outage_mid_run_then_recovery(
-    stack: WorkerStack, rules: RuleSet, private_redis: Any
-) -> None:
-    """A redis-server of our own goes down mid-run and comes back (AOF): the worker
-    retries, loses nothing and ends with the replayed states and crossings."""
-    stack.make_topics(partitions=2)
-    config = stack.config(redis_url=private_redis.url)
-    worker = stack.start(config)
-    events = generate_event_log(
-        11, 400, 15, start_ms=FUTURE_MS, buying_fraction=0.6, lead_prefix="outage-"
-    )
-    half = len(events) // 2
-    stack.produce([encode(e) for e in events[:half]])
-    worker.wait_processed(half)
-    private_redis.kill()
-    stack.produce([encode(e) for e in events[half:]])
-    worker.wait_log(r"failed \(attempt \d+\): ConnectionError", timeout=30, count=2)
-    assert worker.alive
-    assert worker.http_get("/healthz")[0] == 503
-    private_redis.start()
-    worker.wait_processed(len(events), timeout=90)
-    worker.wait_healthy(30)
-    store, crossings = replay(events, rules, until_ms=now_ms())
-    states = read_states(private_redis.url, stack.key_prefix, rules, store.states)
-    assert {lead: s.sums for lead, s in states.items()} == {
-        lead: s.sums for lead, s in store.states.items()
-    }
-    assert {lead: s.events_applied for lead, s in states.items()} == {
-        lead: s.events_applied for lead, s in store.states.items()
-    }
-    assert {r["event_id"] for r in hot_records(stack)} == {c.event_id for c in crossings}
-    assert worker.stop() == 0
 
 
 def _redis_down_with_a_batch_in_hand(
@@ -678,28 +644,6 @@ def test_sigterm_during_a_long_redis_outage_stops_in_bounded_time(
     assert again.stop() == 0
     state = read_state(private_redis.url, stack.key_prefix, rules, "stop-a")
     assert state is not None and state.events_applied == len(events)
-
-
-def test_healthz_answers_within_a_second_while_redis_hangs(
-    stack: WorkerStack, private_redis: Any
-) -> None:
-    """Redis paused (SIGSTOP: what a swapping or frozen host looks like): /healthz says 503
-    within a second instead of waiting for the socket timeout; after SIGCONT, 200."""
-    stack.make_topics(partitions=1)
-    worker = stack.start(stack.config(redis_url=private_redis.url, sweep_interval=3600))
-    worker.wait_healthy(30)
-    assert private_redis.proc is not None
-    private_redis.proc.send_signal(signal.SIGSTOP)
-    try:
-        started = time.monotonic()
-        status, _ = worker.http_get("/healthz")
-        took = time.monotonic() - started
-        print(f"\n/healthz with Redis paused: {status} in {took * 1000:.0f} ms")
-        assert status == 503 and took < 1.0
-    finally:
-        private_redis.proc.send_signal(signal.SIGCONT)
-    worker.wait_healthy(30)
-    assert worker.stop() == 0
 
 
 def test_wrong_redis_password_is_reported_as_such_and_never_printed(

@@ -34,6 +34,7 @@ import pytest
 
 from scoring.rules import RuleSet
 from scoring.state_machine import score_at
+from tests.chaos.report import Row, add_row
 from tests.integration.worker_harness import (
     FUTURE_MS,
     WorkerStack,
@@ -156,6 +157,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_applies_nothing_twice(
     final.wait_healthy()
     final_metrics = final.metrics()
     assert final.stop() == 0
+    recovery_s = time.monotonic() - processing_started
     report(
         "processing_seconds",
         round(processing_seconds, 1),
@@ -203,6 +205,21 @@ def test_sigkill_at_random_moments_loses_nothing_and_applies_nothing_twice(
         f"(b) applied {applied}, ids in dedupe windows {remembered}, "
         f"distinct (lead, event) in log {len(distinct)}",
     )
+    want_applied = {lead: s.events_applied for lead, s in store.states.items()}
+    got_applied = {lead: s.events_applied for lead, s in states.items()}
+    published = [record_payload(r) for r in stack.read_hot()]
+    ids = [p["event_id"] for p in published]
+    add_row(
+        Row(
+            f"worker SIGKILLed {len(kills)} times at random moments, restarted each time",
+            len(events),
+            f"{len(kills)} / {len(kills)} / 0",
+            sum(max(0, n - got_applied.get(lead, 0)) for lead, n in want_applied.items()),
+            sum(max(0, got_applied.get(lead, 0) - n) for lead, n in want_applied.items()),
+            f"{len(crossings)} / {len(set(ids))} / {len(ids) - len(set(ids))}",
+            recovery_s,
+        )
+    )
     # Each distinct event once, and a re-send again only when it came after its lead's
     # clock had moved a whole dedupe window past it: exactly what the reference applied.
     assert applied == sum(s.events_applied for s in store.states.values())
@@ -218,7 +235,6 @@ def test_sigkill_at_random_moments_loses_nothing_and_applies_nothing_twice(
     assert due == {lead: float(ms) for lead, ms in store.cool_due_index().items()}
 
     # ---------------------------------------------------------------- (c) + (d) hot topic
-    published = [record_payload(r) for r in stack.read_hot()]
     expected = {c.event_id: crossing_payload(c) for c in crossings}
     copies = Counter(p["event_id"] for p in published)
     physical_duplicates = len(published) - len(copies)
