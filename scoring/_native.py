@@ -10,6 +10,7 @@ here is the engine's slice of the core:
 * :class:`LeadTable` / :class:`LeadSnapshot`: lead states kept natively for bulk replay
   (``native/src/table.rs``);
 * :func:`id_hash`: how a lead's dedupe window remembers an event id;
+  :func:`pack_dedupe_window` / :func:`unpack_dedupe_window`: the window as stored;
 * :func:`decay_to`, :func:`pow2` and :data:`REBASE_AFTER_HALF_LIVES`: the decay
   arithmetic's primitives.
 """
@@ -25,7 +26,9 @@ from leadscore_core import (
     LeadTable,
     decay_to,
     id_hash,
+    pack_dedupe_window,
     pow2,
+    unpack_dedupe_window,
 )
 
 __all__ = [
@@ -37,5 +40,7 @@ __all__ = [
     "LeadTable",
     "decay_to",
     "id_hash",
+    "pack_dedupe_window",
     "pow2",
+    "unpack_dedupe_window",
 ]

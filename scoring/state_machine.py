@@ -153,6 +153,18 @@ def dedupe_window_of(events: Iterable[tuple[str, int]]) -> bytes:
     return b"".join(struct.pack("<Qq", h, at) for at, h in entries)
 
 
+def pack_dedupe_window(recent_ids: bytes) -> bytes | None:
+    """A dedupe window packed for storage: 8 bytes (its newest event time), then 12 per
+    entry (id hash, milliseconds before the newest) instead of 16; None when an entry lies
+    more than 49.7 days before the newest (a window that long is stored as it is)."""
+    return _native.pack_dedupe_window(recent_ids)
+
+
+def unpack_dedupe_window(packed: bytes) -> bytes:
+    """Inverse of :func:`pack_dedupe_window`."""
+    return _native.unpack_dedupe_window(packed)
+
+
 def decay_to(value: float, from_ms: int, to_ms: int, half_life_ms: int) -> float:
     """``value`` (points against ``from_ms``) as worth against ``to_ms``: times
     ``2 ** ((from_ms - to_ms) / half_life_ms)``. Moving a forward-decay landmark, or

@@ -588,9 +588,72 @@ fn py_id_hash(event_id: &str) -> u64 {
     id_hash(event_id)
 }
 
+/// Bytes per entry of a packed dedupe window (after its first 8 bytes, the newest entry's
+/// `occurred_at`): the id's hash (u64) and how long before the newest its event occurred
+/// (u32 milliseconds), little-endian.
+pub const PACKED_SEEN_ENTRY_BYTES: usize = 12;
+
+/// A dedupe window ([`SEEN_ENTRY_BYTES`] per entry) packed for storage: 8 bytes, then
+/// [`PACKED_SEEN_ENTRY_BYTES`] per entry, in the same order; `None` when an entry lies more
+/// than `u32::MAX` ms (49.7 days) before the newest (a window that long is kept unpacked).
+#[pyfunction]
+fn pack_dedupe_window<'py>(py: Python<'py>, raw: &[u8]) -> PyResult<Option<Bound<'py, PyBytes>>> {
+    let seen = raw.len() / SEEN_ENTRY_BYTES;
+    if raw.len() % SEEN_ENTRY_BYTES != 0 {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "a dedupe window is a multiple of {SEEN_ENTRY_BYTES} bytes, not {}",
+            raw.len()
+        )));
+    }
+    if seen == 0 {
+        return Ok(Some(PyBytes::new(py, b"")));
+    }
+    let at_of = |entry: &[u8]| i64::from_le_bytes(entry[8..16].try_into().expect("8 bytes"));
+    let newest = raw
+        .chunks_exact(SEEN_ENTRY_BYTES)
+        .map(at_of)
+        .max()
+        .expect("not empty");
+    let mut out = Vec::with_capacity(8 + seen * PACKED_SEEN_ENTRY_BYTES);
+    out.extend_from_slice(&newest.to_le_bytes());
+    for entry in raw.chunks_exact(SEEN_ENTRY_BYTES) {
+        let Ok(before) = u32::try_from(newest - at_of(entry)) else {
+            return Ok(None);
+        };
+        out.extend_from_slice(&entry[..8]);
+        out.extend_from_slice(&before.to_le_bytes());
+    }
+    Ok(Some(PyBytes::new(py, &out)))
+}
+
+/// Inverse of [`pack_dedupe_window`]: the window as the core keeps it.
+#[pyfunction]
+fn unpack_dedupe_window<'py>(py: Python<'py>, raw: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    if raw.is_empty() {
+        return Ok(PyBytes::new(py, b""));
+    }
+    if raw.len() < 8 || (raw.len() - 8) % PACKED_SEEN_ENTRY_BYTES != 0 {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "a packed dedupe window is 8 + {PACKED_SEEN_ENTRY_BYTES} bytes per entry, not {}",
+            raw.len()
+        )));
+    }
+    let newest = i64::from_le_bytes(raw[..8].try_into().expect("8 bytes"));
+    let entries = (raw.len() - 8) / PACKED_SEEN_ENTRY_BYTES;
+    let mut out = Vec::with_capacity(entries * SEEN_ENTRY_BYTES);
+    for entry in raw[8..].chunks_exact(PACKED_SEEN_ENTRY_BYTES) {
+        let before = u32::from_le_bytes(entry[8..].try_into().expect("4 bytes"));
+        out.extend_from_slice(&entry[..8]);
+        out.extend_from_slice(&(newest - i64::from(before)).to_le_bytes());
+    }
+    Ok(PyBytes::new(py, &out))
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Kernel>()?;
     m.add_function(wrap_pyfunction!(py_id_hash, m)?)?;
+    m.add_function(wrap_pyfunction!(pack_dedupe_window, m)?)?;
+    m.add_function(wrap_pyfunction!(unpack_dedupe_window, m)?)?;
     m.add("TOP_REASONS", TOP_REASONS)?;
     Ok(())
 }

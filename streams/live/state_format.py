@@ -3,7 +3,8 @@ one Redis string (``P lead:{T}``, see :mod:`streams.live.redis_keys`).
 
 Format 2, little-endian, about 100-250 bytes for a typical lead::
 
-    header   B format (2) | I version | q clock_ms | q landmark_ms | B flags (1: hot)
+    header   B format (2) | I version | q clock_ms | q landmark_ms
+             | B flags (1: hot, 2: dedupe window packed)
              | I crossings | I events_applied | B n_sums | B n_positions | B n_stamps
              | B n_profile | H n_recent                                    (37 bytes)
     sums     n_sums x      (H name number of "rule:<id>", d forward-decayed sum)
@@ -12,8 +13,12 @@ Format 2, little-endian, about 100-250 bytes for a typical lead::
                            whose values are still the newest of some field
     profile  n_profile x   (H name number of "field:<name>", B stamp index,
                             H length, the value as JSON)
-    recent   n_recent x    16 bytes: the dedupe window as the core keeps it
-                           (``LeadState.recent_ids``)
+    recent   the dedupe window (``LeadState.recent_ids``, n_recent entries): with
+             flag 2, packed: q newest occurred_ms, then n_recent x (Q id hash,
+             I ms before the newest), 12 bytes an entry
+             (:func:`scoring.state_machine.pack_dedupe_window`); without it (a window
+             over 49.7 days, or a state written before packing), as the core keeps it,
+             16 bytes an entry
 
 Names (rule ids, streams, profile fields) are numbers from the store's dictionary
 (``P names``: name -> number, append-only, never reused; see :class:`Names`), so a state
@@ -32,6 +37,7 @@ from collections.abc import Mapping
 import orjson
 
 from scoring.state import LeadState, ProfileEntry
+from scoring.state_machine import pack_dedupe_window, unpack_dedupe_window
 
 FORMAT = 2
 #: Where the compare-and-set version sits in a stored state (Lua: ``string.sub(s, 2, 5)``).
@@ -45,6 +51,9 @@ _POSITION = struct.Struct("<Hq")
 _STAMP = struct.Struct("<qB")
 _FIELD = struct.Struct("<HBH")
 _RECENT_BYTES = 16
+_PACKED_RECENT_BYTES = 12
+#: Flags byte: the lead is hot; its dedupe window is packed.
+_HOT, _PACKED = 1, 2
 _MAX_NUMBER = 0xFFFF
 _KINDS = ("rule", "stream", "field")
 
@@ -102,13 +111,14 @@ def encode_state(state: LeadState, version: int, names: Names) -> bytes:
         encoded = orjson.dumps(value)
         profile_parts.append(_FIELD.pack(fields[field_name], stamp, len(encoded)) + encoded)
     recent = state.recent_ids
+    packed = pack_dedupe_window(recent)
     parts = [
         _HEADER.pack(
             FORMAT,
             version & 0xFFFFFFFF,
             state.clock_ms,
             state.landmark_ms,
-            1 if state.hot else 0,
+            (_HOT if state.hot else 0) | (0 if packed is None else _PACKED),
             state.crossings,
             state.events_applied,
             len(state.sums),
@@ -124,7 +134,7 @@ def encode_state(state: LeadState, version: int, names: Names) -> bytes:
         raw_id = event_id.encode()
         parts.append(_STAMP.pack(occurred_ms, len(raw_id)) + raw_id)
     parts += profile_parts
-    parts.append(recent)
+    parts.append(recent if packed is None else packed)
     return b"".join(parts)
 
 
@@ -175,15 +185,21 @@ def _decode(raw: bytes, lead_id: str, names: Mapping[str, Mapping[int, str]]) ->
             at += length
     except KeyError as exc:
         raise UnknownNameError(f"lead {lead_id!r}: unknown name number {exc}") from None
-    recent = raw[at : at + n_recent * _RECENT_BYTES]
-    if len(recent) != n_recent * _RECENT_BYTES or at + len(recent) != len(raw):
+    if not flags & _PACKED:
+        size = n_recent * _RECENT_BYTES
+    else:
+        size = 8 + n_recent * _PACKED_RECENT_BYTES if n_recent else 0
+    recent = raw[at : at + size]
+    if len(recent) != size or at + size != len(raw):
         raise StateFormatError(f"lead {lead_id!r}: corrupt state: {len(raw)} bytes")
+    if flags & _PACKED:
+        recent = unpack_dedupe_window(recent)
     return LeadState(
         lead_id=lead_id,
         clock_ms=clock,
         landmark_ms=landmark,
         sums=sums,
-        hot=bool(flags & 1),
+        hot=bool(flags & _HOT),
         crossings=crossings,
         profile=profile,
         positions=positions,

@@ -94,11 +94,14 @@ def test_size_of_typical_leads() -> None:
     names = named(*states.values())
     for state in states.values():
         raw = encode_state(state, 1, names)
-        window = len(state.recent_ids)
+        entries = len(state.recent_ids) // 16
+        window = 8 + 12 * entries if entries else 0  # packed
         profile = sum(len(repr(v)) + 10 for v in state.profile.values())
         assert len(raw) - window <= 37 + 10 * len(state.sums) + 10 + profile + 32
-        assert window % 16 == 0
-    sizes = sorted(len(encode_state(s, 1, names)) - len(s.recent_ids) for s in states.values())
+        assert len(state.recent_ids) % 16 == 0
+    sizes = sorted(
+        len(encode_state(s, 1, names)) - 12 * (len(s.recent_ids) // 16) for s in states.values()
+    )
     assert sizes[len(sizes) // 2] < 200, sizes[len(sizes) // 2]
 
 
@@ -108,5 +111,43 @@ def test_header_layout_is_what_the_save_script_reads() -> None:
     assert struct.unpack("<I", raw[1:5]) == (0x01020304,)
     assert "string.sub(current, 2, 5)" in SAVE_LEADS_SCRIPT  # 1-based: bytes 1..4 here
     hot = encode_state(LeadState("a", 10, 0, hot=True), 1, Names())
-    assert (raw[FLAGS_BYTE], hot[FLAGS_BYTE]) == (0, 1)
-    assert f"string.byte(state, {FLAGS_BYTE + 1})" in SAVE_LEADS_SCRIPT
+    assert (raw[FLAGS_BYTE] & 1, hot[FLAGS_BYTE] & 1) == (0, 1)
+    assert f"string.byte(state, {FLAGS_BYTE + 1}) % 2 == 0" in SAVE_LEADS_SCRIPT
+
+
+def window_of(*entries: tuple[int, int]) -> bytes:
+    """A dedupe window as the core keeps it: (id hash, occurred ms), sorted by time."""
+    return b"".join(struct.pack("<Qq", h, at) for h, at in sorted(entries, key=lambda e: e[1]))
+
+
+def test_the_dedupe_window_is_stored_in_12_bytes_an_entry() -> None:
+    day = 86_400_000
+    recent = window_of(*((2**64 - 1 - i, 5 * day + i * 3_600_000) for i in range(50)))
+    state = LeadState("a", 10 * day, 0, {"r": 1.0}, recent_ids=recent)
+    names = named(state)
+    bare = encode_state(LeadState("a", 10 * day, 0, {"r": 1.0}), 1, names)
+    raw = encode_state(state, 1, names)
+    assert len(raw) - len(bare) == 8 + 12 * 50
+    assert decode_state(raw, "a", names) == state
+
+
+def test_a_window_longer_than_49_days_is_stored_unpacked_and_read_back() -> None:
+    day = 86_400_000
+    recent = window_of((1, 0), (2, 60 * day))
+    state = LeadState("a", 60 * day, 0, recent_ids=recent)
+    raw = encode_state(state, 1, Names())
+    assert raw[FLAGS_BYTE] & 2 == 0
+    assert raw.endswith(recent)
+    assert decode_state(raw, "a", Names()) == state
+
+
+def test_a_state_written_before_packing_reads_the_same() -> None:
+    """Format 2 as first shipped: flags without bit 2, 16 bytes an entry."""
+    recent = window_of((7, 1_000), (9, 2_000))
+    state = LeadState("a", 2_000, 0, {"r": 1.0}, recent_ids=recent)
+    names = named(state)
+    packed = encode_state(state, 1, names)
+    header = bytearray(packed[:37])
+    header[FLAGS_BYTE] &= ~2
+    body = packed[37 : len(packed) - (8 + 24)]
+    assert decode_state(bytes(header) + body + recent, "a", names) == state
