@@ -156,6 +156,37 @@ class Unsubscribe(BaseEvent):
     reason: ShortText | None = Field(default=None, description="Reason given, if any.")
 
 
+#: The built-in event types besides ``track`` (a ``track`` event may not take their names).
+BUILT_IN_TYPES: tuple[str, ...] = (
+    "page_view",
+    "email_open",
+    "email_click",
+    "download",
+    "form_submit",
+    "webinar",
+    "unsubscribe",
+    "lead_profile",
+)
+
+
+class Track(BaseEvent):
+    """Any other action, named as the tracking sends it ("Product Added", "Trial
+    Started"): a rule names it in ``event:`` and tests its ``properties``."""
+
+    type: Literal["track"]
+    event: Annotated[str, Field(min_length=1, max_length=200)] = Field(
+        description="The action's name, exactly as sent (case and spaces count); not one "
+        "of the built-in types."
+    )
+
+    @field_validator("event")
+    @classmethod
+    def _not_built_in(cls, value: str) -> str:
+        if value in BUILT_IN_TYPES:
+            raise ValueError(f"{value!r} is a built-in type: send it as type {value}")
+        return value
+
+
 class LeadProfile(BaseEvent):
     """Fit attributes of a lead (firmographics). Later values replace earlier ones."""
 
@@ -197,7 +228,15 @@ PROFILE_FIELDS: tuple[str, ...] = (
 )
 
 LeadEvent = Annotated[
-    PageView | EmailOpen | EmailClick | Download | FormSubmit | Webinar | Unsubscribe | LeadProfile,
+    PageView
+    | EmailOpen
+    | EmailClick
+    | Download
+    | FormSubmit
+    | Webinar
+    | Unsubscribe
+    | LeadProfile
+    | Track,
     Field(discriminator="type"),
 ]
 
@@ -210,6 +249,7 @@ EVENT_MODELS: dict[str, type[BaseEvent]] = {
     "webinar": Webinar,
     "unsubscribe": Unsubscribe,
     "lead_profile": LeadProfile,
+    "track": Track,
 }
 
 
@@ -226,6 +266,14 @@ class Scorable(Protocol):
     @property
     def occurred_at_ms(self) -> int: ...
     def field_value(self, name: str) -> Any: ...
+
+
+def rule_event_of(event: Scorable) -> str:
+    """What a rule's ``event:`` names for ``event``: its type, or for a ``track`` event
+    its name."""
+    if event.type == "track":
+        return str(event.field_value("event"))
+    return event.type
 
 
 #: Validates one event from JSON bytes/str (the hot path) or from a dict.

@@ -93,6 +93,14 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "job_title": "Head of Operations",
         "seniority": "director",
     },
+    "track": {
+        "event_id": "evt-01JD8ZY7F3C2",
+        "type": "track",
+        "lead_id": EXAMPLE_LEAD_ID,
+        "occurred_at": "2026-11-23T10:21:09Z",
+        "event": "Product Added",
+        "properties": {"product_id": "robot-arm-x2", "price": 1499.0, "currency": "EUR"},
+    },
 }
 
 #: One example of each output record, keyed by its ``type``, as leadscore writes it.

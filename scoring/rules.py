@@ -10,10 +10,13 @@ Conditions of a rule (all must hold), as compiled :class:`Condition`\ s:
   strings compare case-insensitively;
 * ``contains``: the field contains one of the texts (any case);
 * ``regex``: the pattern matches somewhere in the text;
-* ``unless``: the field is present and NOT one of ``values``.
+* ``unless``: the field is present and NOT one of ``values``;
+* ``gt``, ``gte``, ``lt``, ``lte``: the field is a number (or a list holding one) above /
+  at least / below / at most ``values[0]`` (text is never a number here);
+* ``exists`` / ``missing``: the field is present / absent.
 
 A condition on a field the event does not carry never holds (so ``unless`` does not fire for
-leads who never told us their country).
+leads who never told us their country), but ``missing``.
 """
 
 from __future__ import annotations
@@ -37,19 +40,28 @@ def normalise(value: Any) -> Any:
 @dataclass(frozen=True, slots=True)
 class Condition:
     """One test on one field. ``kind`` is ``equals`` (membership), ``contains``,
-    ``regex`` or ``unless``; ``values`` are pre-normalised (strings case-folded)."""
+    ``regex``, ``unless``, a comparison (``gt``, ``gte``, ``lt``, ``lte``: with one number
+    in ``values``), ``exists`` or ``missing``; ``values`` are pre-normalised (strings
+    case-folded)."""
 
     field: str
-    kind: Literal["equals", "contains", "regex", "unless"]
+    kind: Literal[
+        "equals", "contains", "regex", "unless", "gt", "gte", "lt", "lte", "exists", "missing"
+    ]
     values: tuple[Any, ...] = ()
     pattern: re.Pattern[str] | None = None
 
     def holds(self, value: Any) -> bool:
-        if value is None:
-            return False
+        if value is None:  # absent (or null)
+            return self.kind == "missing"
         if self.kind == "equals" and isinstance(value, str):  # the common case, fast
             return value.casefold() in self.values
         values = value if isinstance(value, list) else (value,)
+        compare = _COMPARE.get(self.kind)
+        if compare is not None:
+            return any(_is_number(v) and compare(v, self.values[0]) for v in values)
+        if self.kind in ("exists", "missing"):
+            return self.kind == "exists"
         if self.kind == "regex":
             assert self.pattern is not None
             return any(isinstance(v, str) and self.pattern.search(v) for v in values)
@@ -61,6 +73,18 @@ class Condition:
         if self.kind == "contains":
             return any(isinstance(v, str) and t in v for v in normed for t in self.values)
         raise ValueError(f"condition on {self.field!r}: unknown kind {self.kind!r}")
+
+
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "gt": lambda v, bound: v > bound,
+    "gte": lambda v, bound: v >= bound,
+    "lt": lambda v, bound: v < bound,
+    "lte": lambda v, bound: v <= bound,
+}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,10 +17,16 @@ A rules file is YAML (see ``scoring/default_rules.yaml`` for a documented exampl
 
 Conditions of a rule (all must hold):
 
-* ``event``: the event type (behaviour rules only);
+* ``event``: the event type (behaviour rules only), or the name of a ``track`` event
+  exactly as sent (``event: Product Added``);
 * ``url_contains: TEXT`` (case-insensitive) and ``url_regex: REGEX`` on the event's ``url``;
 * ``FIELD: VALUE`` or ``FIELD: [V1, V2]`` (also inside ``where:``): equality / membership on
   an event field or ``properties.NAME``; strings compare case-insensitively;
+* ``FIELD: {OPERATOR: ..., ...}`` (also inside ``where:``), every operator must hold:
+  ``eq`` (a value or a list), ``not`` (like ``unless``), ``gt``, ``gte``, ``lt``, ``lte``
+  (a number; the field must be a number: ``properties.NAME`` only), ``between: [LOW,
+  HIGH]`` (both included), ``exists: true|false``, ``contains`` (text or texts),
+  ``regex``;
 * ``contains: {FIELD: TEXT or [TEXTS]}``: the field contains one of the texts (any case);
 * ``unless: {FIELD: VALUE or [VALUES]}``: the field is present and NOT one of the values.
 
@@ -33,6 +39,7 @@ the file, the rule and the field: ``rules.yaml: rule 'pricing': points: ...``.
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import math
 import re
@@ -43,7 +50,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from schemas.events import EVENT_MODELS, PROFILE_FIELDS, event_fields
+from schemas.events import BUILT_IN_TYPES, EVENT_MODELS, PROFILE_FIELDS, event_fields
 from schemas.times import parse_duration_ms
 
 from .rules import GRADES, Condition, Rule, RuleSet, Thresholds, normalise
@@ -71,7 +78,7 @@ class _RuleModel(BaseModel):
     cap: float | None = Field(default=None, gt=0)
     url_contains: str | None = Field(default=None, min_length=1)
     url_regex: str | None = None
-    where: dict[str, _ScalarOrList] = Field(default_factory=dict)
+    where: dict[str, _ScalarOrList | dict[str, Any]] = Field(default_factory=dict)
     contains: dict[str, _TextOrList] = Field(default_factory=dict)
     unless: dict[str, _ScalarOrList] = Field(default_factory=dict)
 
@@ -143,22 +150,36 @@ def _rule_label(rules: Any, index: int) -> str:
     return f"rule {rule_id!r}" if rule_id else f"rule #{index + 1}"
 
 
-def _conditions(model: _RuleModel, allowed: frozenset[str], where_label: str) -> list[Condition]:
+def _conditions(
+    model: _RuleModel,
+    allowed: frozenset[str],
+    where_label: str,
+    not_here: Mapping[str, str] | None = None,
+) -> list[Condition]:
+    """The compiled conditions of a rule; ``allowed``: the fields it may test, besides
+    ``properties.NAME`` unless ``not_here`` says why those never match here."""
+    not_here = not_here or {}
     equals: dict[str, Any] = dict(model.where)
     for key, value in (model.model_extra or {}).items():
         if key == "event":
             continue
-        if not isinstance(value, str | int | float | bool | list):
+        if not isinstance(value, str | int | float | bool | list | dict):
             raise RulesError(f"{where_label}: {key}: expected a value or a list of values")
         equals[key] = value
+    properties_allowed = "properties" not in not_here
 
     def check_field(name: str) -> None:
         if name.startswith("properties.") and len(name) > len("properties."):
+            if not properties_allowed:
+                raise RulesError(
+                    f"{where_label}: {name}: can never match: {not_here['properties']}"
+                )
             return
         if name not in allowed:
+            also = " or properties.NAME" if properties_allowed else ""
             raise RulesError(
                 f"{where_label}: unknown condition or field {name!r}; "
-                f"fields here are: {', '.join(sorted(allowed))} or properties.NAME"
+                f"fields here are: {', '.join(sorted(allowed))}{also}"
             )
 
     def as_tuple(value: Any) -> tuple[Any, ...]:
@@ -171,10 +192,14 @@ def _conditions(model: _RuleModel, allowed: frozenset[str], where_label: str) ->
         conditions.append(Condition("url", "contains", (model.url_contains.casefold(),)))
     if model.url_regex is not None:
         check_field("url")
-        conditions.append(Condition("url", "regex", pattern=_compile(model.url_regex, where_label)))
+        pattern = _compile(model.url_regex, f"{where_label}: url_regex")
+        conditions.append(Condition("url", "regex", pattern=pattern))
     for name, value in equals.items():
         check_field(name)
-        conditions.append(Condition(name, "equals", as_tuple(value)))
+        if isinstance(value, dict):
+            conditions += _operator_conditions(name, value, where_label)
+        else:
+            conditions.append(Condition(name, "equals", as_tuple(value)))
     for name, value in model.contains.items():
         check_field(name)
         conditions.append(Condition(name, "contains", as_tuple(value)))
@@ -184,11 +209,102 @@ def _conditions(model: _RuleModel, allowed: frozenset[str], where_label: str) ->
     return conditions
 
 
+_NUMBER_OPERATORS = ("gt", "gte", "lt", "lte")
+_COMPARISONS: dict[str, Literal["gt", "gte", "lt", "lte"]] = {
+    "gt": "gt",
+    "gte": "gte",
+    "lt": "lt",
+    "lte": "lte",
+}
+_OPERATORS = ("eq", "not", *_NUMBER_OPERATORS, "between", "exists", "contains", "regex")
+_ITEM_KINDS: dict[str, Literal["equals", "unless", "contains"]] = {
+    "eq": "equals",
+    "not": "unless",
+    "contains": "contains",
+}
+
+
+def _operator_conditions(name: str, ops: Mapping[str, Any], where_label: str) -> list[Condition]:
+    """``FIELD: {gte: 50, lt: 100}`` and the like (see the module docstring); a
+    condition that can never match is an error naming it."""
+    label = f"{where_label}: {name}"
+    if not ops:
+        raise RulesError(f"{label}: expected operators, e.g. {{gte: 50}}; got {{}}")
+    conditions: list[Condition] = []
+    for op, value in ops.items():
+        conditions += _operator_condition(name, op, value, label)
+    bounds = {c.kind: c.values[0] for c in conditions if c.kind in _NUMBER_OPERATORS}
+    lows = [v for k, v in bounds.items() if k in ("gt", "gte")]
+    highs = [v for k, v in bounds.items() if k in ("lt", "lte")]
+    if lows and highs and max(lows) > min(highs):
+        raise RulesError(f"{label}: can never match: above {max(lows):g} and below {min(highs):g}")
+    if any(c.kind == "missing" for c in conditions) and len(conditions) > 1:
+        raise RulesError(f"{label}: can never match: exists: false with other operators")
+    return conditions
+
+
+def _operator_condition(name: str, op: str, value: Any, label: str) -> list[Condition]:
+    if op not in _OPERATORS:
+        raise RulesError(
+            f"{label}: unknown operator {op!r}; operators are: {', '.join(_OPERATORS)}"
+        )
+    if (op in _NUMBER_OPERATORS or op == "between") and not name.startswith("properties."):
+        raise RulesError(f"{label}: {op}: can never match: {name} is text, {op} compares numbers")
+    if op in _NUMBER_OPERATORS:
+        return [Condition(name, _COMPARISONS[op], (_number(op, value, label),))]
+    if op == "between":
+        if not isinstance(value, list) or len(value) != 2:
+            raise RulesError(f"{label}: between: expected [LOW, HIGH], got {value!r}")
+        low, high = (_number(op, v, label) for v in value)
+        if low > high:
+            raise RulesError(f"{label}: between: can never match: {low:g} > {high:g}")
+        return [Condition(name, "gte", (low,)), Condition(name, "lte", (high,))]
+    if op == "exists":
+        if not isinstance(value, bool):
+            raise RulesError(f"{label}: exists: expected true or false, got {value!r}")
+        return [Condition(name, "exists" if value else "missing")]
+    if op == "regex":
+        if not isinstance(value, str):
+            raise RulesError(f"{label}: regex: expected a regular expression")
+        return [Condition(name, "regex", pattern=_compile(value, label))]
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(isinstance(v, str | int | float | bool) for v in values):
+        raise RulesError(f"{label}: {op}: expected a value or a list of values")
+    return [Condition(name, _ITEM_KINDS[op], tuple(normalise(v) for v in values))]
+
+
+def _number(op: str, value: Any, label: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise RulesError(f"{label}: {op}: expected a number, got {value!r}")
+    return value
+
+
+def _fields_of(event: str, label: str) -> frozenset[str]:
+    """The fields a behaviour rule on ``event`` may test. An ``event:`` that is no built-in
+    type names a track event, exactly as sent; one that looks like a misspelt built-in type
+    (``pageview``) is more likely a typo: an error."""
+    if event == "track":
+        raise RulesError(
+            f"{label}: event: name the track event as it is sent, e.g. "
+            "`event: Product Added` (every track event has type track)"
+        )
+    if event in EVENT_MODELS:
+        return event_fields(event)
+    close = difflib.get_close_matches(event, BUILT_IN_TYPES, n=1, cutoff=0.75)
+    if close and re.fullmatch(r"[a-z0-9_]+", event):
+        raise RulesError(
+            f"{label}: event: unknown event type {event!r}: did you mean {close[0]!r}? "
+            f"(the types are {', '.join(BUILT_IN_TYPES)}; any other name is a track "
+            "event's, exactly as sent)"
+        )
+    return event_fields("track")
+
+
 def _compile(pattern: str, where_label: str) -> re.Pattern[str]:
     try:
         return re.compile(pattern)
     except re.error as exc:
-        raise RulesError(f"{where_label}: url_regex: invalid regular expression: {exc}") from exc
+        raise RulesError(f"{where_label}: invalid regular expression: {exc}") from exc
 
 
 def _half_life(value: str | int | float | None, default_ms: int, where_label: str) -> int:
@@ -223,12 +339,7 @@ def build_ruleset(raw: Any, source: str = "<memory>") -> RuleSet:
         if rule_model.id in seen:
             raise RulesError(f"{label}: id: duplicate rule id")
         seen.add(rule_model.id)
-        if rule_model.event not in EVENT_MODELS:
-            raise RulesError(
-                f"{label}: event: unknown event type {rule_model.event!r}; "
-                f"expected one of {', '.join(EVENT_MODELS)}"
-            )
-        conditions = _conditions(rule_model, event_fields(rule_model.event), label)
+        conditions = _conditions(rule_model, _fields_of(rule_model.event, label), label)
         rules.append(
             Rule(
                 id=rule_model.id,
@@ -262,7 +373,14 @@ def build_ruleset(raw: Any, source: str = "<memory>") -> RuleSet:
                 )
             if fit_model.half_life is not None or fit_model.cap is not None:
                 raise RulesError(f"{label}: fit rules do not decay; remove half_life/cap")
-            conditions = _conditions(fit_model, frozenset(PROFILE_FIELDS), label)
+            conditions = _conditions(
+                fit_model,
+                frozenset(PROFILE_FIELDS),
+                label,
+                not_here={
+                    "properties": "fit rules read the lead's profile, which has no properties"
+                },
+            )
             if not conditions:
                 raise RulesError(f"{label}: a fit rule needs at least one condition")
             fit_rules.append(Rule(fit_model.id, None, fit_model.points, 0, None, tuple(conditions)))

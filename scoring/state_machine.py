@@ -31,7 +31,7 @@ import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from schemas.events import LeadProfile, Scorable
+from schemas.events import LeadProfile, Scorable, rule_event_of
 
 from . import _native
 from .crossings import Crossing, make_crossings
@@ -271,7 +271,7 @@ def _apply(
         (
             event.event_id,
             event.occurred_at_ms,
-            rules.match(event.type, event.field_value),
+            rules.match(rule_event_of(event), event.field_value),
             isinstance(event, LeadProfile),
             None if position is None else (position.stream, position.offset),
         )

@@ -26,7 +26,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from schemas.events import EVENT_ADAPTER, EVENT_MODELS, LeadEvent
+from schemas.events import BUILT_IN_TYPES, EVENT_ADAPTER, LeadEvent, rule_event_of
 from scoring.crossings import Crossing
 from scoring.rules import RuleSet
 from scoring.rules_file import build_ruleset
@@ -76,6 +76,7 @@ _REQUIRED_DEFAULTS: dict[str, dict[str, Any]] = {
     "webinar": {"webinar_id": "webinar-1", "status": "registered"},
     "unsubscribe": {},
     "lead_profile": {},
+    "track": {"event": "Product Added"},
 }
 
 
@@ -207,7 +208,7 @@ def naive_contributions(
     clamped to the rule's cap. Rules that never matched are absent."""
     totals: dict[str, float] = {}
     for event in dedupe(events):
-        for rule in rules.by_event.get(event.type, ()):
+        for rule in rules.by_event.get(rule_event_of(event), ()):
             if rule.matches(event.field_value):
                 elapsed = at_ms - event.occurred_at_ms
                 value = rule.points * 2.0 ** (-elapsed / rule.half_life_ms)
@@ -259,7 +260,11 @@ EMAILS = ("jane@gmail.com", "bob@acme.example", "x@Yahoo.com", "cto@bigcorp.exam
 SENIORITIES = ("individual", "manager", "director", "c-level")
 JOB_TITLES = ("Student", "Marketing Intern", "CTO", "Head of Sales")
 
-EVENT_TYPES = tuple(EVENT_MODELS)  # every input event type, from the contract
+#: The built-in input event types (``track`` events come by name: :data:`TRACK_NAMES`).
+EVENT_TYPES = BUILT_IN_TYPES
+#: Names of track events in random rule sets and logs (with numeric properties).
+TRACK_NAMES = ("Product Added", "Trial Started")
+PRICES = (5, 19.99, 50, 120, "50")
 
 #: Conditions a random rule may carry, per event type (all valid for that type).
 RULE_CONDITIONS: dict[str, tuple[dict[str, Any], ...]] = {
@@ -282,6 +287,13 @@ RULE_CONDITIONS: dict[str, tuple[dict[str, Any], ...]] = {
     "webinar": ({}, {"status": "attended"}, {"status": "registered"}),
     "unsubscribe": ({},),
     "lead_profile": ({"unless": {"country": ["US", "GB", "DE"]}},),
+    "Product Added": (
+        {},
+        {"where": {"properties.price": {"gte": 50}}},
+        {"properties.price": {"between": [10, 60]}},
+        {"where": {"properties.price": {"lt": 20, "exists": True}}},
+    ),
+    "Trial Started": ({}, {"where": {"properties.plan": {"exists": False}}}),
 }
 
 #: Fit rules a random rules file may carry.
@@ -316,7 +328,7 @@ def rule_sets(
     n = draw(st.integers(1, max_rules))
     rules: list[dict[str, Any]] = []
     for i in range(n):
-        event_type = draw(st.sampled_from(event_types))
+        event_type = draw(st.sampled_from((*event_types, *TRACK_NAMES)))
         rule: dict[str, Any] = {"id": f"r{i}-{event_type}", "event": event_type}
         if i == 0:
             # One broad positive rule, so that random logs do make leads hot.
@@ -414,6 +426,11 @@ def event_fields(draw: st.DrawFn, event_type: str) -> dict[str, Any]:
         fields["status"] = draw(st.sampled_from(("registered", "attended")))
     elif event_type == "unsubscribe":
         fields["list_id"] = draw(st.sampled_from((None, "newsletter")))
+    elif event_type in TRACK_NAMES:
+        properties: dict[str, Any] = {"price": draw(st.sampled_from(PRICES))}
+        if draw(st.booleans()):
+            properties["plan"] = "pro"
+        return {"event": event_type, "properties": properties}
     elif event_type == "lead_profile":
         for name, pool in (
             ("email", EMAILS),
@@ -469,6 +486,8 @@ def event_logs(
             occurred = start_ms + min(span_ms, session + draw(st.integers(0, burst_ms)))
         lead_id = draw(st.sampled_from(lead_ids))
         fields = draw(event_fields(event_type))
+        if event_type in TRACK_NAMES:
+            event_type = "track"
         event = make_event(event_type, lead_id, occurred, event_id=f"e{i}", **fields)
         delay = draw(st.one_of(st.just(0), st.integers(1, span_ms))) if late else 0
         keyed.append((occurred + delay, i, event))

@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from schemas._native import Batch, Reader
-from schemas.events import EVENT_MODELS, PROFILE_FIELDS, LeadProfile
+from schemas.events import EVENT_MODELS, PROFILE_FIELDS, LeadProfile, rule_event_of
 from schemas.validation import MAX_EVENT_BYTES, too_far_ahead
 from scoring._native import LeadSnapshot, LeadTable
 from scoring.crossings import make_crossing
@@ -76,7 +76,8 @@ def rule_fields(rulesets: Sequence[RuleSet]) -> dict[str, list[str]]:
     for rules in rulesets:
         for rule in rules.rules:
             assert rule.event is not None
-            fields[rule.event].update(c.field for c in rule.conditions)
+            # (a track event's name is a key too; the reader ignores types it declines)
+            fields.setdefault(rule.event, set()).update(c.field for c in rule.conditions)
     return {name: sorted(names) for name, names in fields.items()}
 
 
@@ -210,7 +211,7 @@ def _parse_chunk(
             result.lead_id,
             result.occurred_at_ms,
             profile_values(result) if isinstance(result, LeadProfile) else None,
-            [f.rules.match(result.type, result.field_value) for f in fast],
+            [f.rules.match(rule_event_of(result), result.field_value) for f in fast],
         )
     if chunk.timestamps is not None and chunk.max_skew_ms is not None:
         skew = chunk.max_skew_ms

@@ -10,10 +10,13 @@ from typing import Any
 
 import pytest
 
+from schemas.events import rule_event_of
 from schemas.times import format_duration_ms, parse_duration_ms
 from scoring.rules import GRADES, Condition
 from scoring.rules_file import RulesError, build_ruleset, default_rules_path, load_rules
+from scoring.state_machine import score_at
 from tests.strategies import (
+    BASE_MS,
     DAY_MS,
     HOUR_MS,
     MINUTE_MS,
@@ -26,6 +29,7 @@ from tests.strategies import (
     make_event,
     page_view,
     rules_from,
+    run_events,
     unsubscribe,
     webinar,
 )
@@ -725,7 +729,10 @@ def test_error_condition_value_must_be_scalar_or_list() -> None:
     message = _error(
         _doc(rules=[{"id": "dl", "event": "download", "points": 1, "asset_type": {"a": 1}}])
     )
-    assert message == "rules.yaml: rule 'dl': asset_type: expected a value or a list of values"
+    assert message == (
+        "rules.yaml: rule 'dl': asset_type: unknown operator 'a'; operators are: eq, not, "
+        "gt, gte, lt, lte, between, exists, contains, regex"
+    )
 
 
 def test_error_no_rules() -> None:
@@ -900,3 +907,108 @@ def test_a_condition_on_occurred_at_is_refused() -> None:
                 "rules": [{"id": "a", "event": "page_view", "occurred_at": "2026", "points": 1}],
             }
         )
+
+
+# --------------------------------------------------------------------------- track events,
+# numeric conditions, conditions that can never match
+
+
+def _track(name: str, lead: str, at_ms: int, event_id: str, **properties: Any) -> Any:
+    return make_event("track", lead, at_ms, event_id=event_id, event=name, properties=properties)
+
+
+def test_a_rule_on_a_track_event_name_with_a_numeric_condition_scores_only_those() -> None:
+    rules = build_ruleset(
+        _doc(
+            rules=[
+                {
+                    "id": "big-cart",
+                    "event": "Product Added",
+                    "where": {"properties.price": {"gte": 50}},
+                    "points": 30,
+                },
+                {"id": "trial", "event": "Trial Started", "points": 5},
+            ]
+        )
+    )
+    events = [
+        _track("Product Added", "a", BASE_MS, "1", price=49.99),
+        _track("Product Added", "a", BASE_MS, "2", price=50),
+        _track("Product Added", "a", BASE_MS, "3", price="120"),  # text is not a number
+        _track("Product Added", "a", BASE_MS, "4"),  # no price
+        _track("product added", "a", BASE_MS, "5", price=500),  # names are exact
+        _track("Trial Started", "a", BASE_MS, "6"),
+    ]
+    matched = [rules.match(rule_event_of(e), e.field_value) for e in events]
+    assert matched == [[], [0], [], [], [], [1]]
+    store, _ = run_events(events, rules)
+    assert score_at(store.states["a"], rules, BASE_MS) == pytest.approx(35)
+    assert store.states["a"].events_applied == 6  # the others are applied as no-ops
+
+
+@pytest.mark.parametrize(
+    ("ops", "value", "holds"),
+    [
+        ({"gt": 10}, 10, False),
+        ({"gt": 10}, 10.5, True),
+        ({"gte": 10, "lt": 20}, 19.99, True),
+        ({"lte": 0}, -3, True),
+        ({"between": [10, 20]}, 20, True),
+        ({"between": [10, 20]}, 9, False),
+        ({"gt": 1}, True, False),  # a boolean is not a number
+        ({"gt": 1}, [0, 5], True),  # any item of a list
+        ({"exists": True}, "x", True),
+        ({"exists": True}, None, False),
+        ({"exists": False}, None, True),
+        ({"eq": ["a", "B"]}, "b", True),
+        ({"not": "a"}, "b", True),
+        ({"contains": "pro"}, "Enterprise PRO", True),
+        ({"regex": "^v[0-9]+$"}, "v12", True),
+    ],
+)
+def test_operators(ops: dict[str, Any], value: Any, holds: bool) -> None:
+    rule = _rule(id="r", event="Product Added", where={"properties.x": ops}, points=1)
+    assert rule.matches({"properties.x": value}.get) is holds
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        (
+            {"event": "page_view", "where": {"url": {"gt": 3}}},
+            "url: gt: can never match: url is text, gt compares numbers",
+        ),
+        (
+            {"event": "Product Added", "properties.price": {"between": [60, 50]}},
+            "properties.price: between: can never match: 60 > 50",
+        ),
+        (
+            {"event": "Product Added", "where": {"properties.price": {"gt": 100, "lte": 50}}},
+            "properties.price: can never match: above 100 and below 50",
+        ),
+        (
+            {"event": "Product Added", "where": {"properties.p": {"exists": False, "eq": 1}}},
+            "properties.p: can never match: exists: false with other operators",
+        ),
+        (
+            {"event": "Product Added", "where": {"properties.p": {"gte": "50"}}},
+            "properties.p: gte: expected a number, got '50'",
+        ),
+        ({"event": "track"}, "event: name the track event as it is sent"),
+        ({"event": "pageview"}, "event: unknown event type 'pageview': did you mean 'page_view'?"),
+    ],
+)
+def test_conditions_that_can_never_match_are_rejected_naming_them(
+    rule: dict[str, Any], message: str
+) -> None:
+    error = _error(_doc(rules=[{"id": "r", "points": 1, **rule}]))
+    assert error.startswith("rules.yaml: rule 'r': ")
+    assert message in error
+
+
+def test_a_fit_rule_on_properties_is_rejected_it_could_never_match() -> None:
+    error = _error(_doc(fit={"rules": [{"id": "f", "properties.plan": "pro", "points": 5}]}))
+    assert error == (
+        "rules.yaml: fit rule 'f': properties.plan: can never match: fit rules read the "
+        "lead's profile, which has no properties"
+    )

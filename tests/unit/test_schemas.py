@@ -29,7 +29,8 @@ from schemas.validation import (
 )
 
 EVENT_TYPES = (
-    "page_view, email_open, email_click, download, form_submit, webinar, unsubscribe, lead_profile"
+    "page_view, email_open, email_click, download, form_submit, webinar, unsubscribe, "
+    "lead_profile, track"
 )
 
 #: Passed as a field value to `message()` to leave the field out.
