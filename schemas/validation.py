@@ -61,8 +61,10 @@ __all__ = [
     "ErrorKind",
     "FastEvent",
     "Rejected",
+    "check_key",
     "dead_letter",
     "dead_letter_key",
+    "describe_errors",
     "parse_event",
     "parse_for_scoring",
     "too_far_ahead",
@@ -205,7 +207,7 @@ def parse_event(
             "ambiguous); send each field once",
         )
     if require_key:
-        return _check_key(event, key)
+        return check_key(event, key)
     return event
 
 
@@ -265,7 +267,9 @@ def dead_letter(
 # --- key checks --------------------------------------------------------------------------
 
 
-def _check_key(event: LeadEvent, key: bytes | None) -> LeadEvent | Rejected:
+def check_key(event: LeadEvent, key: bytes | None) -> LeadEvent | Rejected:
+    """``event``, or why its Kafka ``key`` is not its ``lead_id`` (a lead's events must
+    share one partition, in order)."""
     if not key:
         return Rejected(
             "missing_key", f"key: missing (it must be the event's lead_id {event.lead_id!r})"
@@ -329,10 +333,10 @@ def _diagnose(value: bytes, exc: ValidationError) -> Rejected:
         return Rejected(
             "invalid_json", f"expected a JSON object, got {_describe_value(first['input'])}"
         )
-    return Rejected("invalid_event", _describe_errors(errors))
+    return Rejected("invalid_event", describe_errors(errors))
 
 
-def _describe_errors(errors: list[ErrorDetails]) -> str:
+def describe_errors(errors: list[ErrorDetails]) -> str:
     """``"path: problem; path: problem"``, one entry per offending field."""
     by_path: dict[str, list[ErrorDetails]] = {}
     for error in errors:

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from schemas.formats import InputFormat
 from schemas.times import parse_duration_ms
 from schemas.validation import DEFAULT_MAX_CLOCK_SKEW_MS
 from scoring.rules_file import default_rules_path
@@ -114,6 +115,11 @@ class Settings(BaseSettings):
 
     # Scoring
     rules_file: Path = Field(default_factory=default_rules_path)
+    input_format: InputFormat = Field(
+        "leadscore",
+        description="What the input topic carries: leadscore events, or Segment-spec "
+        "messages (segment: analytics.js, RudderStack, ...).",
+    )
 
     # Worker
     app_id: str = Field("leadscore", description="Faust app id = Kafka consumer group.")

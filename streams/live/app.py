@@ -24,6 +24,7 @@ import aiokafka.errors
 import faust
 from faust.app.base import BootStrategy
 
+from schemas.formats import live_decoder
 from scoring.rules import RuleSet
 from scoring.rules_file import load_rules
 
@@ -105,6 +106,7 @@ def build_app(
         dlq_max_message_bytes=dlq_max_message_bytes,
         partition_lag=lambda: _partition_lag(consumer, processor),
         on_rollback=consumer.rewind_to,
+        decode=live_decoder(settings.input_format),
     )
     # Crossings a crash left in the outbox go out before any new batch is processed.
     outbox_relayed = asyncio.Event()

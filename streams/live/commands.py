@@ -19,6 +19,7 @@ import orjson
 import redis.exceptions
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
+from schemas.formats import INPUT_FORMATS, InputFormat
 from schemas.times import datetime_to_ms, format_duration_ms, ms_to_datetime, parse_aware
 from scoring.profile import fit_grade, fit_score
 from scoring.rules import RuleSet
@@ -102,12 +103,19 @@ def worker(ctx: click.Context, processes: int) -> None:
 # ---------------------------------------------------------------------------- produce
 
 
-def _key_of(line: bytes) -> bytes | None:
+def _key_of(line: bytes, input_format: InputFormat = "leadscore") -> bytes | None:
+    """The Kafka key of a record: its lead id (Segment: ``userId``, else ``anonymousId``),
+    so that a lead's records share a partition; None when it has none."""
     try:
         data = orjson.loads(line)
     except orjson.JSONDecodeError:
         return None
-    lead = data.get("lead_id") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return None
+    if input_format == "segment":
+        lead = data.get("userId") or data.get("anonymousId")
+    else:
+        lead = data.get("lead_id")
     return lead.encode() if isinstance(lead, str) and lead else None
 
 
@@ -124,17 +132,33 @@ def _lines(path: Path) -> Iterator[bytes]:
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--topic", help="Topic to send to (default: the first input topic).")
 @click.option("--batch", default=5000, show_default=True, help="Records per acknowledged batch.")
+@click.option(
+    "--format",
+    "input_format",
+    type=click.Choice(INPUT_FORMATS),
+    default=None,
+    help="What the lines are (default: LEADSCORE_INPUT_FORMAT, else leadscore); sets the key.",
+)
 @click.pass_context
-def produce(ctx: click.Context, files: tuple[Path, ...], topic: str | None, batch: int) -> None:
-    """Send JSONL event logs (optionally .gz) to Kafka, keyed by lead_id.
+def produce(
+    ctx: click.Context,
+    files: tuple[Path, ...],
+    topic: str | None,
+    batch: int,
+    input_format: InputFormat | None,
+) -> None:
+    """Send JSONL event logs (optionally .gz) to Kafka, keyed by lead_id (Segment-spec
+    messages: by userId, else anonymousId).
 
     Lines are sent as they are, bad ones included: the worker dead-letters those.
 
     \b
-    Example:
+    Examples:
       leadscore produce examples/events.jsonl
+      LEADSCORE_INPUT_FORMAT=segment leadscore produce examples/segment/events.jsonl
     """
     settings = _settings(ctx)
+    input_format = input_format or settings.input_format
     topic = topic or settings.input_topics[0]
     try:
         ensure_topics(settings)
@@ -149,7 +173,7 @@ def produce(ctx: click.Context, files: tuple[Path, ...], topic: str | None, batc
         ) as bar:
             pending: list[tuple[bytes | None, bytes]] = []
             for line in _lines(path):
-                pending.append((_key_of(line), line))
+                pending.append((_key_of(line, input_format), line))
                 bar.update(len(line) + 1)
                 if len(pending) >= batch:
                     producer.send_all(topic, pending)

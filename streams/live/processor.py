@@ -32,6 +32,7 @@ from typing import TypeVar
 
 import orjson
 
+from schemas.formats import Decode
 from schemas.times import datetime_to_ms
 from schemas.validation import (
     DEAD_LETTER_PAYLOAD_MAX,
@@ -88,8 +89,11 @@ class Processor:
         retry_initial: float = 0.1,
         retry_max: float = 10.0,
         on_rollback: Callable[[dict[str, int]], None] | None = None,
+        decode: Decode = parse_for_scoring,
     ) -> None:
         self.store = store
+        #: Reads one input message (the input format's decoder, :mod:`schemas.formats`).
+        self.decode = decode
         self.sink = sink
         self.hot_topic = hot_topic
         self.dlq_topic = dlq_topic
@@ -130,7 +134,7 @@ class Processor:
             dead: list[tuple[bytes, bytes]] = []
             seen_at = self.clock()
             for message in messages:
-                parsed = parse_for_scoring(
+                parsed = self.decode(
                     message.value,
                     message.key,
                     require_key=True,

@@ -15,6 +15,7 @@ import click
 import yaml
 
 from schemas.events import LeadEvent
+from schemas.formats import INPUT_FORMATS, InputFormat
 from schemas.times import format_duration_ms, format_ms, parse_duration_ms, parse_time_ms
 from schemas.validation import MAX_EVENT_BYTES
 from scoring import backtest
@@ -91,7 +92,12 @@ def _rules(path: Path) -> RuleSet:
         raise click.ClickException(f"invalid rules file:\n{exc}") from None
 
 
-def _sources(specs: Sequence[str], from_ms: int | None, to_ms: int | None) -> list[Source]:
+def _sources(
+    specs: Sequence[str],
+    from_ms: int | None,
+    to_ms: int | None,
+    input_format: InputFormat = "leadscore",
+) -> list[Source]:
     if (from_ms is not None or to_ms is not None) and not any(
         s.startswith("kafka:") for s in specs
     ):
@@ -104,6 +110,7 @@ def _sources(specs: Sequence[str], from_ms: int | None, to_ms: int | None) -> li
                 to_ms=to_ms,
                 kafka_config=_kafka_config,
                 max_clock_skew_ms=_max_clock_skew(specs),
+                input_format=input_format,
             )
             for s in specs
         ]
@@ -129,6 +136,16 @@ _to_option = click.option(
 )
 _progress_option = click.option(
     "--progress/--no-progress", default=True, help="Progress bar on stderr."
+)
+_format_option = click.option(
+    "--format",
+    "input_format",
+    type=click.Choice(INPUT_FORMATS),
+    default="leadscore",
+    show_default=True,
+    envvar="LEADSCORE_INPUT_FORMAT",
+    help="What the records are: leadscore events, or Segment-spec messages "
+    "(LEADSCORE_INPUT_FORMAT, as the worker).",
 )
 
 
@@ -184,6 +201,7 @@ def _rules_option(help_text: str) -> Callable[[F], F]:
 @click.option(
     "--max-event-bytes", type=int, help="Largest accepted event (default: as the worker)."
 )
+@_format_option
 @_progress_option
 def replay(
     sources: tuple[str, ...],
@@ -197,6 +215,7 @@ def replay(
     from_text: str | None,
     to_text: str | None,
     max_event_bytes: int | None,
+    input_format: InputFormat,
     progress: bool,
 ) -> None:
     """Replay event logs through the live engine (in memory) and backtest the rules.
@@ -212,6 +231,8 @@ def replay(
       leadscore replay events.jsonl.gz --rules new.yaml --compare old.yaml \\
           --conversions conversions.csv --window 14d --out out/
       leadscore replay kafka:lead-events --from 2026-11-01T00:00:00Z --rules r.yaml --out out/
+      leadscore replay examples/segment/events.jsonl --format segment \\
+          --rules examples/segment/rules.yaml --out out/segment
     """
     started = time.perf_counter()
     at_ms = _time(at_text, "--at")
@@ -220,7 +241,7 @@ def replay(
     rulesets = [(_rules(rules_path), str(rules_path))]
     if compare_path is not None:
         rulesets.append((_rules(compare_path), str(compare_path)))
-    opened = _sources(sources, _time(from_text, "--from"), _time(to_text, "--to"))
+    opened = _sources(sources, _time(from_text, "--from"), _time(to_text, "--to"), input_format)
     try:
         summary = run_replay(
             opened,
@@ -275,6 +296,7 @@ def replay(
 @_from_option
 @_to_option
 @click.option("--seed", default=0, show_default=True, help="Seed of the sampled times.")
+@_format_option
 @_progress_option
 def calibrate(
     sources: tuple[str, ...],
@@ -287,6 +309,7 @@ def calibrate(
     from_text: str | None,
     to_text: str | None,
     seed: int,
+    input_format: InputFormat,
     progress: bool,
 ) -> None:
     """Learn the points of each rule from history, and backtest them on held-out data.
@@ -310,7 +333,7 @@ def calibrate(
         base_doc = load_rules_document(rules_path)
     except RulesError as exc:  # load_rules just read it: unlikely
         raise click.ClickException(str(exc)) from None
-    opened = _sources(sources, _time(from_text, "--from"), _time(to_text, "--to"))
+    opened = _sources(sources, _time(from_text, "--from"), _time(to_text, "--to"), input_format)
     stats = ReadStats()
     events, conv = _history(opened, sources, conversions, stats, progress)
     first = min(e.occurred_at_ms for e in events)

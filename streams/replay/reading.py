@@ -19,7 +19,8 @@ from typing import Any
 import click
 
 from schemas.events import LeadEvent
-from schemas.validation import MAX_EVENT_BYTES, Rejected, parse_event, too_far_ahead
+from schemas.formats import event_decoder
+from schemas.validation import MAX_EVENT_BYTES, Rejected, too_far_ahead
 from streams.jsonl import is_blank
 
 from .sources import Chunk, Source
@@ -132,16 +133,17 @@ def validate_record(
     counted in ``stats``). Files: blank lines are skipped, as ``leadscore produce`` skips
     them; Kafka: the worker's exact check, key included."""
     raw = chunk.values[index]
+    decode = event_decoder(chunk.input_format)
     if chunk.keys is None:
         assert raw is not None
         if is_blank(raw):
             stats.blank_lines += 1
             return None
-        result = parse_event(raw, max_bytes=max_event_bytes)
+        result = decode(raw, max_bytes=max_event_bytes)
         if isinstance(result, Rejected):
             where = {"line": chunk.first_line + index}
     else:
-        result = parse_event(raw, chunk.keys[index], require_key=True, max_bytes=max_event_bytes)
+        result = decode(raw, chunk.keys[index], require_key=True, max_bytes=max_event_bytes)
         if isinstance(result, Rejected):
             assert chunk.positions is not None
             partition, offset = chunk.positions[index]

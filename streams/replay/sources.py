@@ -16,6 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
 
+from schemas.formats import InputFormat
 from streams.jsonl import JsonlError, read_chunks
 
 from .errors import ReplayError
@@ -38,6 +39,8 @@ class Chunk:
     max_skew_ms: int | None = None
     #: Progress units (file bytes / Kafka messages) this chunk accounts for.
     progress: int = 0
+    #: What the records are (:mod:`schemas.formats`).
+    input_format: InputFormat = "leadscore"
 
 
 class Source(Protocol):
@@ -60,8 +63,11 @@ class FileSource:
     cuts it: trailing ``\\r`` removed; blank lines are passed on (the reader counts them)
     so that every record keeps its 1-based line number."""
 
-    def __init__(self, path: Path, chunk_bytes: int | None = None) -> None:
+    def __init__(
+        self, path: Path, chunk_bytes: int | None = None, input_format: InputFormat = "leadscore"
+    ) -> None:
         self.path = path
+        self.input_format = input_format
         self.name = str(path)
         #: Bytes read at a time (default :data:`streams.jsonl.CHUNK_BYTES`; results never
         #: depend on it).
@@ -74,7 +80,12 @@ class FileSource:
         try:
             for part in read_chunks(self.path, self.chunk_bytes):
                 values: list[bytes | None] = list(part.lines)
-                yield Chunk(values, first_line=part.first_line, progress=part.file_bytes)
+                yield Chunk(
+                    values,
+                    first_line=part.first_line,
+                    progress=part.file_bytes,
+                    input_format=self.input_format,
+                )
         except JsonlError as exc:
             raise ReplayError(str(exc)) from None
 
@@ -107,8 +118,10 @@ class KafkaSource:
         timeout_s: float = 30.0,
         batch: int = 10_000,
         max_clock_skew_ms: int | None = None,
+        input_format: InputFormat = "leadscore",
     ) -> None:
         self.topic = topic
+        self.input_format = input_format
         #: Events dated more than this after their record are rejected, as live.
         self.max_clock_skew_ms = max_clock_skew_ms
         self.name = f"kafka:{topic}"
@@ -231,6 +244,7 @@ class KafkaSource:
             progress=len(values),
             timestamps=timestamps,
             max_skew_ms=self.max_clock_skew_ms,
+            input_format=self.input_format,
         )
 
 
@@ -241,9 +255,10 @@ def open_source(
     to_ms: int | None = None,
     kafka_config: Callable[[], Mapping[str, Any]] | None = None,
     max_clock_skew_ms: int | None = None,
+    input_format: InputFormat = "leadscore",
 ) -> Source:
     """``kafka:TOPIC`` -> :class:`KafkaSource` (``kafka_config`` gives the client
-    configuration), anything else -> :class:`FileSource`."""
+    configuration), anything else -> :class:`FileSource`; records of ``input_format``."""
     if spec.startswith("kafka:"):
         topic = spec.removeprefix("kafka:")
         if not topic:
@@ -256,8 +271,9 @@ def open_source(
             from_ms=from_ms,
             to_ms=to_ms,
             max_clock_skew_ms=max_clock_skew_ms,
+            input_format=input_format,
         )
     path = Path(spec)
     if not path.is_file():
         raise ReplayError(f"{spec}: no such file (for a Kafka topic write kafka:TOPIC)")
-    return FileSource(path)
+    return FileSource(path, input_format=input_format)

@@ -1,0 +1,170 @@
+"""Segment-spec input (schemas.segment): each call type mapped as documented, errors naming
+the Segment field, unsupported calls dead-lettered by name, and the example log replayed
+with --format segment."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from schemas.events import LeadProfile, PageView, Track
+from schemas.segment import parse_segment
+from schemas.validation import Rejected
+from streams.cli import cli
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "segment"
+
+
+def message(kind: str, **fields: Any) -> bytes:
+    base: dict[str, Any] = {
+        "type": kind,
+        "messageId": "m-1",
+        "userId": "u-1",
+        "timestamp": "2026-11-20T10:00:00Z",
+    }
+    base.update(fields)
+    return json.dumps({k: v for k, v in base.items() if v is not None}).encode()
+
+
+def test_page_takes_its_url_from_properties_else_the_page_context() -> None:
+    event = parse_segment(
+        message(
+            "page",
+            name="Pricing",
+            properties={"path": "/pricing"},
+            context={
+                "page": {"url": "https://a.example/pricing", "referrer": "https://g.example/"}
+            },
+        )
+    )
+    assert isinstance(event, PageView)
+    assert (event.url, event.title, event.referrer) == (
+        "https://a.example/pricing",
+        "Pricing",
+        "https://g.example/",
+    )
+    assert event.properties == {"path": "/pricing"}
+    own = parse_segment(
+        message("page", properties={"url": "https://a.example/x"}, context={"page": {"url": "y"}})
+    )
+    assert isinstance(own, PageView) and own.url == "https://a.example/x"
+
+
+def test_track_keeps_its_name_and_flattens_nested_properties() -> None:
+    event = parse_segment(
+        message(
+            "track",
+            event="Product Added",
+            properties={"price": 99.5, "product": {"sku": "X", "dims": {"w": 3}}, "items": [{}]},
+        )
+    )
+    assert isinstance(event, Track)
+    assert event.event == "Product Added"
+    assert event.properties == {"price": 99.5, "product.sku": "X", "product.dims.w": 3}
+
+
+def test_identify_maps_traits_to_the_profile() -> None:
+    event = parse_segment(
+        message(
+            "identify",
+            anonymousId="anon-1",
+            traits={
+                "email": "j@globex.example",
+                "title": "CTO",
+                "company": {"name": "Globex", "employee_count": 350, "industry": "software"},
+                "address": {"country": "DE"},
+                "seniority": "c-level",
+                "favourite_colour": "green",
+            },
+        )
+    )
+    assert isinstance(event, LeadProfile)
+    assert event.lead_id == "u-1"  # userId wins over anonymousId
+    assert (event.email, event.job_title, event.company, event.company_size) == (
+        "j@globex.example",
+        "CTO",
+        "Globex",
+        "201-1000",
+    )
+    assert (event.industry, event.country, event.seniority) == ("software", "DE", "c-level")
+
+
+def test_anonymous_id_and_original_timestamp_are_the_fallbacks() -> None:
+    event = parse_segment(
+        message(
+            "track",
+            userId=None,
+            anonymousId="anon-1",
+            timestamp=None,
+            originalTimestamp="2026-11-20T10:00:00+01:00",
+            event="Trial Started",
+        )
+    )
+    assert isinstance(event, Track)
+    assert event.lead_id == "anon-1"
+    assert event.occurred_at_ms == 1_795_165_200_000  # 09:00 UTC
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (message("track", event="X", messageId=None), "messageId: missing"),
+        (message("track", event="X", userId=None), "userId, anonymousId: missing"),
+        (message("track", event="X", timestamp="yesterday"), "timestamp: expected RFC 3339"),
+        (message("track"), "event: "),
+        (message("track", event="page_view"), "event: "),
+        (message("page"), "properties.url: missing (and no context.page.url)"),
+        (message("page", properties={"url": 5}), "properties.url: expected"),
+        (message("identify", traits={"email": "x" * 3000}), "traits.email: "),
+        (message("alias", previousId="anon-1"), "type: alias is not supported yet"),
+        (message("group", groupId="g"), "type: group is not supported yet"),
+        (message("screen"), "type: screen is not supported yet"),
+        (message("launch"), "type: expected one of page, track, identify, got 'launch'"),
+        (b"[1, 2]", "expected a JSON object"),
+        (b'{"type": "page", "type": "track"}', "type: repeated key"),
+    ],
+)
+def test_a_message_that_breaks_the_spec_names_the_segment_field(data: bytes, error: str) -> None:
+    result = parse_segment(data)
+    assert isinstance(result, Rejected), result
+    assert result.error.startswith(error), result.error
+
+
+def test_the_kafka_key_must_be_the_lead_id() -> None:
+    data = message("track", event="X")
+    assert not isinstance(parse_segment(data, b"u-1", require_key=True), Rejected)
+    wrong = parse_segment(data, b"anon-1", require_key=True)
+    assert isinstance(wrong, Rejected) and wrong.kind == "key_mismatch"
+
+
+def test_the_example_replays_with_format_segment(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli,
+        [
+            "replay",
+            str(EXAMPLE / "events.jsonl"),
+            "--format",
+            "segment",
+            "--rules",
+            str(EXAMPLE / "rules.yaml"),
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    hot = [json.loads(line) for line in (tmp_path / "hot.jsonl").read_text().splitlines()]
+    assert [(r["type"], r["lead_id"], r["trigger_event_id"]) for r in hot] == [
+        ("lead_became_hot", "u-1024", "seg-009")
+    ]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    bad = summary["bad_records"]
+    assert [(b["line"], b["error"].split(" (")[0]) for b in bad] == [
+        (11, "type: group is not supported yet")
+    ]
+    assert summary["counts"]["duplicates"] == 1  # seg-012 re-sends seg-009's messageId
