@@ -34,7 +34,7 @@ import orjson
 from pydantic import ValidationError
 
 from . import _native
-from .events import EVENT_ADAPTER, LeadEvent
+from .events import BUILT_IN_TYPES, EVENT_ADAPTER, LeadEvent
 from .validation import MAX_EVENT_BYTES, Rejected, check_key, describe_errors
 
 #: Segment call types read, and those dead-lettered as not supported (yet).
@@ -116,8 +116,15 @@ def _map(message: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]] | 
     if not isinstance(properties, dict):
         return Rejected("invalid_event", "properties: expected an object")
     if kind == "track":
+        name = message.get("event")
+        if name in BUILT_IN_TYPES:
+            return Rejected(
+                "invalid_event",
+                f"event: {name!r} is the name of a leadscore event type; rules would read "
+                "it as that type: rename the track event (e.g. 'Download Completed')",
+            )
         data["type"] = "track"
-        data["event"] = message.get("event")
+        data["event"] = name
         origins["event"] = "event"
     else:
         page = _object(context.get("page"))
@@ -127,10 +134,10 @@ def _map(message: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]] | 
             ("title", message.get("name"), "name"),
             ("referrer", page.get("referrer"), "context.page.referrer"),
         ):
-            if properties.get(field) is not None:
+            if properties.get(field) not in (None, ""):  # "": a direct visit's referrer
                 data[field] = properties[field]
                 origins[field] = f"properties.{field}"
-            elif fallback is not None:
+            elif fallback not in (None, ""):
                 data[field] = fallback
                 origins[field] = where
         if "url" not in data:

@@ -155,6 +155,9 @@ class RuleSet:
     kernel: _native.Kernel = field(init=False, compare=False, repr=False)
     #: Per event type, the fields its rules test: events that agree on them match alike.
     fields_by_event: Mapping[str, tuple[str, ...]] = field(init=False, compare=False, repr=False)
+    #: Event types whose rules compare numbers: their match cache keys values with their
+    #: type (``True == 1`` in Python, but a boolean is no number to ``gt``).
+    typed_events: frozenset[str] = field(init=False, compare=False, repr=False)
     #: (event type, values of its tested fields) -> matched rule indices (see :meth:`match`).
     _matches: dict[tuple[Any, ...], list[int]] = field(
         init=False, compare=False, repr=False, default_factory=dict
@@ -188,6 +191,12 @@ class RuleSet:
             for event, rules in self.by_event.items()
         }
         object.__setattr__(self, "fields_by_event", tested)
+        typed = {
+            event
+            for event, rules in self.by_event.items()
+            if any(c.kind in _COMPARE for r in rules for c in r.conditions)
+        }
+        object.__setattr__(self, "typed_events", frozenset(typed))
         object.__setattr__(self, "_matches", {})
         object.__setattr__(self, "_fits", {})
 
@@ -223,7 +232,10 @@ class RuleSet:
         fields = self.fields_by_event.get(event_type)
         if fields is None:
             return []
-        key = (event_type, *[get(name) for name in fields])
+        if event_type in self.typed_events:
+            key: tuple[Any, ...] = (event_type, *[(type(v), v) for v in map(get, fields)])
+        else:
+            key = (event_type, *[get(name) for name in fields])
         try:
             return self._matches[key]
         except KeyError:

@@ -233,11 +233,12 @@ def _operator_conditions(name: str, ops: Mapping[str, Any], where_label: str) ->
     conditions: list[Condition] = []
     for op, value in ops.items():
         conditions += _operator_condition(name, op, value, label)
-    bounds = {c.kind: c.values[0] for c in conditions if c.kind in _NUMBER_OPERATORS}
-    lows = [v for k, v in bounds.items() if k in ("gt", "gte")]
-    highs = [v for k, v in bounds.items() if k in ("lt", "lte")]
-    if lows and highs and max(lows) > min(highs):
-        raise RulesError(f"{label}: can never match: above {max(lows):g} and below {min(highs):g}")
+    lows = [(c.values[0], c.kind == "gt") for c in conditions if c.kind in ("gt", "gte")]
+    highs = [(c.values[0], c.kind == "lt") for c in conditions if c.kind in ("lt", "lte")]
+    for low, strict_low in lows:
+        for high, strict_high in highs:
+            if low > high or (low == high and (strict_low or strict_high)):
+                raise RulesError(f"{label}: can never match: above {low:g} and below {high:g}")
     if any(c.kind == "missing" for c in conditions) and len(conditions) > 1:
         raise RulesError(f"{label}: can never match: exists: false with other operators")
     return conditions
@@ -279,6 +280,24 @@ def _number(op: str, value: Any, label: str) -> float:
     return value
 
 
+def _misspelt_type(name: str) -> str | None:
+    """The built-in type ``name`` most likely misspells: the same letters but for case,
+    ``_`` or ``-`` (``PageView``), or one letter off or swapped (``page_veiw``); None for a
+    name with spaces or one that only starts like a type (``page_viewed``, ``webinars``):
+    track names."""
+    if " " in name:
+        return None  # "Page View": a track event's name, as Segment-style tracking names them
+    squashed = re.sub(r"[_\-]", "", name).casefold()
+    for built_in in BUILT_IN_TYPES:
+        if squashed == built_in.replace("_", ""):
+            return built_in
+        if name.startswith(built_in) or abs(len(name) - len(built_in)) > 1:
+            continue
+        if difflib.SequenceMatcher(None, name, built_in).ratio() >= 0.85:
+            return built_in
+    return None
+
+
 def _fields_of(event: str, label: str) -> frozenset[str]:
     """The fields a behaviour rule on ``event`` may test. An ``event:`` that is no built-in
     type names a track event, exactly as sent; one that looks like a misspelt built-in type
@@ -290,10 +309,10 @@ def _fields_of(event: str, label: str) -> frozenset[str]:
         )
     if event in EVENT_MODELS:
         return event_fields(event)
-    close = difflib.get_close_matches(event, BUILT_IN_TYPES, n=1, cutoff=0.75)
-    if close and re.fullmatch(r"[a-z0-9_]+", event):
+    close = _misspelt_type(event)
+    if close is not None:
         raise RulesError(
-            f"{label}: event: unknown event type {event!r}: did you mean {close[0]!r}? "
+            f"{label}: event: unknown event type {event!r}: did you mean {close!r}? "
             f"(the types are {', '.join(BUILT_IN_TYPES)}; any other name is a track "
             "event's, exactly as sent)"
         )

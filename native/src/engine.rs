@@ -617,7 +617,8 @@ fn pack_dedupe_window<'py>(py: Python<'py>, raw: &[u8]) -> PyResult<Option<Bound
     let mut out = Vec::with_capacity(8 + seen * PACKED_SEEN_ENTRY_BYTES);
     out.extend_from_slice(&newest.to_le_bytes());
     for entry in raw.chunks_exact(SEEN_ENTRY_BYTES) {
-        let Ok(before) = u32::try_from(newest - at_of(entry)) else {
+        let before = newest.checked_sub(at_of(entry)).map(u32::try_from);
+        let Some(Ok(before)) = before else {
             return Ok(None);
         };
         out.extend_from_slice(&entry[..8]);
@@ -644,7 +645,10 @@ fn unpack_dedupe_window<'py>(py: Python<'py>, raw: &[u8]) -> PyResult<Bound<'py,
     for entry in raw[8..].chunks_exact(PACKED_SEEN_ENTRY_BYTES) {
         let before = u32::from_le_bytes(entry[8..].try_into().expect("4 bytes"));
         out.extend_from_slice(&entry[..8]);
-        out.extend_from_slice(&(newest - i64::from(before)).to_le_bytes());
+        let at = newest.checked_sub(i64::from(before)).ok_or_else(|| {
+            pyo3::exceptions::PyValueError::new_err("a packed dedupe window out of range")
+        })?;
+        out.extend_from_slice(&at.to_le_bytes());
     }
     Ok(PyBytes::new(py, &out))
 }

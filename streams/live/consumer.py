@@ -175,8 +175,10 @@ class BatchConsumer:
         try:
             await process(batch)
         except StoreRolledBack as exc:
-            # Nothing of the batch was written: re-read it, and from further back where
-            # the store lost writes. Nothing is committed.
+            # Re-read the batch, and from further back where the store lost writes; nothing
+            # is committed. (Standalone: nothing of the batch was written. Cluster: the
+            # nodes that lost nothing wrote their leads; re-read, those events are skipped
+            # as applied, and their crossings wait in the outbox for the relay.)
             await loop.run_in_executor(self._thread, self._rewind, batch, exc.marks)
             return
         offsets: dict[TopicPartitionKey, int] = {}

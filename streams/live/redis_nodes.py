@@ -98,8 +98,8 @@ class ClusterNodes:
     def __init__(self, client: Any, keys: KeySpace) -> None:
         self.client = client
         self.keys = keys
-        #: node tag -> True while this process registered it and has not written it yet
-        self._registered: dict[str, bool] = {}
+        #: node tags this process saw registered (their marks keys were made first)
+        self._registered: set[str] = set()
         #: every node tag ever used (``P {global}:nodes``), read once, then kept up to date
         self._all_tags: set[str] | None = None
 
@@ -136,8 +136,12 @@ class ClusterNodes:
 
     async def _marks_of(self, node: Any, tag: str) -> NodeMarks:
         if tag not in self._registered:
-            added = await self.client.sadd(self.keys.node_tags, tag)
-            self._registered[tag] = bool(added)
+            # A tag is registered only once its marks key exists: from then on, a missing
+            # marks key is a node that lost it (the script's rollback check).
+            if not await self.client.sismember(self.keys.node_tags, tag):
+                await self.client.hsetnx(self.keys.node_applied(tag), "#created", 1)
+                await self.client.sadd(self.keys.node_tags, tag)
+            self._registered.add(tag)
             self._all_tags = None
         if self._all_tags is None:
             self._all_tags = set(texts(await self.client.smembers(self.keys.node_tags)))
@@ -146,12 +150,7 @@ class ClusterNodes:
             for t in self._all_tags
             if t != tag and self._node_of(t).name == node.name
         )
-        return NodeMarks(
-            self.keys.node_outbox_index(tag),
-            self.keys.node_applied(tag),
-            self._registered[tag],
-            older,
-        )
+        return NodeMarks(self.keys.node_outbox_index(tag), self.keys.node_applied(tag), older)
 
     async def _run(self, node: Any, body: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run a script on ``node`` (EVALSHA, loading it there first if needed)."""
@@ -217,15 +216,13 @@ class ClusterNodes:
         node_marks = [await self._marks_of(node, tags[node.name]) for node in nodes]
 
         async def save_on(node: Any, marks_keys: NodeMarks) -> list[str]:
-            lost = await compare_and_set_node_leads(
+            return await compare_and_set_node_leads(
                 functools.partial(self._run, node),
                 [writes[i] for i in by_node.get(node.name, ())],
                 marks_keys,
                 applied_marks=marks,
                 idle_ttl_ms=ttl_ms,
             )
-            self._registered[tags[node.name]] = False
-            return lost
 
         results = await asyncio.gather(
             *(save_on(n, m) for n, m in zip(nodes, node_marks, strict=True)),

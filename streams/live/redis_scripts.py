@@ -27,15 +27,23 @@ from .redis_keys import LeadKeys
 
 _SAVE_LEADS_BODY = """
 local behind = {}
+local unknown = {}
 for j = 3, 2 + 3 * k, 3 do
   local known = tonumber(ARGV[j + 2])
   local stored = redis.call('HGET', KEYS[2], ARGV[j])
-  if known >= 0 and not unmarked and (stored or missing_mark_is_loss) then
-    stored = tonumber(stored or '-1')
-    if stored < known then
+  if known >= 0 and not unmarked then
+    if not stored then
+      unknown[#unknown + 1] = ARGV[j]
+    elseif tonumber(stored) < known then
       behind[#behind + 1] = ARGV[j]
-      behind[#behind + 1] = stored
+      behind[#behind + 1] = tonumber(stored)
     end
+  end
+end
+if #unknown > 0 and (missing_mark_is_loss or #behind > 0) then
+  for _, stream in ipairs(unknown) do
+    behind[#behind + 1] = stream
+    behind[#behind + 1] = -1
   end
 end
 if #behind > 0 then
@@ -122,29 +130,27 @@ SAVE_NODE_LEADS_SCRIPT = (
 -- cluster a script may only touch keys of its own node, and declare keys of one slot, so
 -- the lead keys come in ARGV (the flag lets it touch their slots on this node).
 -- KEYS[1] = P idx:outbox:{nK} (this node's set of leads that may have undelivered crossings)
--- KEYS[2] = P applied:{nK}    (this node's marks)
+-- KEYS[2] = P applied:{nK}    (this node's marks; created, with a '#created' field, before
+--                              its tag is registered, so missing means lost)
 -- ARGV: as SAVE_LEADS_SCRIPT's, but after the k marks: n and the n lead keys (in the
---   order SAVE_LEADS_SCRIPT takes them in KEYS), then "1" when the caller registered this
---   node tag itself (a new node: no marks yet is no loss) else "0", then o and the marks
---   keys of o older tags of this node (read when KEYS[2] is missing: the node's tag
---   changed in a resharding).
--- A mark missing for a stream is no information here (a node's first batch of a stream,
--- or one of another worker's streams in a new marks key); a marks key missing on a node
--- that had marks under no tag is a node that lost everything: all known marks are behind.
+--   order SAVE_LEADS_SCRIPT takes them in KEYS), then o and the marks keys of o older
+--   tags of this node (merged when KEYS[2] is missing: the node's tag changed in a
+--   resharding).
+-- A mark missing for one stream is no information on a node that lost nothing (its first
+-- batch of that stream, or another worker's stream); on a node that lost writes (a mark
+-- behind, or its marks key gone under every tag) it is lost too: behind, at -1.
 local k = tonumber(ARGV[2])
 local at = 3 + 3 * k
 local n = tonumber(ARGV[at])
 local keys_at = at
 local function lead_key(i) return ARGV[keys_at + i] end
-at = at + n + 1
-local registered_now = ARGV[at] == '1'
-local o = tonumber(ARGV[at + 1])
-local a = at + 2 + o
+local o = tonumber(ARGV[at + n + 1])
+local a = at + n + 2 + o
 local unmarked = false
 local missing_mark_is_loss = false
 if redis.call('EXISTS', KEYS[2]) == 0 then
   local found = false
-  for j = at + 2, at + 1 + o do
+  for j = at + n + 2, at + n + 1 + o do
     local old = redis.call('HGETALL', ARGV[j])
     for i = 1, #old, 2 do
       found = true
@@ -152,13 +158,7 @@ if redis.call('EXISTS', KEYS[2]) == 0 then
       if tonumber(old[i + 1]) > mark then redis.call('HSET', KEYS[2], old[i], old[i + 1]) end
     end
   end
-  if not found then
-    if registered_now then
-      unmarked = true
-    else
-      missing_mark_is_loss = true
-    end
-  end
+  missing_mark_is_loss = not found
 end
 """
     + _SAVE_LEADS_BODY
@@ -321,8 +321,6 @@ class NodeMarks:
     #: ``P idx:outbox:{nK}`` and ``P applied:{nK}`` of the node's tag
     outbox_index: str
     applied: str
-    #: the caller registered this tag itself: no marks yet is a new node, not a loss
-    registered_now: bool
     #: marks keys of the node's older tags (merged when ``applied`` is missing)
     older: Sequence[str]
 
@@ -338,7 +336,7 @@ async def compare_and_set_node_leads(
     """:func:`compare_and_set_leads` for the leads of one cluster node, run by ``run``
     (routes the script to the node); the node's marks are written even with no leads."""
     lead_keys, marks, leads = _save_arguments(writes, applied_marks, idle_ttl_ms)
-    node_args = [len(lead_keys), *lead_keys, int(node.registered_now), len(node.older)]
+    node_args = [len(lead_keys), *lead_keys, len(node.older)]
     args = marks + node_args + list(node.older) + leads
     results = await run(SAVE_NODE_LEADS_SCRIPT, [node.outbox_index, node.applied], args)
     return _lost_leads(writes, results)

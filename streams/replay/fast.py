@@ -193,7 +193,10 @@ def _parse_chunk(
     """Parse a chunk natively; validate what the fast path declined with
     :func:`validate_record`; resolve new signatures in every table."""
     values = chunk.values
-    batch = reader.parse(values, chunk.keys)
+    if chunk.input_format == "leadscore":
+        batch = reader.parse(values, chunk.keys)
+    else:  # the fast path reads leadscore events only: every record to the format's decoder
+        batch = reader.parse([None] * len(values))
     stats.records += len(values)
     valid = len(values)
     for signature, event_type, field_values in batch.new_signatures():

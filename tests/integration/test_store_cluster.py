@@ -122,3 +122,43 @@ def test_a_cluster_node_without_the_cluster_setting_is_refused_plainly(
             await client.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_node_that_lost_everything_is_re_read_from_the_log_start(
+    private_redis_cluster: PrivateRedisCluster, key_prefix: str
+) -> None:
+    """A master comes back empty (no AOF, or a replica promoted before it synced): its
+    marks key is gone under every tag it had, so every known stream is behind from the
+    start, and re-reading everything gives the memory store's states."""
+    items = items_for(generate_event_log(23, 2_000, 80, span_ms=10 * DAY_MS), partitions=2)
+    cluster = private_redis_cluster
+
+    async def scenario() -> None:
+        client = RedisCluster.from_url(cluster.url)
+        store = RedisStore(client, RULES, key_prefix)
+        await store.apply_batch(items)
+        # The node of a lead that is not where the global keys are (names, indexes).
+        global_node = cluster.node_of(store.keys.meta)
+        lost = next(
+            n
+            for n in (cluster.node_of(store.keys.lead(e.lead_id).state) for e, _ in items)
+            if n != global_node
+        )
+        wiped = Redis.from_url(cluster.nodes[lost].url)
+        await wiped.flushall()
+        await wiped.aclose()
+
+        fresh = RedisStore(client, RULES, key_prefix)
+        fresh.note_applied(marks_of(items))
+        behind = await until_reachable(fresh.verify_applied)
+        assert behind == dict.fromkeys(marks_of(items), -1)
+        result = await fresh.apply_batch(items)  # from the log start
+        assert result.applied > 0
+        memory = MemoryStore(RULES)
+        memory.apply_batch_sync(items)
+        for lead_id, expected in memory.states.items():
+            state = await fresh.get(lead_id)
+            assert state is not None and state.events_applied == expected.events_applied
+        await client.aclose()
+
+    asyncio.run(scenario())

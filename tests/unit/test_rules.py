@@ -1012,3 +1012,29 @@ def test_a_fit_rule_on_properties_is_rejected_it_could_never_match() -> None:
         "rules.yaml: fit rule 'f': properties.plan: can never match: fit rules read the "
         "lead's profile, which has no properties"
     )
+
+
+@pytest.mark.parametrize(
+    "ops",
+    [{"gt": 5, "lt": 5}, {"gte": 5, "lt": 5}, {"gte": 10, "between": [0, 5]}, {"gt": 9, "lte": 3}],
+)
+def test_an_empty_numeric_range_is_rejected(ops: dict[str, Any]) -> None:
+    error = _error(_doc(rules=[{"id": "r", "event": "X", "points": 1, "properties.n": ops}]))
+    assert "properties.n: can never match: above" in error
+
+
+@pytest.mark.parametrize(
+    "name", ["page_viewed", "form_submitted", "downloaded", "webinars", "Page View", "Signed Up"]
+)
+def test_track_names_that_only_start_like_a_type_are_accepted(name: str) -> None:
+    rules = build_ruleset(_doc(rules=[{"id": "r", "event": name, "points": 1}]))
+    assert rules.rules[0].event == name
+
+
+def test_the_match_cache_tells_true_from_1() -> None:
+    rules = build_ruleset(
+        _doc(rules=[{"id": "r", "event": "X", "points": 1, "properties.n": {"gt": 0}}])
+    )
+    assert rules.match("X", {"properties.n": True}.get) == []
+    assert rules.match("X", {"properties.n": 1}.get) == [0]
+    assert rules.match("X", {"properties.n": True}.get) == []

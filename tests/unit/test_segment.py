@@ -53,6 +53,10 @@ def test_page_takes_its_url_from_properties_else_the_page_context() -> None:
         message("page", properties={"url": "https://a.example/x"}, context={"page": {"url": "y"}})
     )
     assert isinstance(own, PageView) and own.url == "https://a.example/x"
+    direct = parse_segment(  # analytics.js sends an empty referrer for a direct visit
+        message("page", properties={"url": "https://a.example/", "referrer": "", "title": ""})
+    )
+    assert isinstance(direct, PageView) and (direct.referrer, direct.title) == (None, None)
 
 
 def test_track_keeps_its_name_and_flattens_nested_properties() -> None:
@@ -117,7 +121,7 @@ def test_anonymous_id_and_original_timestamp_are_the_fallbacks() -> None:
         (message("track", event="X", userId=None), "userId, anonymousId: missing"),
         (message("track", event="X", timestamp="yesterday"), "timestamp: expected RFC 3339"),
         (message("track"), "event: "),
-        (message("track", event="page_view"), "event: "),
+        (message("track", event="download"), "event: 'download' is the name of a leadscore"),
         (message("page"), "properties.url: missing (and no context.page.url)"),
         (message("page", properties={"url": 5}), "properties.url: expected"),
         (message("identify", traits={"email": "x" * 3000}), "traits.email: "),
@@ -168,3 +172,40 @@ def test_the_example_replays_with_format_segment(tmp_path: Path) -> None:
         (11, "type: group is not supported yet")
     ]
     assert summary["counts"]["duplicates"] == 1  # seg-012 re-sends seg-009's messageId
+
+
+def test_replay_reads_every_record_as_segment_like_the_worker(tmp_path: Path) -> None:
+    """A leadscore-format line in a Segment log is dead-lettered live, so replay rejects it
+    too (the native reader of leadscore events is not used for other formats)."""
+    log = tmp_path / "mixed.jsonl"
+    leadscore_line = {
+        "event_id": "e1",
+        "type": "page_view",
+        "lead_id": "u-1",
+        "occurred_at": "2026-11-20T10:00:00Z",
+        "url": "https://a.example/",
+    }
+    log.write_bytes(
+        message("track", event="Trial Started")
+        + b"\n"
+        + json.dumps(leadscore_line).encode()
+        + b"\n"
+    )
+    result = CliRunner().invoke(
+        cli,
+        [
+            "replay",
+            str(log),
+            "--format",
+            "segment",
+            "--rules",
+            str(EXAMPLE / "rules.yaml"),
+            "--out",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert (summary["counts"]["applied"], summary["counts"]["bad"]) == (1, 1)
+    assert summary["bad_records"][0]["error"].startswith("type: expected one of page")
