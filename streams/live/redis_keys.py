@@ -39,6 +39,10 @@ tag* ``{nK}``: the first of ``n0, n1, ...`` whose slot that node serves
 ``P applied:{nK}``      hash   the "applied up to" marks, written on every node after
                                each batch's states there, in the same script
 ``P idx:outbox:{nK}``   set    the node's leads that may have undelivered crossings
+``P names:{nK}``        hash   the node's copy of ``P names`` (name -> number), written
+                               before any state of the node uses a new number: a
+                               rollback of the dictionary's own node is repaired from
+                               the copies
 ``P {global}:nodes``    set    every node tag ever used (the relay and the rollback
                                check read the old ones after a resharding)
 ======================= ====== =====================================================
@@ -113,6 +117,10 @@ class KeySpace:
     def node_applied(self, tag: str) -> str:
         """A cluster node's "applied up to" marks (hash, like :attr:`applied`)."""
         return f"{self.prefix}applied:{{{tag}}}"
+
+    def node_names(self, tag: str) -> str:
+        """A cluster node's copy of the name dictionary (hash, like :attr:`names`)."""
+        return f"{self.prefix}names:{{{tag}}}"
 
     def node_outbox_index(self, tag: str) -> str:
         """A cluster node's set of leads that may have undelivered crossings."""

@@ -87,6 +87,14 @@ class StandaloneNodes:
     def outbox_index_of(self, lead_id: str) -> str:
         return self.keys.outbox_index
 
+    async def name_copies(self) -> list[dict[str, int]]:
+        """The nodes' copies of the name dictionary (one Redis: none, the dictionary
+        rolls back with the states)."""
+        return []
+
+    async def copy_names(self, numbers: Mapping[str, int]) -> None:
+        """Keep ``numbers`` on every node before states use them (one Redis: no need)."""
+
     async def each_node(self) -> list[tuple[str, Any]]:
         """(name, client) of each node, for per-node checks."""
         return [("redis", self.client)]
@@ -258,6 +266,26 @@ class ClusterNodes:
         node = self._node_of(self.keys.lead(lead_id).state)
         return self.keys.node_outbox_index(self._tags()[node.name])
 
+    async def name_copies(self) -> list[dict[str, int]]:
+        """Every registered node tag's copy of the name dictionary."""
+        await self._ready()
+        copies = []
+        for tag in sorted(texts(await self.client.smembers(self.keys.node_tags))):
+            raw = await self.client.hgetall(self.keys.node_names(tag))
+            copies.append({_text(k): int(v) for k, v in raw.items()})
+        return copies
+
+    async def copy_names(self, numbers: Mapping[str, int]) -> None:
+        """Write ``numbers`` into every master's copy, before any state there uses them:
+        a node that rolls back loses copies and the states that used them together."""
+        if not numbers:
+            return
+        await self._ready()
+        tags = self._tags()
+        for node in self._primaries():
+            await self._marks_of(node, tags[node.name])  # registers the tag
+            await self.client.hset(self.keys.node_names(tags[node.name]), mapping=numbers)
+
     async def each_node(self) -> list[tuple[str, Any]]:
         await self._ready()
         return [(node.name, _OnNode(self.client, node)) for node in self._primaries()]
@@ -272,6 +300,10 @@ class _OnNode:
 
     async def config_get(self, name: str) -> Any:
         return await self.client.config_get(name, target_nodes=self.node)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @functools.cache

@@ -206,20 +206,42 @@ return 1
 """
 
 REGISTER_NAMES_SCRIPT = """
--- Give each name a number, once: an existing number is kept, a new name gets the next.
+-- Give each name a number, once: an existing number is kept, a new name gets the next,
+-- above ARGV[1] (on a Redis Cluster: the highest number in any node's copy, so that a
+-- dictionary that rolled back on its node never gives a number in use again).
 -- KEYS[1] = P names (hash: name -> number; '#next': the last number given)
--- ARGV    = the names
--- Returns the numbers, in ARGV order.
+-- ARGV    = the floor, then the names
+-- Returns the numbers of the names, in ARGV order.
+if tonumber(redis.call('HGET', KEYS[1], '#next') or '0') < tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], '#next', ARGV[1])
+end
 local out = {}
-for i = 1, #ARGV do
+for i = 2, #ARGV do
   local n = redis.call('HGET', KEYS[1], ARGV[i])
   if not n then
     n = redis.call('HINCRBY', KEYS[1], '#next', 1)
     redis.call('HSET', KEYS[1], ARGV[i], n)
   end
-  out[i] = tonumber(n)
+  out[i - 1] = tonumber(n)
 end
 return out
+"""
+
+MERGE_NAMES_SCRIPT = """
+-- Put back names a rollback of the dictionary's node lost, from the nodes' copies.
+-- KEYS[1] = P names; ARGV = (name, number) pairs
+-- Returns the names whose stored number differs (never expected: numbers are not reused).
+local clash = {}
+for i = 1, #ARGV, 2 do
+  local n = tonumber(ARGV[i + 1])
+  if redis.call('HSETNX', KEYS[1], ARGV[i], n) == 0 then
+    if tonumber(redis.call('HGET', KEYS[1], ARGV[i])) ~= n then clash[#clash + 1] = ARGV[i] end
+  end
+  if tonumber(redis.call('HGET', KEYS[1], '#next') or '0') < n then
+    redis.call('HSET', KEYS[1], '#next', n)
+  end
+end
+return clash
 """
 
 CONVERT_LEAD_SCRIPT = """
@@ -374,14 +396,26 @@ async def write_indexes(
     return int(done) == 1
 
 
-async def register_names(client: Redis, names_key: str, names: Sequence[str]) -> dict[str, int]:
-    """Run :data:`REGISTER_NAMES_SCRIPT`: the numbers of ``names``, new ones given."""
+async def register_names(
+    client: Redis, names_key: str, names: Sequence[str], floor: int = 0
+) -> dict[str, int]:
+    """Run :data:`REGISTER_NAMES_SCRIPT`: the numbers of ``names``, new ones given above
+    ``floor``."""
     if not names:
         return {}
     numbers: Any = await client.register_script(REGISTER_NAMES_SCRIPT)(
-        keys=[names_key], args=list(names)
+        keys=[names_key], args=[floor, *names]
     )
     return {name: int(n) for name, n in zip(names, numbers, strict=True)}
+
+
+async def merge_names(client: Redis, names_key: str, numbers: Mapping[str, int]) -> list[str]:
+    """Run :data:`MERGE_NAMES_SCRIPT`; returns the names that clash (none expected)."""
+    if not numbers:
+        return []
+    args = [x for pair in numbers.items() for x in pair]
+    clash: Any = await client.register_script(MERGE_NAMES_SCRIPT)(keys=[names_key], args=args)
+    return [_text(c) for c in clash]
 
 
 async def convert_lead(

@@ -37,9 +37,10 @@ from .interfaces import StoreRolledBack
 from .redis_checks import durability_findings
 from .redis_keys import KeySpace
 from .redis_migrate import convert_format_1, stored_format
+from .redis_names import give_numbers, read_names
 from .redis_nodes import ClusterNodes, StandaloneNodes, TopologyChangedError
 from .redis_rank import RankIndex, texts
-from .redis_scripts import LeadWrite, register_names, write_indexes
+from .redis_scripts import LeadWrite, write_indexes
 from .state_format import (
     FORMAT,
     VERSION_SLICE,
@@ -203,15 +204,15 @@ class RedisStore:
         self._ready = True
 
     async def reload_names(self) -> None:
-        """Read the whole name dictionary (another worker may have added names)."""
-        raw = await self.client.hgetall(self.keys.names)
-        self.names.update({k.decode(): int(v) for k, v in raw.items() if not k.startswith(b"#")})
+        """Read the whole name dictionary (another worker may have added names; on a
+        cluster, what a rollback of its node lost is put back: :mod:`.redis_names`)."""
+        self.names.update(await read_names(self.client, self.keys, self.nodes))
 
     async def name(self, names: Iterable[str]) -> None:
         """Give numbers to ``names`` (kept, if another worker did already)."""
         missing = sorted(set(names))
         if missing:
-            self.names.update(await register_names(self.client, self.keys.names, missing))
+            self.names.update(await give_numbers(self.client, self.keys, self.nodes, missing))
 
     async def encode(self, state: LeadState, version: int) -> bytes:
         """``state`` as stored, naming what it uses first."""

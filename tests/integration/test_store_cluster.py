@@ -15,6 +15,7 @@ import redis.exceptions
 from redis.asyncio import Redis, RedisCluster
 
 from scoring.rules_file import default_rules_path, load_rules
+from scoring.state import Position
 from scoring.state_machine import score_at
 from scoring.store import EventItem, MemoryStore
 from streams.live.interfaces import StoreRolledBack
@@ -159,6 +160,51 @@ def test_a_node_that_lost_everything_is_re_read_from_the_log_start(
         for lead_id, expected in memory.states.items():
             state = await fresh.get(lead_id)
             assert state is not None and state.events_applied == expected.events_applied
+        await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_the_name_dictionary_is_repaired_from_the_nodes_after_its_node_rolls_back(
+    private_redis_cluster: PrivateRedisCluster, key_prefix: str
+) -> None:
+    """The master holding the name dictionary is restored from a backup taken before a
+    worker named a new stream: states on the other masters use that number. A store
+    reading the dictionary puts the lost name back from the nodes' copies, and a name given
+    later gets a new number, never the lost one."""
+    events = [e for e, _ in items_for(generate_event_log(31, 600, 40), partitions=1)]
+    cluster = private_redis_cluster
+
+    async def scenario() -> None:
+        client = RedisCluster.from_url(cluster.url)
+        first = RedisStore(client, RULES, key_prefix)
+        await first.apply_batch([(e, Position("events:0", i)) for i, e in enumerate(events)])
+        dictionary_node = cluster.node_of(first.keys.names)
+        backup = cluster.nodes[dictionary_node].backup()
+        second = RedisStore(client, RULES, key_prefix)
+        await second.apply_batch(
+            [(e, Position("other:0", 1_000 + i)) for i, e in enumerate(events)]
+        )
+        lost_number = second.names.numbers["stream:other:0"]
+        cluster.restore(dictionary_node, backup)
+        await client.aclose()
+
+        client = RedisCluster.from_url(cluster.url)
+        third = RedisStore(client, RULES, key_prefix)
+        lost = await until_reachable(lambda: client.hget(third.keys.names, "stream:other:0"))
+        assert lost is None  # the rollback took it
+        await third.reload_names()
+        assert third.names.numbers["stream:other:0"] == lost_number
+        await third.name(["stream:third:0"])
+        assert third.names.numbers["stream:third:0"] > lost_number
+        # A lead on another master decodes with the stream its state names.
+        elsewhere = next(
+            e.lead_id
+            for e in events
+            if cluster.node_of(third.keys.lead(e.lead_id).state) != dictionary_node
+        )
+        state = await third.get(elsewhere)
+        assert state is not None and "other:0" in state.positions
         await client.aclose()
 
     asyncio.run(scenario())
