@@ -14,7 +14,8 @@ Segment        leadscore event
                ``company`` (or ``company.name``); ``industry`` (or ``company.industry``);
                ``company_size`` (or ``company.employee_count`` as a band: 1-10, 11-50,
                51-200, 201-1000, 1001-5000, 5000+); ``country`` (or ``address.country``);
-               ``job_title`` from ``title``; ``seniority``. Other traits are not kept yet.
+               ``job_title`` from ``title``; ``seniority``; every other trait is a
+               profile property (``properties.plan``), kept when a fit rule tests it.
 =============  ========================================================================
 
 Every message: lead id = ``userId``, else ``anonymousId``; event id = ``messageId``; time =
@@ -40,6 +41,11 @@ from .validation import MAX_EVENT_BYTES, Rejected, check_key, describe_errors
 #: Segment call types read, and those dead-lettered as not supported (yet).
 SUPPORTED = ("page", "track", "identify")
 UNSUPPORTED = ("alias", "group", "screen")
+#: Traits read into profile fields; every other trait is a profile property
+#: (``properties.plan``), kept when a fit rule tests it.
+_PROFILE_TRAITS = frozenset(
+    ("email", "company", "industry", "company_size", "country", "address", "title", "seniority")
+)
 #: Nesting kept when flattening properties (deeper values are left out).
 MAX_DEPTH = 3
 #: ``company.employee_count`` -> ``company_size`` bands (upper bound, band).
@@ -111,6 +117,8 @@ def _map(message: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]] | 
             return Rejected("invalid_event", "traits: expected an object")
         data["type"] = "lead_profile"
         data.update(_profile(traits, origins))
+        others = {k: v for k, v in traits.items() if k not in _PROFILE_TRAITS}
+        data["properties"] = _flat(others)
         return data, origins
     properties = message.get("properties", {})
     if not isinstance(properties, dict):

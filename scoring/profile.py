@@ -1,5 +1,7 @@
 """A lead's profile and fit: the latest value of each fit attribute (from ``lead_profile``
-events), and the fit score and A-D grade that the rules file's fit rules give it.
+events: its fields, and the ``properties.NAME`` that fit rules test, see
+:attr:`scoring.rules.RuleSet.profile_fields`), and the fit score and A-D grade that the
+rules file's fit rules give it.
 
 Fit points do not decay. The newest value of an attribute wins by ``occurred_at`` (ties: the
 larger event id), so arrival order does not matter. ``thresholds.min_grade`` keeps poorly
@@ -38,18 +40,21 @@ def fit_grade(state: LeadState, rules: RuleSet) -> str | None:
 
 
 def merge_profile(
-    profile: Mapping[str, ProfileEntry], event: LeadProfile
+    profile: Mapping[str, ProfileEntry],
+    event: LeadProfile,
+    names: Sequence[str] = PROFILE_FIELDS,
 ) -> dict[str, ProfileEntry]:
-    """The profile after ``event``: the newest value of each field wins (by
-    ``occurred_at``, then event id), so arrival order does not matter."""
+    """The profile after ``event``: the newest value of each of ``names`` (the rules'
+    :attr:`~scoring.rules.RuleSet.profile_fields`) wins (by ``occurred_at``, then event
+    id), so arrival order does not matter."""
     return merge_profile_values(
-        profile, event.occurred_at_ms, event.event_id, profile_values(event)
+        profile, event.occurred_at_ms, event.event_id, profile_values(event, names), names
     )
 
 
-def profile_values(event: LeadProfile) -> tuple[Any, ...]:
-    """The event's values of :data:`PROFILE_FIELDS`, in that order."""
-    return tuple(getattr(event, name) for name in PROFILE_FIELDS)
+def profile_values(event: LeadProfile, names: Sequence[str] = PROFILE_FIELDS) -> tuple[Any, ...]:
+    """The event's values of ``names`` (fields, or ``properties.NAME``), in that order."""
+    return tuple(event.field_value(name) for name in names)
 
 
 def merge_profile_values(
@@ -57,13 +62,14 @@ def merge_profile_values(
     occurred_ms: int,
     event_id: str,
     values: Sequence[Any],
+    names: Sequence[str] = PROFILE_FIELDS,
 ) -> dict[str, ProfileEntry]:
     """:func:`merge_profile` from the values alone (replay's native reader hands them
-    over without building a pydantic model)."""
+    over without building a pydantic model); ``names`` start with :data:`PROFILE_FIELDS`."""
     merged = dict(profile)
     stamp = (occurred_ms, event_id)
     has_email = values[0] is not None  # PROFILE_FIELDS[0] is "email"
-    for name, value in zip(PROFILE_FIELDS, values, strict=True):
+    for name, value in zip(names, values, strict=True):
         if value is None and not (name == "email_domain" and has_email):
             continue  # not provided: keep what we know (email_domain follows email)
         current = merged.get(name)

@@ -26,6 +26,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from schemas.events import PROFILE_FIELDS
+
 from . import _native
 
 #: Fit grades, best first.
@@ -155,6 +157,9 @@ class RuleSet:
     kernel: _native.Kernel = field(init=False, compare=False, repr=False)
     #: Per event type, the fields its rules test: events that agree on them match alike.
     fields_by_event: Mapping[str, tuple[str, ...]] = field(init=False, compare=False, repr=False)
+    #: The profile attributes a lead keeps: the ``lead_profile`` fields, and the
+    #: ``properties.NAME`` of profile events that fit rules test (no others: bounded).
+    profile_fields: tuple[str, ...] = field(init=False, compare=False, repr=False)
     #: Event types whose rules compare numbers: their match cache keys values with their
     #: type (``True == 1`` in Python, but a boolean is no number to ``gt``).
     typed_events: frozenset[str] = field(init=False, compare=False, repr=False)
@@ -197,6 +202,9 @@ class RuleSet:
             if any(c.kind in _COMPARE for r in rules for c in r.conditions)
         }
         object.__setattr__(self, "typed_events", frozenset(typed))
+        extra = {c.field for r in self.fit_rules for c in r.conditions}
+        extra = {f for f in extra if f.startswith("properties.")}
+        object.__setattr__(self, "profile_fields", (*PROFILE_FIELDS, *sorted(extra)))
         object.__setattr__(self, "_matches", {})
         object.__setattr__(self, "_fits", {})
 

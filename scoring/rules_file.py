@@ -150,15 +150,9 @@ def _rule_label(rules: Any, index: int) -> str:
     return f"rule {rule_id!r}" if rule_id else f"rule #{index + 1}"
 
 
-def _conditions(
-    model: _RuleModel,
-    allowed: frozenset[str],
-    where_label: str,
-    not_here: Mapping[str, str] | None = None,
-) -> list[Condition]:
+def _conditions(model: _RuleModel, allowed: frozenset[str], where_label: str) -> list[Condition]:
     """The compiled conditions of a rule; ``allowed``: the fields it may test, besides
-    ``properties.NAME`` unless ``not_here`` says why those never match here."""
-    not_here = not_here or {}
+    ``properties.NAME``."""
     equals: dict[str, Any] = dict(model.where)
     for key, value in (model.model_extra or {}).items():
         if key == "event":
@@ -166,20 +160,14 @@ def _conditions(
         if not isinstance(value, str | int | float | bool | list | dict):
             raise RulesError(f"{where_label}: {key}: expected a value or a list of values")
         equals[key] = value
-    properties_allowed = "properties" not in not_here
 
     def check_field(name: str) -> None:
         if name.startswith("properties.") and len(name) > len("properties."):
-            if not properties_allowed:
-                raise RulesError(
-                    f"{where_label}: {name}: can never match: {not_here['properties']}"
-                )
             return
         if name not in allowed:
-            also = " or properties.NAME" if properties_allowed else ""
             raise RulesError(
                 f"{where_label}: unknown condition or field {name!r}; "
-                f"fields here are: {', '.join(sorted(allowed))}{also}"
+                f"fields here are: {', '.join(sorted(allowed))} or properties.NAME"
             )
 
     def as_tuple(value: Any) -> tuple[Any, ...]:
@@ -392,14 +380,9 @@ def build_ruleset(raw: Any, source: str = "<memory>") -> RuleSet:
                 )
             if fit_model.half_life is not None or fit_model.cap is not None:
                 raise RulesError(f"{label}: fit rules do not decay; remove half_life/cap")
-            conditions = _conditions(
-                fit_model,
-                frozenset(PROFILE_FIELDS),
-                label,
-                not_here={
-                    "properties": "fit rules read the lead's profile, which has no properties"
-                },
-            )
+            # Fit rules read the profile: lead_profile fields, and the properties.NAME
+            # of lead_profile events (Segment: any other trait) that they test.
+            conditions = _conditions(fit_model, frozenset(PROFILE_FIELDS), label)
             if not conditions:
                 raise RulesError(f"{label}: a fit rule needs at least one condition")
             fit_rules.append(Rule(fit_model.id, None, fit_model.points, 0, None, tuple(conditions)))

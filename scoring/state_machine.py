@@ -264,7 +264,7 @@ def _apply(
         nonlocal profile
         event = items[index][0]
         assert isinstance(event, LeadProfile)
-        profile = merge_profile(profile, event)
+        profile = merge_profile(profile, event, rules.profile_fields)
         return lead_fit(profile, rules)
 
     rows = [

@@ -303,6 +303,8 @@ FIT_RULES: tuple[dict[str, Any], ...] = (
     {"id": "fit-free-mail", "email_domain": ["gmail.com", "yahoo.com"], "points": -20},
     {"id": "fit-student", "contains": {"job_title": ["student", "intern"]}, "points": -30},
     {"id": "fit-country", "unless": {"country": ["US", "GB", "DE"]}, "points": -15},
+    {"id": "fit-plan", "properties.plan": ["enterprise", "team"], "points": 12},
+    {"id": "fit-seats", "where": {"properties.seats": {"gte": 50}}, "points": 8},
 )
 
 #: Half-lives of random rule sets: short enough that decay matters over a log's span.
@@ -442,6 +444,11 @@ def event_fields(draw: st.DrawFn, event_type: str) -> dict[str, Any]:
             value = draw(st.sampled_from((None, *pool)))
             if value is not None:
                 fields[name] = value
+        if draw(st.booleans()):
+            fields["properties"] = {
+                "plan": draw(st.sampled_from(("free", "team", "Enterprise"))),
+                "seats": draw(st.sampled_from((3, 50, 51.5, "80"))),
+            }
     if event_type != "lead_profile" and draw(st.booleans()):
         fields["properties"] = {"utm_source": draw(st.sampled_from(UTM_SOURCES))}
     return fields

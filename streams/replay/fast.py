@@ -81,12 +81,22 @@ def rule_fields(rulesets: Sequence[RuleSet]) -> dict[str, list[str]]:
     return {name: sorted(names) for name, names in fields.items()}
 
 
+def reader_profile_fields(rulesets: Sequence[RuleSet]) -> tuple[str, ...]:
+    """The profile fields the reader hands over: every rule set's, in one list that
+    starts with :data:`PROFILE_FIELDS`."""
+    extra = {f for rules in rulesets for f in rules.profile_fields[len(PROFILE_FIELDS) :]}
+    return (*PROFILE_FIELDS, *sorted(extra))
+
+
 class _FastRun:
     """One rule set's native lead table, with the Python side of it: profiles."""
 
-    def __init__(self, run: RuleRun, slot: int) -> None:
+    def __init__(self, run: RuleRun, slot: int, reader_fields: Sequence[str]) -> None:
         self.run = run
         self.rules = run.rules
+        #: This rule set's profile fields, and where the reader's values hold them.
+        self.profile_fields = run.rules.profile_fields
+        self.pick = [reader_fields.index(name) for name in self.profile_fields]
         self.profiles: dict[str, Mapping[str, ProfileEntry]] = {}
         #: Fit by profile values: many leads share firmographics, and fit rules are slow.
         self.fits: dict[tuple[tuple[str, object], ...], tuple[float, bool]] = {}
@@ -97,7 +107,11 @@ class _FastRun:
     ) -> tuple[float, bool]:
         """A profile event was applied: merge it, return the lead's new fit."""
         profile = merge_profile_values(
-            self.profiles.get(lead_id, {}), occurred_ms, event_id, values
+            self.profiles.get(lead_id, {}),
+            occurred_ms,
+            event_id,
+            [values[i] for i in self.pick],
+            self.profile_fields,
         )
         self.profiles[lead_id] = profile
         key = tuple([(name, entry[2]) for name, entry in profile.items()])
@@ -145,16 +159,19 @@ def replay_sources(
     """Read ``sources`` and apply them to one native lead table per rule set (see the
     module docstring): ``replay_events(read_events(...))``, faster, same results."""
     fields = rule_fields(rulesets)
-    reader = Reader(fields, PROFILE_TYPE, PROFILE_FIELDS, max_event_bytes)
+    profile_fields = reader_profile_fields(rulesets)
+    reader = Reader(fields, PROFILE_TYPE, list(profile_fields), max_event_bytes)
     runs = [RuleRun(rules) for rules in rulesets]
-    fast = [_FastRun(run, slot) for slot, run in enumerate(runs)]
+    fast = [_FastRun(run, slot, profile_fields) for slot, run in enumerate(runs)]
     limit = NEVER if at_ms is None else at_ms
     snapshot_after = NEVER if cutoff_ms is None else cutoff_ms
     span = Span()
     with gc_paused():
         for source, chunk in source_chunks(sources, progress):
             started = time.perf_counter()
-            batch = _parse_chunk(source.name, chunk, reader, fields, fast, stats, max_event_bytes)
+            batch = _parse_chunk(
+                source.name, chunk, (reader, fields, profile_fields), fast, stats, max_event_bytes
+            )
             stats.seconds += time.perf_counter() - started
             started = time.perf_counter()
             times, after = batch.time_range(limit)
@@ -184,14 +201,15 @@ def replay_sources(
 def _parse_chunk(
     name: str,
     chunk: Chunk,
-    reader: Reader,
-    fields: Mapping[str, Sequence[str]],
+    reading: tuple[Reader, Mapping[str, Sequence[str]], Sequence[str]],
     fast: Sequence[_FastRun],
     stats: ReadStats,
     max_bytes: int,
 ) -> Batch:
     """Parse a chunk natively; validate what the fast path declined with
-    :func:`validate_record`; resolve new signatures in every table."""
+    :func:`validate_record`; resolve new signatures in every table. ``reading``: the
+    reader, the fields rules test per event type, the profile fields it hands over."""
+    reader, fields, profile_fields = reading
     values = chunk.values
     if chunk.input_format == "leadscore":
         batch = reader.parse(values, chunk.keys)
@@ -213,7 +231,7 @@ def _parse_chunk(
             result.event_id,
             result.lead_id,
             result.occurred_at_ms,
-            profile_values(result) if isinstance(result, LeadProfile) else None,
+            profile_values(result, profile_fields) if isinstance(result, LeadProfile) else None,
             [f.rules.match(rule_event_of(result), result.field_value) for f in fast],
         )
     if chunk.timestamps is not None and chunk.max_skew_ms is not None:

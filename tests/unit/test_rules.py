@@ -12,6 +12,7 @@ import pytest
 
 from schemas.events import rule_event_of
 from schemas.times import format_duration_ms, parse_duration_ms
+from scoring.profile import fit_grade
 from scoring.rules import GRADES, Condition
 from scoring.rules_file import RulesError, build_ruleset, default_rules_path, load_rules
 from scoring.state_machine import score_at
@@ -1006,12 +1007,24 @@ def test_conditions_that_can_never_match_are_rejected_naming_them(
     assert message in error
 
 
-def test_a_fit_rule_on_properties_is_rejected_it_could_never_match() -> None:
-    error = _error(_doc(fit={"rules": [{"id": "f", "properties.plan": "pro", "points": 5}]}))
-    assert error == (
-        "rules.yaml: fit rule 'f': properties.plan: can never match: fit rules read the "
-        "lead's profile, which has no properties"
+def test_a_fit_rule_on_a_profile_property_matches_it() -> None:
+    """Fit rules read lead_profile properties they test (Segment: any other trait);
+    the profile keeps those and no others."""
+    rules = build_ruleset(
+        _doc(
+            fit={
+                "grades": {"A": 10, "B": 5, "C": 0},
+                "rules": [{"id": "f", "properties.plan": "enterprise", "points": 12}],
+            }
+        )
     )
+    assert rules.profile_fields[-1:] == ("properties.plan",)
+    profile = lead_profile("a", BASE_MS, properties={"plan": "Enterprise", "seats": 40})
+    store, _ = run_events([profile], rules)
+    state = store.states["a"]
+    assert state.profile["properties.plan"][2] == "Enterprise"
+    assert "properties.seats" not in state.profile
+    assert fit_grade(state, rules) == "A"
 
 
 @pytest.mark.parametrize(

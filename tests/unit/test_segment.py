@@ -96,6 +96,7 @@ def test_identify_maps_traits_to_the_profile() -> None:
         "201-1000",
     )
     assert (event.industry, event.country, event.seniority) == ("software", "DE", "c-level")
+    assert event.properties == {"favourite_colour": "green"}  # a fit rule may test it
 
 
 def test_anonymous_id_and_original_timestamp_are_the_fallbacks() -> None:
