@@ -10,6 +10,7 @@ import click
 
 from schemas.export import SCHEMA_DIR, check_schemas, export_schemas
 from schemas.times import format_duration_ms
+from scoring.rules import Condition
 from scoring.rules_file import RulesError, load_rules
 
 
@@ -35,21 +36,40 @@ def rules_check(file: Path) -> None:
         + (f", minimum fit grade {t.min_grade}" if t.min_grade else "")
     )
     click.echo(f"  {len(ruleset.rules)} behaviour rule(s):")
+    width = max(12, *(len(r.event or "") for r in ruleset.rules))
     for r in ruleset.rules:
         extra = f" half-life {format_duration_ms(r.half_life_ms)}"
         extra += f", cap {r.cap:g}" if r.cap is not None else ""
-        conds = ", ".join(
-            f"{c.field} {c.kind} {list(c.values) or c.pattern.pattern}"  # type: ignore[union-attr]
-            for c in r.conditions
-        )
+        conds = ", ".join(describe_condition(c) for c in r.conditions)
         click.echo(
-            f"    {r.id:<22} {r.event:<12} {r.points:+g}{extra}" + (f"  [{conds}]" if conds else "")
+            f"    {r.id:<22} {r.event or '':<{width}} {r.points:+g}{extra}"
+            + (f"  [{conds}]" if conds else "")
         )
     if ruleset.fit_rules:
         bands = ", ".join(f"{g} >= {m:g}" for g, m in ruleset.grade_bands)
         click.echo(f"  {len(ruleset.fit_rules)} fit rule(s); grades: {bands}, else D")
         for r in ruleset.fit_rules:
-            click.echo(f"    {r.id:<22} {r.points:+g}")
+            conds = ", ".join(describe_condition(c) for c in r.conditions)
+            click.echo(f"    {r.id:<22} {r.points:+g}  [{conds}]")
+
+
+_SYMBOLS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+
+def describe_condition(condition: Condition) -> str:
+    """A rule condition as ``rules check`` prints it, e.g. ``properties.price >= 50``."""
+    field, kind, values = condition.field, condition.kind, list(condition.values)
+    if kind in _SYMBOLS:
+        return f"{field} {_SYMBOLS[kind]} {values[0]:g}"
+    if kind == "exists":
+        return f"{field} exists"
+    if kind == "missing":
+        return f"{field} is absent"
+    if kind == "regex":
+        assert condition.pattern is not None
+        return f"{field} matches /{condition.pattern.pattern}/"
+    words = {"equals": "in", "unless": "not in", "contains": "contains"}[kind]
+    return f"{field} {words} {values}"
 
 
 @click.group()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from schemas.events import rule_event_of
 from schemas.times import format_duration_ms, parse_duration_ms
@@ -16,6 +17,7 @@ from scoring.profile import fit_grade
 from scoring.rules import GRADES, Condition
 from scoring.rules_file import RulesError, build_ruleset, default_rules_path, load_rules
 from scoring.state_machine import score_at
+from streams.cli import cli
 from tests.strategies import (
     BASE_MS,
     DAY_MS,
@@ -1051,3 +1053,39 @@ def test_the_match_cache_tells_true_from_1() -> None:
     assert rules.match("X", {"properties.n": True}.get) == []
     assert rules.match("X", {"properties.n": 1}.get) == [0]
     assert rules.match("X", {"properties.n": True}.get) == []
+
+
+def test_rules_check_prints_every_kind_of_condition(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """
+        version: ops-1
+        thresholds: {hot: 10, cool: 5}
+        rules:
+          - id: a
+            event: Product Added
+            points: 1
+            where:
+              properties.x: {exists: true, between: [1, 5]}
+              properties.y: {exists: false}
+          - id: b
+            event: page_view
+            points: 1
+            url_regex: "^https://"
+            unless: {properties.s: ads}
+          - {id: c, event: Trial Started, properties.plan: {gt: 2}, points: 3}
+        fit:
+          rules:
+            - {id: f, properties.plan: enterprise, points: 5}
+        """,
+    )
+    result = CliRunner().invoke(cli, ["rules", "check", str(path)])
+    assert result.exit_code == 0, result.output
+    for text in (
+        "Product Added",
+        "[properties.x exists, properties.x >= 1, properties.x <= 5, properties.y is absent]",
+        "[url matches /^https:///, properties.s not in ['ads']]",
+        "[properties.plan > 2]",
+        "f                      +5  [properties.plan in ['enterprise']]",
+    ):
+        assert text in result.output
