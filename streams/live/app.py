@@ -107,6 +107,7 @@ def build_app(
         partition_lag=lambda: _partition_lag(consumer, processor),
         on_rollback=consumer.rewind_to,
         decode=live_decoder(settings.input_format),
+        mentioned=rules.by_event.__contains__,
     )
     # Crossings a crash left in the outbox go out before any new batch is processed.
     outbox_relayed = asyncio.Event()

@@ -20,6 +20,13 @@ class Metrics:
         self.applied = Counter(
             "leadscore_events_applied", "Events applied to lead scores", registry=r
         )
+        self.unscored = Counter(
+            "leadscore_events_unscored",
+            "Valid events no rule mentions (their type, or a track event's name): applied "
+            "as no-ops",
+            ["type"],
+            registry=r,
+        )
         self.duplicates = Counter(
             "leadscore_events_duplicate",
             "Events skipped as already applied (repeated event_id or redelivery)",

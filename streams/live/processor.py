@@ -32,6 +32,7 @@ from typing import TypeVar
 
 import orjson
 
+from schemas.events import rule_event_of
 from schemas.formats import Decode
 from schemas.times import datetime_to_ms
 from schemas.validation import (
@@ -90,10 +91,13 @@ class Processor:
         retry_max: float = 10.0,
         on_rollback: Callable[[dict[str, int]], None] | None = None,
         decode: Decode = parse_for_scoring,
+        mentioned: Callable[[str], bool] | None = None,
     ) -> None:
         self.store = store
         #: Reads one input message (the input format's decoder, :mod:`schemas.formats`).
         self.decode = decode
+        #: Whether a rule mentions an event name (None: do not count unscored events).
+        self.mentioned = mentioned
         self.sink = sink
         self.hot_topic = hot_topic
         self.dlq_topic = dlq_topic
@@ -150,6 +154,12 @@ class Processor:
                 if isinstance(parsed, Rejected):
                     dead.append(self._dead_letter(message, parsed, seen_at))
                 else:
+                    if (
+                        self.mentioned is not None
+                        and parsed.type != "lead_profile"
+                        and not self.mentioned(rule_event_of(parsed))
+                    ):
+                        self.metrics.unscored.labels(type=parsed.type).inc()
                     items.append((parsed, position_of(message)))
                     item_partitions.append((message.topic, message.partition))
             if dead:

@@ -1,7 +1,7 @@
 """Segment-spec tracking through the live worker (LEADSCORE_INPUT_FORMAT=segment): the
 example log produced with ``leadscore produce`` gives the same hot-lead records as
-``leadscore replay --format segment`` on the file, and the call it cannot read yet is
-dead-lettered naming it."""
+``leadscore replay --format segment`` on the file, a track event no rule mentions is
+counted, and the call it cannot read yet is dead-lettered naming it."""
 
 from __future__ import annotations
 
@@ -70,6 +70,9 @@ def test_segment_tracking_live_equals_replay(stack: WorkerStack, tmp_path: Path)
         time.sleep(0.5)
     assert comparable(live) == comparable(want)
 
+    # No rule mentions "Newsletter Subscribed": applied as a no-op, counted.
+    metrics = worker.metrics()
+    assert metrics["leadscore_events_unscored_total{type=track}"] == 1
     dead = [r.json() for r in stack.read_dlq()]
     assert [(d["error_kind"], d["error"].split(" (")[0]) for d in dead] == [
         ("invalid_event", "type: group is not supported yet")
