@@ -36,7 +36,7 @@ from pydantic import ValidationError
 
 from . import _native
 from .events import BUILT_IN_TYPES, EVENT_ADAPTER, LeadEvent
-from .validation import MAX_EVENT_BYTES, Rejected, check_key, describe_errors
+from .validation import MAX_EVENT_BYTES, Rejected, check_key, describe_errors, message_bytes
 
 #: Segment call types read, and those dead-lettered as not supported (yet).
 SUPPORTED = ("page", "track", "identify")
@@ -61,21 +61,24 @@ def parse_segment(
 ) -> LeadEvent | Rejected:
     """One Segment-spec message (JSON) as a leadscore event, or why it is rejected (never
     raises). ``key`` is checked like :func:`schemas.validation.parse_event` does."""
-    if isinstance(value, str):
-        value = value.encode("utf-8", "surrogateescape")
-    if not value:
-        return Rejected("invalid_json", "empty message: expected a JSON object, got nothing")
-    if len(value) > max_bytes:
-        return Rejected(
-            "oversized", f"message is {len(value)} bytes; the limit is {max_bytes} bytes"
-        )
+    raw = message_bytes(value, max_bytes)
+    if isinstance(raw, Rejected):
+        return raw
     try:
-        message = orjson.loads(value)
+        message = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            return Rejected(
+                "invalid_utf8",
+                f"not valid UTF-8: byte 0x{raw[err.start]:02x} at offset {err.start} "
+                f"({err.reason})",
+            )
         return Rejected("invalid_json", f"not valid JSON: {exc}")
     if not isinstance(message, dict):
         return Rejected("invalid_json", "expected a JSON object (a Segment message)")
-    duplicate = _native.duplicate_key(value)
+    duplicate = _native.duplicate_key(raw)
     if duplicate is not None:
         return Rejected("invalid_json", f"{duplicate}: repeated key in the JSON object")
     mapped = _map(message)

@@ -65,6 +65,7 @@ __all__ = [
     "dead_letter",
     "dead_letter_key",
     "describe_errors",
+    "message_bytes",
     "parse_event",
     "parse_for_scoring",
     "too_far_ahead",
@@ -180,10 +181,32 @@ def parse_event(
 
     Never raises for bad input: every problem is returned as a :class:`Rejected`.
     """
+    raw = message_bytes(value, max_bytes)
+    if isinstance(raw, Rejected):
+        return raw
+    try:
+        event = EVENT_ADAPTER.validate_json(raw)  # the fast path: parse + validate at once
+    except ValidationError as exc:
+        return _diagnose(raw, exc)
+    duplicate = _native.duplicate_key(raw)
+    if duplicate is not None:
+        return Rejected(
+            "invalid_json",
+            f"{duplicate}: repeated key in the JSON object (which value was meant is "
+            "ambiguous); send each field once",
+        )
+    if require_key:
+        return check_key(event, key)
+    return event
+
+
+def message_bytes(value: bytes | str | None, max_bytes: int) -> bytes | Rejected:
+    """A message value (or JSONL line) as bytes to decode, or why there is nothing to
+    decode: empty, over ``max_bytes``, or text with a lone surrogate."""
     if isinstance(value, str):
         try:
             # surrogateescape restores bytes a reader decoded with errors="surrogateescape",
-            # so they are reported below as invalid UTF-8 at their real offset.
+            # so they are reported as invalid UTF-8 at their real offset.
             value = value.encode("utf-8", "surrogateescape")
         except UnicodeEncodeError as exc:
             return Rejected(
@@ -195,20 +218,7 @@ def parse_event(
         return Rejected(
             "oversized", f"message is {len(value)} bytes; the limit is {max_bytes} bytes"
         )
-    try:
-        event = EVENT_ADAPTER.validate_json(value)  # the fast path: parse + validate at once
-    except ValidationError as exc:
-        return _diagnose(value, exc)
-    duplicate = _native.duplicate_key(value)
-    if duplicate is not None:
-        return Rejected(
-            "invalid_json",
-            f"{duplicate}: repeated key in the JSON object (which value was meant is "
-            "ambiguous); send each field once",
-        )
-    if require_key:
-        return check_key(event, key)
-    return event
+    return value
 
 
 def dead_letter(

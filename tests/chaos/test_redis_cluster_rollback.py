@@ -10,16 +10,12 @@ import time
 import pytest
 
 from scoring.rules import RuleSet
-from tests.chaos.report import Row, add_row
+from tests.chaos.report import check_against_replay
 from tests.integration.conftest import PrivateRedisCluster
 from tests.integration.worker_harness import (
     FUTURE_MS,
     WorkerStack,
     encode,
-    now_ms,
-    record_payload,
-    replay,
-    wait_for_replayed_states,
 )
 from tests.strategies import generate_event_log
 
@@ -47,25 +43,14 @@ def test_one_cluster_node_rolled_back_is_re_read_from_its_marks(
     cluster.restore(1, backup)  # node 1 lost its share of `after`
     worker.wait_log(r"Redis holds what was applied up to", timeout=60)
 
-    store, crossings = replay(events, rules, until_ms=now_ms())
-    end = wait_for_replayed_states(cluster.url, stack.key_prefix, rules, store, 90)
-    recovery_s = time.monotonic() - started
-    published = [record_payload(r) for r in stack.read_hot()]
-    ids = [p["event_id"] for p in published]
-    add_row(
-        Row(
-            "one of 3 Redis Cluster masters restored from an earlier AOF backup, worker running on",
-            len(events),
-            "0 / 1 / 0",
-            end.lost,
-            end.doubled,
-            f"{len(crossings)} / {len(set(ids))} / {len(ids) - len(set(ids))}",
-            recovery_s,
-        )
+    check_against_replay(
+        stack,
+        cluster.url,
+        rules,
+        events,
+        scenario="one of 3 Redis Cluster masters restored from an earlier AOF backup, "
+        "worker running on",
+        faults="0 / 1 / 0",
+        started=started,
     )
-    assert (end.lost, end.doubled) == (0, 0)
-    assert {lead: s.sums for lead, s in end.states.items()} == {
-        lead: s.sums for lead, s in store.states.items()
-    }
-    assert set(ids) == {c.event_id for c in crossings}
     assert worker.stop() == 0

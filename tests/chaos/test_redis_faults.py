@@ -12,15 +12,11 @@ from typing import Any
 import pytest
 
 from scoring.rules import RuleSet
-from tests.chaos.report import Row, add_row
+from tests.chaos.report import check_against_replay
 from tests.integration.worker_harness import (
     FUTURE_MS,
     WorkerStack,
     encode,
-    now_ms,
-    record_payload,
-    replay,
-    wait_for_replayed_states,
 )
 from tests.strategies import generate_event_log
 
@@ -72,26 +68,16 @@ def test_redis_killed_or_paused_mid_run_loses_and_doubles_nothing(
     worker.wait_processed(len(events), timeout=90)
     worker.wait_healthy(30)
 
-    store, crossings = replay(events, rules, until_ms=now_ms())
-    end = wait_for_replayed_states(private_redis.url, stack.key_prefix, rules, store, 60)
-    recovery_s = time.monotonic() - started
-    ids = [record_payload(r)["event_id"] for r in stack.read_hot()]
-    add_row(
-        Row(
-            "Redis SIGKILLed mid-run, restarted from its AOF"
-            if fault == "killed-restarted"
-            else f"Redis frozen (SIGSTOP) {PAUSE_S:.0f} s mid-run",
-            len(events),
-            faults,
-            end.lost,
-            end.doubled,
-            f"{len(crossings)} / {len(set(ids))} / {len(ids) - len(set(ids))}",
-            recovery_s,
-        )
+    check_against_replay(
+        stack,
+        private_redis.url,
+        rules,
+        events,
+        scenario="Redis SIGKILLed mid-run, restarted from its AOF"
+        if fault == "killed-restarted"
+        else f"Redis frozen (SIGSTOP) {PAUSE_S:.0f} s mid-run",
+        faults=faults,
+        started=started,
+        timeout=60,
     )
-    assert (end.lost, end.doubled) == (0, 0)
-    assert {lead: s.sums for lead, s in end.states.items()} == {
-        lead: s.sums for lead, s in store.states.items()
-    }
-    assert set(ids) == {c.event_id for c in crossings}
     assert worker.stop() == 0

@@ -12,15 +12,11 @@ from typing import Any
 import pytest
 
 from scoring.rules import RuleSet
-from tests.chaos.report import Row, add_row
+from tests.chaos.report import check_against_replay
 from tests.integration.worker_harness import (
     FUTURE_MS,
     WorkerStack,
     encode,
-    now_ms,
-    record_payload,
-    replay,
-    wait_for_replayed_states,
 )
 from tests.strategies import generate_event_log
 
@@ -55,29 +51,14 @@ def test_redis_rollback_is_re_read_from_the_applied_marks(
         private_redis.restore(backup)
     worker.wait_log(r"Redis holds what was applied up to", timeout=60)
 
-    store, crossings = replay(events, rules, until_ms=now_ms())
-    end = wait_for_replayed_states(private_redis.url, stack.key_prefix, rules, store, 90)
-    recovery_s = time.monotonic() - started
-    lost, doubled, states = end.lost, end.doubled, end.states
-    published = [record_payload(r) for r in stack.read_hot()]
-    ids = [p["event_id"] for p in published]
-    add_row(
-        Row(
-            "Redis restored from an earlier AOF backup (rollback), worker "
-            + ("restarted" if worker_restarts else "running on"),
-            len(events),
-            "1 / 1 / 0" if worker_restarts else "0 / 1 / 0",
-            lost,
-            doubled,
-            f"{len(crossings)} / {len(set(ids))} / {len(ids) - len(set(ids))}",
-            recovery_s,
-        )
+    check_against_replay(
+        stack,
+        private_redis.url,
+        rules,
+        events,
+        scenario="Redis restored from an earlier AOF backup (rollback), worker "
+        + ("restarted" if worker_restarts else "running on"),
+        faults="1 / 1 / 0" if worker_restarts else "0 / 1 / 0",
+        started=started,
     )
-    assert (lost, doubled) == (0, 0)
-    assert {lead: s.sums for lead, s in states.items()} == {
-        lead: s.sums for lead, s in store.states.items()
-    }
-    # Every crossing is out, with its deterministic id; those of the lost writes may come
-    # twice (produced before the rollback and again after it), never with another id.
-    assert set(ids) == {c.event_id for c in crossings}
     assert worker.stop() == 0

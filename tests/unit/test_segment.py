@@ -131,10 +131,15 @@ def test_anonymous_id_and_original_timestamp_are_the_fallbacks() -> None:
         (message("screen"), "type: screen is not supported yet"),
         (message("launch"), "type: expected one of page, track, identify, got 'launch'"),
         (b"[1, 2]", "expected a JSON object"),
+        (b'{"type": "page\xff"}', "not valid UTF-8: byte 0xff at offset 14"),
+        ("{\udcff}", "not valid UTF-8: byte 0xff at offset 1"),
+        (b"", "empty message"),
         (b'{"type": "page", "type": "track"}', "type: repeated key"),
     ],
 )
-def test_a_message_that_breaks_the_spec_names_the_segment_field(data: bytes, error: str) -> None:
+def test_a_message_that_breaks_the_spec_names_the_segment_field(
+    data: bytes | str, error: str
+) -> None:
     result = parse_segment(data)
     assert isinstance(result, Rejected), result
     assert result.error.startswith(error), result.error
