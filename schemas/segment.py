@@ -16,14 +16,18 @@ Segment        leadscore event
                51-200, 201-1000, 1001-5000, 5000+); ``country`` (or ``address.country``);
                ``job_title`` from ``title``; ``seniority``; every other trait is a
                profile property (``properties.plan``), kept when a fit rule tests it.
+``group``      ``lead_profile``: the lead's account. ``groupId`` is the property
+               ``account_id``, each trait ``account.<trait>`` (``properties.account.plan``);
+               ``name``, ``industry`` and ``employees`` (as a band) also fill ``company``,
+               ``industry`` and ``company_size``
 =============  ========================================================================
 
 Every message: lead id = ``userId``, else ``anonymousId``; event id = ``messageId``; time =
 ``timestamp``, else ``originalTimestamp``; ``properties`` kept (nested objects flattened to
-dotted names, ``properties.product.price``; lists of objects left out). ``alias``, ``group``
-and ``screen`` are dead-lettered as not supported yet (identity merges and accounts come
-with the re-keying stage). A message that breaks the spec is rejected naming the Segment
-field (``messageId: missing``).
+dotted names, ``properties.product.price``; lists of objects left out). ``alias`` and
+``screen`` are dead-lettered as not supported yet (identity merges come with the re-keying
+stage). A message that breaks the spec is rejected naming the Segment field
+(``messageId: missing``).
 """
 
 from __future__ import annotations
@@ -39,8 +43,8 @@ from .events import BUILT_IN_TYPES, EVENT_ADAPTER, LeadEvent
 from .validation import MAX_EVENT_BYTES, Rejected, check_key, describe_errors, message_bytes
 
 #: Segment call types read, and those dead-lettered as not supported (yet).
-SUPPORTED = ("page", "track", "identify")
-UNSUPPORTED = ("alias", "group", "screen")
+SUPPORTED = ("page", "track", "identify", "group")
+UNSUPPORTED = ("alias", "screen")
 #: Traits read into profile fields; every other trait is a profile property
 #: (``properties.plan``), kept when a fit rule tests it.
 _PROFILE_TRAITS = frozenset(
@@ -104,7 +108,7 @@ def _map(message: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]] | 
         return Rejected(
             "invalid_event",
             f"type: {kind} is not supported yet (leadscore reads {', '.join(SUPPORTED)}); "
-            "identity merges and accounts come with the re-keying stage",
+            "identity merges come with the re-keying stage",
         )
     if kind not in SUPPORTED:
         got = f"{kind!r}" if isinstance(kind, str) else "nothing" if kind is None else "not text"
@@ -123,6 +127,8 @@ def _map(message: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]] | 
         others = {k: v for k, v in traits.items() if k not in _PROFILE_TRAITS}
         data["properties"] = _flat(others)
         return data, origins
+    if kind == "group":
+        return _account(message, data, origins)
     properties = message.get("properties", {})
     if not isinstance(properties, dict):
         return Rejected("invalid_event", "properties: expected an object")
@@ -213,6 +219,32 @@ def _profile(traits: Mapping[str, Any], origins: dict[str, str]) -> dict[str, An
                 origins[field] = f"traits.{where}"
                 break
     return found
+
+
+def _account(
+    message: Mapping[str, Any], data: dict[str, Any], origins: dict[str, str]
+) -> tuple[dict[str, Any], dict[str, str]] | Rejected:
+    """A ``group`` call: the lead's account, as profile properties ``account_id`` and
+    ``account.<trait>`` (fit rules may test them), and its ``name``, ``industry`` and
+    ``employees`` as the profile's company, industry and size band."""
+    group = message.get("groupId")
+    if group is None or group == "":
+        return Rejected("invalid_event", "groupId: missing")
+    traits = message.get("traits", {})
+    if not isinstance(traits, dict):
+        return Rejected("invalid_event", "traits: expected an object")
+    data["type"] = "lead_profile"
+    for field, trait, value in (
+        ("company", "name", traits.get("name")),
+        ("industry", "industry", traits.get("industry")),
+        ("company_size", "employees", _band(traits.get("employees"))),
+    ):
+        if value is not None:
+            data[field] = value
+            origins[field] = f"traits.{trait}"
+    data["properties"] = {"account_id": group, **_flat(traits, "account.")}
+    origins["properties"] = "traits"
+    return data, origins
 
 
 def _band(count: Any) -> Any:

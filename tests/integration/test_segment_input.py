@@ -75,6 +75,6 @@ def test_segment_tracking_live_equals_replay(stack: WorkerStack, tmp_path: Path)
     assert metrics["leadscore_events_unscored_total{type=track}"] == 1
     dead = [r.json() for r in stack.read_dlq()]
     assert [(d["error_kind"], d["error"].split(" (")[0]) for d in dead] == [
-        ("invalid_event", "type: group is not supported yet")
+        ("invalid_event", "type: alias is not supported yet")
     ]
     assert worker.stop() == 0

@@ -99,6 +99,25 @@ def test_identify_maps_traits_to_the_profile() -> None:
     assert event.properties == {"favourite_colour": "green"}  # a fit rule may test it
 
 
+def test_group_is_the_leads_account_in_its_profile() -> None:
+    event = parse_segment(
+        message(
+            "group",
+            groupId="globex",
+            traits={"name": "Globex", "employees": 1200, "plan": "enterprise", "hq": {"c": "DE"}},
+        )
+    )
+    assert isinstance(event, LeadProfile)
+    assert (event.company, event.company_size) == ("Globex", "1001-5000")
+    assert event.properties == {
+        "account_id": "globex",
+        "account.name": "Globex",
+        "account.employees": 1200,
+        "account.plan": "enterprise",
+        "account.hq.c": "DE",
+    }
+
+
 def test_anonymous_id_and_original_timestamp_are_the_fallbacks() -> None:
     event = parse_segment(
         message(
@@ -127,9 +146,10 @@ def test_anonymous_id_and_original_timestamp_are_the_fallbacks() -> None:
         (message("page", properties={"url": 5}), "properties.url: expected"),
         (message("identify", traits={"email": "x" * 3000}), "traits.email: "),
         (message("alias", previousId="anon-1"), "type: alias is not supported yet"),
-        (message("group", groupId="g"), "type: group is not supported yet"),
+        (message("group"), "groupId: missing"),
+        (message("group", groupId="g", traits=[1]), "traits: expected an object"),
         (message("screen"), "type: screen is not supported yet"),
-        (message("launch"), "type: expected one of page, track, identify, got 'launch'"),
+        (message("launch"), "type: expected one of page, track, identify, group, got 'launch'"),
         (b"[1, 2]", "expected a JSON object"),
         (b'{"type": "page\xff"}', "not valid UTF-8: byte 0xff at offset 14"),
         ("{\udcff}", "not valid UTF-8: byte 0xff at offset 1"),
@@ -175,7 +195,7 @@ def test_the_example_replays_with_format_segment(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "summary.json").read_text())
     bad = summary["bad_records"]
     assert [(b["line"], b["error"].split(" (")[0]) for b in bad] == [
-        (11, "type: group is not supported yet")
+        (12, "type: alias is not supported yet")
     ]
     assert summary["counts"]["duplicates"] == 1  # seg-012 re-sends seg-009's messageId
 
