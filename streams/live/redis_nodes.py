@@ -122,7 +122,11 @@ class ClusterNodes:
         await self.client.initialize()
 
     def _primaries(self) -> list[Any]:
-        return list(self.client.get_primaries())
+        """The masters that serve slots (a master just added, before any slot moved to
+        it, holds no keys of ours and gets no script: it could have no tag; redis-py
+        lists only masters with slots today, this keeps it so)."""
+        serving = {nodes[0].name for nodes in self.client.nodes_manager.slots_cache.values()}
+        return [node for node in self.client.get_primaries() if node.name in serving]
 
     def _node_of(self, key: str) -> Any:
         return self.client.get_node_from_key(key)

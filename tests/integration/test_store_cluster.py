@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import subprocess
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +22,7 @@ from scoring.state_machine import score_at
 from scoring.store import EventItem, MemoryStore
 from streams.live.interfaces import StoreRolledBack
 from streams.live.redis_store import RedisStore, StoreFormatError
-from tests.integration.conftest import PrivateRedisCluster
+from tests.integration.conftest import PrivateRedis, PrivateRedisCluster
 from tests.integration.test_redis_store import items_for
 from tests.strategies import DAY_MS, generate_event_log
 
@@ -208,3 +210,52 @@ def test_the_name_dictionary_is_repaired_from_the_nodes_after_its_node_rolls_bac
         await client.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_master_that_serves_no_slots_yet_is_no_obstacle(
+    private_redis_cluster: PrivateRedisCluster, key_prefix: str, tmp_path: Path
+) -> None:
+    """A fourth master joins (the first step of scaling out, before any slot moves to
+    it): the store writes the other three as before, and does not wait for the new one."""
+    cluster = private_redis_cluster
+    extra = PrivateRedis(tmp_path / "extra", cluster=True)
+    extra.start()
+    try:
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "add-node",
+                f"127.0.0.1:{extra.port}",
+                f"127.0.0.1:{cluster.nodes[0].port}",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        probe: Any = Redis.from_url(cluster.url)
+
+        async def four_masters() -> None:
+            for _ in range(100):
+                nodes = await probe.execute_command("CLUSTER NODES")  # parsed: address -> info
+                flags = [str(info.get("flags", "")) for info in nodes.values()]
+                if sum("master" in f and "handshake" not in f for f in flags) >= 4:
+                    return
+                await asyncio.sleep(0.1)
+            raise AssertionError(nodes)
+
+        items = items_for(generate_event_log(41, 800, 30), partitions=2)
+
+        async def scenario() -> None:
+            await four_masters()
+            await probe.aclose()
+            client = RedisCluster.from_url(cluster.url)
+            store = RedisStore(client, RULES, key_prefix)
+            result = await asyncio.wait_for(store.apply_batch(items), 30)
+            memory = MemoryStore(RULES)
+            assert result.applied == memory.apply_batch_sync(items).applied
+            await client.aclose()
+
+        asyncio.run(scenario())
+    finally:
+        extra.kill()
