@@ -156,19 +156,6 @@ class Unsubscribe(BaseEvent):
     reason: ShortText | None = Field(default=None, description="Reason given, if any.")
 
 
-#: The built-in event types besides ``track`` (a ``track`` event may not take their names).
-BUILT_IN_TYPES: tuple[str, ...] = (
-    "page_view",
-    "email_open",
-    "email_click",
-    "download",
-    "form_submit",
-    "webinar",
-    "unsubscribe",
-    "lead_profile",
-)
-
-
 class Track(BaseEvent):
     """Any other action, named as the tracking sends it ("Product Added", "Trial
     Started"): a rule names it in ``event:`` and tests its ``properties``."""
@@ -251,6 +238,9 @@ EVENT_MODELS: dict[str, type[BaseEvent]] = {
     "lead_profile": LeadProfile,
     "track": Track,
 }
+
+#: The built-in event types besides ``track`` (a ``track`` event may not take their names).
+BUILT_IN_TYPES: tuple[str, ...] = tuple(t for t in EVENT_MODELS if t != "track")
 
 
 class Scorable(Protocol):

@@ -31,6 +31,13 @@ def message(kind: str, **fields: Any) -> bytes:
     return json.dumps({k: v for k, v in base.items() if v is not None}).encode()
 
 
+def replay_segment(log: Path, out: Path) -> None:
+    """``leadscore replay LOG --format segment`` with the example's rules, into ``out``."""
+    args = ["replay", str(log), "--format", "segment", "--rules", str(EXAMPLE / "rules.yaml")]
+    result = CliRunner().invoke(cli, [*args, "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+
+
 def test_page_takes_its_url_from_properties_else_the_page_context() -> None:
     event = parse_segment(
         message(
@@ -173,21 +180,7 @@ def test_the_kafka_key_must_be_the_lead_id() -> None:
 
 
 def test_the_example_replays_with_format_segment(tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        cli,
-        [
-            "replay",
-            str(EXAMPLE / "events.jsonl"),
-            "--format",
-            "segment",
-            "--rules",
-            str(EXAMPLE / "rules.yaml"),
-            "--out",
-            str(tmp_path),
-            "--no-progress",
-        ],
-    )
-    assert result.exit_code == 0, result.output
+    replay_segment(EXAMPLE / "events.jsonl", tmp_path)
     hot = [json.loads(line) for line in (tmp_path / "hot.jsonl").read_text().splitlines()]
     assert [(r["type"], r["lead_id"], r["trigger_event_id"]) for r in hot] == [
         ("lead_became_hot", "u-1024", "seg-009")
@@ -217,21 +210,7 @@ def test_replay_reads_every_record_as_segment_like_the_worker(tmp_path: Path) ->
         + json.dumps(leadscore_line).encode()
         + b"\n"
     )
-    result = CliRunner().invoke(
-        cli,
-        [
-            "replay",
-            str(log),
-            "--format",
-            "segment",
-            "--rules",
-            str(EXAMPLE / "rules.yaml"),
-            "--out",
-            str(tmp_path / "out"),
-            "--no-progress",
-        ],
-    )
-    assert result.exit_code == 0, result.output
+    replay_segment(log, tmp_path / "out")
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert (summary["counts"]["applied"], summary["counts"]["bad"]) == (1, 1)
     assert summary["bad_records"][0]["error"].startswith("type: expected one of page")
