@@ -25,8 +25,16 @@ class Curve:
     def newton(self, threshold: float, lo_ms: int, hi_ms: int) -> tuple[int | None] | None: ...
     def horizon_ms(self, start_ms: int, threshold: float) -> int: ...
 
-PackedLead = tuple[int, int, list[tuple[int, float]], bool, int, float, bool, int]
+#: (clock_ms, landmark_ms, sums, hot, crossings, fit score, fit allows hot, events applied,
+#: reset floor_ms or None)
+PackedLead = tuple[
+    int, int, list[tuple[int, float]], bool, int, float, bool, int, int | None
+]
 RawCrossing = tuple[bool, int, float, int, int | None, list[tuple[int, float]], float, bool]
+
+#: (event_id, occurred_ms, matched rule indices, kind (0 behaviour, 1 profile, 2 reset),
+#: (stream, offset) or None, points replacing the matched rules' or None)
+LeadEventRow = tuple[str, int, Sequence[int], int, tuple[str, int] | None, float | None]
 
 def id_hash(event_id: str) -> int: ...
 def pack_dedupe_window(raw: bytes) -> bytes | None: ...
@@ -46,7 +54,7 @@ class Kernel:
         lead: PackedLead | None,
         positions: list[tuple[str, int]],
         seen: bytes,
-        events: Sequence[tuple[str, int, Sequence[int], bool, tuple[str, int] | None]],
+        events: Sequence[LeadEventRow],
         on_profile: Callable[[int], tuple[float, bool]],
         dedupe: bool = True,
     ) -> tuple[
@@ -73,6 +81,8 @@ class Batch:
         occurred_ms: int,
         profile: tuple[object, ...] | None,
         matched: Sequence[Sequence[int]],
+        reset: bool = False,
+        points: float | None = None,
     ) -> None: ...
     def time_range(self, limit_ms: int) -> tuple[tuple[int, int] | None, int]: ...
     def first_after(self, start: int, after_ms: int, limit_ms: int) -> int | None: ...

@@ -171,6 +171,8 @@ class Track(BaseEvent):
     def _not_built_in(cls, value: str) -> str:
         if value in BUILT_IN_TYPES:
             raise ValueError(f"{value!r} is a built-in type: send it as type {value}")
+        if value in CONTROL_TYPES:
+            raise ValueError(f"{value!r} is a control event type: rename the track event")
         return value
 
 
@@ -202,6 +204,45 @@ class LeadProfile(BaseEvent):
         return self.email.rsplit("@", 1)[1].strip().lower() or None
 
 
+#: The control event types: read from the control topic only (``LEADSCORE_CONTROL_TOPIC``),
+#: so that ACLs can keep tracking producers from sending them.
+SCORE_ADJUSTED = "score_adjusted"
+SCORE_RESET = "score_reset"
+CONTROL_TYPES: frozenset[str] = frozenset({SCORE_ADJUSTED, SCORE_RESET})
+#: The largest adjustment one ``score_adjusted`` may make, up or down.
+MAX_ADJUSTMENT = 1_000_000.0
+Reason = Annotated[str, Field(min_length=1, max_length=500)]
+Author = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class ScoreAdjusted(BaseEvent):
+    """Points added (or, negative, removed) by hand: they count from ``occurred_at`` and
+    fade with the rules file's ``adjustments.half_life``. A control event."""
+
+    type: Literal["score_adjusted"]
+    points: float = Field(
+        description="Points to add (negative: to remove); not 0, at most 1,000,000 either way."
+    )
+    reason: Reason = Field(description="Why, for the audit trail (shown in explanations).")
+    author: Author = Field(description="Who: a person or a system.")
+
+    @field_validator("points")
+    @classmethod
+    def _sensible_points(cls, value: float) -> float:
+        if value == 0 or abs(value) > MAX_ADJUSTMENT:
+            raise ValueError(f"must be non-zero and at most {MAX_ADJUSTMENT:,.0f} either way")
+        return value
+
+
+class ScoreReset(BaseEvent):
+    """The lead's behaviour score is zero as of ``occurred_at``; events dated at or before
+    it never count, even if they arrive later. The profile (fit) stays. A control event."""
+
+    type: Literal["score_reset"]
+    reason: Reason = Field(description="Why, for the audit trail.")
+    author: Author = Field(description="Who: a person or a system.")
+
+
 #: Fit attributes a ``lead_profile`` event can carry (``email_domain`` is derived).
 PROFILE_FIELDS: tuple[str, ...] = (
     "email",
@@ -223,7 +264,9 @@ LeadEvent = Annotated[
     | Webinar
     | Unsubscribe
     | LeadProfile
-    | Track,
+    | Track
+    | ScoreAdjusted
+    | ScoreReset,
     Field(discriminator="type"),
 ]
 
@@ -237,10 +280,15 @@ EVENT_MODELS: dict[str, type[BaseEvent]] = {
     "unsubscribe": Unsubscribe,
     "lead_profile": LeadProfile,
     "track": Track,
+    SCORE_ADJUSTED: ScoreAdjusted,
+    SCORE_RESET: ScoreReset,
 }
 
-#: The built-in event types besides ``track`` (a ``track`` event may not take their names).
-BUILT_IN_TYPES: tuple[str, ...] = tuple(t for t in EVENT_MODELS if t != "track")
+#: The built-in tracking event types besides ``track`` (a ``track`` event may not take
+#: their names, nor those of the control types).
+BUILT_IN_TYPES: tuple[str, ...] = tuple(
+    t for t in EVENT_MODELS if t != "track" and t not in CONTROL_TYPES
+)
 
 
 class Scorable(Protocol):

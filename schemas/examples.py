@@ -101,6 +101,23 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "event": "Product Added",
         "properties": {"product_id": "robot-arm-x2", "price": 1499.0, "currency": "EUR"},
     },
+    "score_adjusted": {
+        "event_id": "adj-01JD90A2B7K4",
+        "type": "score_adjusted",
+        "lead_id": EXAMPLE_LEAD_ID,
+        "occurred_at": "2026-11-24T11:02:00Z",
+        "points": 25,
+        "reason": "met at the Hamburg trade fair, asked for a quote",
+        "author": "maria.k@example.com",
+    },
+    "score_reset": {
+        "event_id": "rst-01JD90C4D1M8",
+        "type": "score_reset",
+        "lead_id": EXAMPLE_LEAD_ID,
+        "occurred_at": "2026-11-25T09:00:00Z",
+        "reason": "deal closed; start over for upsell",
+        "author": "crm-sync",
+    },
 }
 
 #: One example of each output record, keyed by its ``type``, as leadscore writes it.

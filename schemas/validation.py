@@ -46,7 +46,7 @@ from typing import Any, Final
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from schemas.events import EVENT_ADAPTER, EVENT_MODELS, LeadEvent, Scorable
+from schemas.events import CONTROL_TYPES, EVENT_ADAPTER, EVENT_MODELS, LeadEvent, Scorable
 from schemas.outputs import DeadLetter, ErrorKind
 from schemas.times import format_duration_rough, format_ms
 
@@ -163,6 +163,39 @@ def parse_for_scoring(
                 fast["fields"],
             )
     return parse_event(value, key, require_key=require_key, max_bytes=max_bytes)
+
+
+def parse_control_event(
+    value: bytes | None,
+    key: bytes | None = None,
+    *,
+    require_key: bool = False,
+    max_bytes: int = MAX_EVENT_BYTES,
+) -> LeadEvent | Rejected:
+    """:func:`parse_event` for the control topic: control events only (``score_adjusted``,
+    ``score_reset``), always in the leadscore format."""
+    event = parse_event(value, key, require_key=require_key, max_bytes=max_bytes)
+    if isinstance(event, Rejected) or event.type in CONTROL_TYPES:
+        return event
+    return Rejected(
+        "invalid_event",
+        f"type: the control topic takes control events only ({', '.join(sorted(CONTROL_TYPES))}), "
+        f"not {event.type}: send tracking events to the input topic",
+    )
+
+
+def not_control(event: Scorable, control_topic: str | None) -> Rejected | None:
+    """Why a control event read from an input topic is refused (None: not one). Control
+    events come from the control topic only, which ACLs can keep tracking producers from
+    writing to."""
+    if event.type not in CONTROL_TYPES:
+        return None
+    where = f" {control_topic}" if control_topic else ""
+    return Rejected(
+        "invalid_event",
+        f"type: {event.type} is a control event: it is read from the control topic{where} "
+        "only (`leadscore adjust|reset` writes there); input topics take tracking events",
+    )
 
 
 def parse_event(

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from schemas.events import PROFILE_FIELDS
+from schemas.events import PROFILE_FIELDS, SCORE_ADJUSTED
 
 from . import _native
 
@@ -110,6 +110,14 @@ class Rule:
         return True
 
 
+#: The rule every rules file gets for ``score_adjusted`` events (``leadscore adjust``):
+#: each event brings its own points; they fade with ``adjustments.half_life``.
+ADJUSTMENT_RULE_ID = "manual-adjustment"
+#: ``adjustments: {half_life: none}``: 10,000 years, under 0.007 % a year; one formula for
+#: every rule. (``top`` then bounds leads with the longest half-life: it reads more of the
+#: rank index.)
+NO_DECAY_HALF_LIFE_MS = 10_000 * 365 * 24 * 3600 * 1000
+
 #: Signatures :meth:`RuleSet.match` remembers before it starts over.
 MATCH_CACHE_SIZE = 65_536
 
@@ -139,6 +147,10 @@ class RuleSet:
     #: this far past the event's ``occurred_at`` (event time, so replay agrees); a lead
     #: remembers the ids of that window only (docs/architecture.md, "Duplicates").
     dedupe_window_ms: int = DEFAULT_DEDUPE_WINDOW_MS
+    #: How ``score_adjusted`` points fade (None: like :attr:`half_life_ms`). They are
+    #: scored by one more rule of the engine, :data:`ADJUSTMENT_RULE_ID`, after
+    #: :attr:`rules` (which lists the file's rules only).
+    adjustment_half_life_ms: int | None = None
     # Derived lookups (filled in __post_init__): rules by event type, and id -> rule.
     by_event: Mapping[str, tuple[Rule, ...]] = field(default_factory=dict, compare=False)
     by_id: Mapping[str, Rule] = field(default_factory=dict, compare=False)
@@ -150,7 +162,10 @@ class RuleSet:
         default_factory=dict, compare=False
     )
     min_half_life_ms: int = field(default=0, compare=False)
-    #: Behaviour rule ids in file order, and id -> position: how the native core names rules.
+    #: :attr:`rules` and the adjustment rule: what the engine scores with.
+    engine_rules: tuple[Rule, ...] = field(init=False, compare=False, repr=False)
+    #: Behaviour rule ids in file order (then the adjustment rule's), and id -> position:
+    #: how the native core names rules.
     rule_ids: tuple[str, ...] = field(init=False, compare=False, repr=False)
     rule_index: Mapping[str, int] = field(init=False, compare=False, repr=False)
     #: The state machine for these rules (native core).
@@ -173,23 +188,33 @@ class RuleSet:
     )
 
     def __post_init__(self) -> None:
+        adjustment = Rule(
+            ADJUSTMENT_RULE_ID,
+            SCORE_ADJUSTED,
+            1.0,
+            self.adjustment_half_life_ms or self.half_life_ms,
+            None,
+            (),
+        )
+        engine_rules = (*self.rules, adjustment)
+        object.__setattr__(self, "engine_rules", engine_rules)
         by_event: dict[str, list[Rule]] = {}
-        for rule in self.rules:
+        for rule in engine_rules:
             assert rule.event is not None
             by_event.setdefault(rule.event, []).append(rule)
         object.__setattr__(self, "by_event", {k: tuple(v) for k, v in by_event.items()})
-        object.__setattr__(self, "by_id", {r.id: r for r in self.rules})
+        object.__setattr__(self, "by_id", {r.id: r for r in engine_rules})
         index = {
             event: built
             for event, rules in self.by_event.items()
             if (built := _EqualityIndex.build(rules)) is not None
         }
         object.__setattr__(self, "equality_index", index)
-        params = {r.id: (r.half_life_ms, r.cap) for r in self.rules}
+        params = {r.id: (r.half_life_ms, r.cap) for r in engine_rules}
         object.__setattr__(self, "decay_params", params)
         object.__setattr__(self, "min_half_life_ms", min(h for h, _ in params.values()))
-        object.__setattr__(self, "rule_ids", tuple(r.id for r in self.rules))
-        object.__setattr__(self, "rule_index", {r.id: i for i, r in enumerate(self.rules)})
+        object.__setattr__(self, "rule_ids", tuple(r.id for r in engine_rules))
+        object.__setattr__(self, "rule_index", {r.id: i for i, r in enumerate(engine_rules)})
         object.__setattr__(self, "kernel", self._build_kernel())
         tested = {
             event: tuple(sorted({c.field for r in rules for c in r.conditions}))
@@ -213,7 +238,7 @@ class RuleSet:
         empty = float(sum(r.points for r in self.fit_rules if r.matches(lambda _: None)))
         grade = self.grade(empty) if self.has_fit else None
         return _native.Kernel(
-            [(r.id, r.points, r.half_life_ms, r.cap) for r in self.rules],
+            [(r.id, r.points, r.half_life_ms, r.cap) for r in self.engine_rules],
             self.thresholds.hot,
             self.thresholds.cool,
             (empty, self.grade_allows_hot(grade)),

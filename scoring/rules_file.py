@@ -6,6 +6,7 @@ A rules file is YAML (see ``scoring/default_rules.yaml`` for a documented exampl
     version: default-1            # echoed into every output event
     half_life: 14d                # default half-life; units s m h d w
     dedupe_window: 7d             # optional: how long a re-sent event id is recognised
+    adjustments: {half_life: 30d} # optional: how `leadscore adjust` points fade (none: never)
     thresholds: {hot: 70, cool: 50, min_grade: C}
     rules:
       - {id: pricing-page, event: page_view, url_contains: /pricing, points: 15}
@@ -50,10 +51,19 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from schemas.events import BUILT_IN_TYPES, EVENT_MODELS, PROFILE_FIELDS, event_fields
+from schemas.events import BUILT_IN_TYPES, CONTROL_TYPES, EVENT_MODELS, PROFILE_FIELDS, event_fields
 from schemas.times import parse_duration_ms
 
-from .rules import GRADES, Condition, Rule, RuleSet, Thresholds, normalise
+from .rules import (
+    ADJUSTMENT_RULE_ID,
+    GRADES,
+    NO_DECAY_HALF_LIFE_MS,
+    Condition,
+    Rule,
+    RuleSet,
+    Thresholds,
+    normalise,
+)
 
 Scalar = str | int | float | bool
 
@@ -111,12 +121,19 @@ class _FitModel(BaseModel):
     rules: list[_RuleModel] = Field(default_factory=list)
 
 
+class _AdjustmentsModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    half_life: str | int | float | None = None
+
+
 class _RulesFileModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     version: str = Field(min_length=1, max_length=128)
     half_life: str | int | float = "14d"
     dedupe_window: str | int | float = "7d"
+    adjustments: _AdjustmentsModel = Field(default_factory=_AdjustmentsModel)
     thresholds: _ThresholdsModel
     rules: list[_BehaviourRuleModel] = Field(min_length=1)
     fit: _FitModel | None = None
@@ -290,6 +307,11 @@ def _fields_of(event: str, label: str) -> frozenset[str]:
     """The fields a behaviour rule on ``event`` may test. An ``event:`` that is no built-in
     type names a track event, exactly as sent; one that looks like a misspelt built-in type
     (``pageview``) is more likely a typo: an error."""
+    if event in CONTROL_TYPES:
+        raise RulesError(
+            f"{label}: event: {event} is a control event: manual adjustments are scored "
+            "by the rules file's `adjustments:` section (half_life), resets by no rule"
+        )
     if event == "track":
         raise RulesError(
             f"{label}: event: name the track event as it is sent, e.g. "
@@ -327,6 +349,15 @@ def _duration(value: str | int | float, where_label: str) -> int:
         raise RulesError(f"{where_label}: {exc}") from exc
 
 
+def _adjustment_half_life(model: _AdjustmentsModel, default_ms: int, source: str) -> int:
+    """How ``score_adjusted`` points fade: ``adjustments.half_life`` (default: the file's
+    ``half_life``); ``none`` keeps them (:data:`NO_DECAY_HALF_LIFE_MS`)."""
+    value = model.half_life
+    if isinstance(value, str) and value.strip().lower() == "none":
+        return NO_DECAY_HALF_LIFE_MS
+    return _half_life(value, default_ms, f"{source}: adjustments")
+
+
 def build_ruleset(raw: Any, source: str = "<memory>") -> RuleSet:
     """Validate a parsed rules document (a dict) and compile it. Raises :class:`RulesError`."""
     if not isinstance(raw, dict):
@@ -345,6 +376,8 @@ def build_ruleset(raw: Any, source: str = "<memory>") -> RuleSet:
         label = f"{source}: rule {rule_model.id!r}"
         if rule_model.id in seen:
             raise RulesError(f"{label}: id: duplicate rule id")
+        if rule_model.id == ADJUSTMENT_RULE_ID:
+            raise RulesError(f"{label}: id: {ADJUSTMENT_RULE_ID!r} is reserved (adjustments:)")
         seen.add(rule_model.id)
         conditions = _conditions(rule_model, _fields_of(rule_model.event, label), label)
         rules.append(
@@ -402,6 +435,7 @@ def build_ruleset(raw: Any, source: str = "<memory>") -> RuleSet:
     return RuleSet(
         version=model.version,
         half_life_ms=default_half_life,
+        adjustment_half_life_ms=_adjustment_half_life(model.adjustments, default_half_life, source),
         thresholds=thresholds,
         dedupe_window_ms=dedupe_window,
         rules=tuple(rules),

@@ -53,6 +53,9 @@ class LeadState:
     #: within ``RuleSet.dedupe_window_ms`` of :attr:`clock_ms`, 16 bytes each (u64, i64,
     #: little-endian), as the native core reads and writes them. Older ids are forgotten.
     recent_ids: bytes = b""
+    #: The latest ``score_reset``: events dated at or before it never count (None: never
+    #: reset).
+    floor_ms: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (for stores)."""
@@ -67,6 +70,7 @@ class LeadState:
             "positions": dict(self.positions),
             "events_applied": self.events_applied,
             "recent_ids": self.recent_ids.hex(),
+            "floor_ms": self.floor_ms,
         }
 
     @classmethod
@@ -83,4 +87,5 @@ class LeadState:
             positions={str(k): int(v) for k, v in data["positions"].items()},
             events_applied=int(data["events_applied"]),
             recent_ids=bytes.fromhex(data.get("recent_ids", "")),
+            floor_ms=None if data.get("floor_ms") is None else int(data["floor_ms"]),
         )

@@ -31,7 +31,7 @@ import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from schemas.events import LeadProfile, Scorable, rule_event_of
+from schemas.events import SCORE_ADJUSTED, SCORE_RESET, LeadProfile, Scorable, rule_event_of
 
 from . import _native
 from .crossings import Crossing, make_crossings
@@ -57,8 +57,10 @@ class Step:
 
 
 #: A lead as the native core takes it: (clock_ms, landmark_ms, [(rule index, acc)], hot,
-#: crossings, fit_score, fit_allows_hot, events_applied).
-PackedLead = tuple[int, int, list[tuple[int, float]], bool, int, float, bool, int]
+#: crossings, fit_score, fit_allows_hot, events_applied, floor_ms or None).
+PackedLead = tuple[int, int, list[tuple[int, float]], bool, int, float, bool, int, int | None]
+#: Event kinds as the core takes them (``native/src/engine.rs:Kind``).
+_BEHAVIOUR, _PROFILE, _RESET = 0, 1, 2
 _NO_FIT: tuple[float, bool] = (0.0, True)
 
 
@@ -85,6 +87,7 @@ def _pack(
         fit[0],
         fit[1],
         state.events_applied,
+        state.floor_ms,
     )
     return packed, unknown
 
@@ -98,12 +101,14 @@ def _unpack(
     profile: Mapping[str, ProfileEntry],
     positions: Mapping[str, int],
     recent_ids: bytes,
+    old_floor_ms: int | None = None,
 ) -> LeadState:
-    clock, landmark, sums, hot, crossings, _, _, applied = packed
+    clock, landmark, sums, hot, crossings, _, _, applied, floor = packed
     ids = rules.rule_ids
     merged = {ids[i]: acc for i, acc in sums}
-    if unknown and landmark == old_landmark_ms:
-        merged.update(unknown)  # re-basing drops them (restored rules start from 0)
+    if unknown and landmark == old_landmark_ms and floor == old_floor_ms:
+        # re-basing drops them (restored rules start from 0), and so does a reset
+        merged.update(unknown)
     return LeadState(
         lead_id=lead_id,
         clock_ms=clock,
@@ -115,6 +120,7 @@ def _unpack(
         positions=positions,
         events_applied=applied,
         recent_ids=recent_ids,
+        floor_ms=floor,
     )
 
 
@@ -215,6 +221,7 @@ def advance(state: LeadState, rules: RuleSet, to_ms: int) -> Step:
         state.profile,
         state.positions,
         state.recent_ids,
+        state.floor_ms,
     )
     return Step(new, tuple(make_crossings(raw, rules, state.lead_id, ())))
 
@@ -272,20 +279,27 @@ def _apply(
             event.event_id,
             event.occurred_at_ms,
             rules.match(rule_event_of(event), event.field_value),
-            isinstance(event, LeadProfile),
+            _PROFILE
+            if isinstance(event, LeadProfile)
+            else _RESET
+            if event.type == SCORE_RESET
+            else _BEHAVIOUR,
             None if position is None else (position.stream, position.offset),
+            event.field_value("points") if event.type == SCORE_ADJUSTED else None,
         )
         for event, position in items
     ]
     packed_in: PackedLead | None = None
     unknown: dict[str, float] = {}
     old_landmark: int | None = None
+    old_floor: int | None = None
     positions_in: list[tuple[str, int]] = []
     recent_in = b""
     if state is not None:
         recent_in = state.recent_ids
         packed_in, unknown = _pack(state, rules, lead_fit(state.profile, rules))
         old_landmark = state.landmark_ms
+        old_floor = state.floor_ms
         positions_in = list(state.positions.items())
     packed, positions, applied, duplicates, raw, recent = rules.kernel.apply_lead(
         packed_in, positions_in, recent_in, rows, on_profile, check_duplicates
@@ -294,7 +308,9 @@ def _apply(
         return LeadBatch(state, (), (), duplicates)
     assert packed is not None
     lead_id = items[0][0].lead_id
-    new = _unpack(packed, rules, lead_id, unknown, old_landmark, profile, dict(positions), recent)
+    new = _unpack(
+        packed, rules, lead_id, unknown, old_landmark, profile, dict(positions), recent, old_floor
+    )
     trigger_ids = [event.event_id for event, _ in items]
     crossings = make_crossings(raw, rules, lead_id, trigger_ids)
     applied_ids = tuple(trigger_ids[i] for i in applied)

@@ -55,11 +55,16 @@ _AUTH_ERRORS = frozenset({KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICA
 
 
 def ensure_topics(settings: Settings, *, timeout: float = 120.0) -> list[str]:
-    """Create the input, hot-lead and dead-letter topics if missing (retrying while the
+    """Create the input, control, hot-lead and dead-letter topics if missing (retrying while the
     broker is unreachable, up to ``timeout`` seconds). Returns the topics created.
     Raises :class:`KafkaCredentialsError` at once when the broker refuses the SASL
     credentials, :class:`KafkaUnavailableError` when it stays unreachable."""
-    wanted = [*settings.input_topics, settings.hot_topic, settings.dlq_topic]
+    wanted = [
+        *settings.input_topics,
+        settings.control_topic,
+        settings.hot_topic,
+        settings.dlq_topic,
+    ]
     refused: list[KafkaError] = []
 
     def on_error(error: KafkaError) -> None:

@@ -94,6 +94,11 @@ class Settings(BaseSettings):
         default_factory=lambda: ["lead-events"],
         description="Input topic(s), comma-separated (key = lead_id).",
     )
+    control_topic: str = Field(
+        "lead-control",
+        description="Control events (score_adjusted, score_reset: `leadscore adjust|reset`), "
+        "read only from here so that ACLs can keep tracking producers from sending them.",
+    )
     hot_topic: str = Field("lead-hot", description="Output: lead_became_hot / lead_cooled.")
     dlq_topic: str = Field("lead-events-dlq", description="Dead letters (rejected input).")
     topic_partitions: int = Field(6, ge=1, le=10_000, description="Partitions of new topics.")

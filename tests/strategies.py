@@ -26,7 +26,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from schemas.events import BUILT_IN_TYPES, EVENT_ADAPTER, LeadEvent, rule_event_of
+from schemas.events import BUILT_IN_TYPES, EVENT_ADAPTER, LeadEvent, ScoreAdjusted, rule_event_of
 from scoring.crossings import Crossing
 from scoring.rules import RuleSet
 from scoring.rules_file import build_ruleset
@@ -77,6 +77,8 @@ _REQUIRED_DEFAULTS: dict[str, dict[str, Any]] = {
     "unsubscribe": {},
     "lead_profile": {},
     "track": {"event": "Product Added"},
+    "score_adjusted": {"points": 10, "reason": "met at a fair", "author": "sales"},
+    "score_reset": {"reason": "deal closed", "author": "crm-sync"},
 }
 
 
@@ -168,6 +170,7 @@ def rules_from(
     min_grade: str | None = None,
     fit: Mapping[str, Any] | None = None,
     source: str = "test.yaml",
+    adjustments: Mapping[str, Any] | None = None,
 ) -> RuleSet:
     """A RuleSet from a few rule dicts (validated exactly like a rules file)."""
     thresholds: dict[str, Any] = {"hot": hot, "cool": cool}
@@ -181,6 +184,8 @@ def rules_from(
     }
     if fit is not None:
         doc["fit"] = dict(fit)
+    if adjustments is not None:
+        doc["adjustments"] = dict(adjustments)
     return build_ruleset(doc, source=source)
 
 
@@ -211,7 +216,9 @@ def naive_contributions(
         for rule in rules.by_event.get(rule_event_of(event), ()):
             if rule.matches(event.field_value):
                 elapsed = at_ms - event.occurred_at_ms
-                value = rule.points * 2.0 ** (-elapsed / rule.half_life_ms)
+                # a score_adjusted brings its own points (the adjustment rule's are 1)
+                points = event.points if isinstance(event, ScoreAdjusted) else rule.points
+                value = points * 2.0 ** (-elapsed / rule.half_life_ms)
                 totals[rule.id] = totals.get(rule.id, 0.0) + value
     return {rule_id: clamp(v, rules.by_id[rule_id].cap) for rule_id, v in totals.items()}
 
@@ -428,6 +435,10 @@ def event_fields(draw: st.DrawFn, event_type: str) -> dict[str, Any]:
         fields["status"] = draw(st.sampled_from(("registered", "attended")))
     elif event_type == "unsubscribe":
         fields["list_id"] = draw(st.sampled_from((None, "newsletter")))
+    elif event_type == "score_adjusted":  # a control event (leadscore adjust)
+        fields["points"] = draw(st.sampled_from((-40, -7.5, 5, 25, 60)))
+        fields["reason"] = "by hand"
+        fields["author"] = "sales"
     elif event_type in TRACK_NAMES:
         properties: dict[str, Any] = {"price": draw(st.sampled_from(PRICES))}
         if draw(st.booleans()):

@@ -58,6 +58,34 @@ pub struct Lead {
     pub crossings: u64,
     pub fit: Fit,
     pub events_applied: u64,
+    /// The latest `score_reset` (or erasure): events dated at or before it do not count
+    /// (`i64::MIN`: never reset).
+    pub floor_ms: i64,
+}
+
+/// What an incoming event does besides matching rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A behaviour event (or a `score_adjusted`: its points come with it).
+    Behaviour,
+    /// A `lead_profile` event: the fit is asked for after it.
+    Profile,
+    /// A `score_reset`: the behaviour score is zero as of its time, and events dated at or
+    /// before it never count.
+    Reset,
+}
+
+impl Kind {
+    pub fn from_code(code: u8) -> PyResult<Kind> {
+        match code {
+            0 => Ok(Kind::Behaviour),
+            1 => Ok(Kind::Profile),
+            2 => Ok(Kind::Reset),
+            _ => Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "unknown event kind {code} (0 behaviour, 1 profile, 2 reset)"
+            ))),
+        }
+    }
 }
 
 /// A crossing before Python dresses it up (id, grade, reason texts).
@@ -85,6 +113,7 @@ impl Lead {
             crossings: 0,
             fit,
             events_applied: 0,
+            floor_ms: i64::MIN,
         }
     }
 
@@ -184,12 +213,17 @@ impl Lead {
     }
 
     /// Apply one (non-duplicate) event: steps 1-3. `fit` is the lead's fit after this
-    /// event when the event changed the profile.
+    /// event when the event changed the profile; `points` replaces the matched rules'
+    /// points (a `score_adjusted`); `reset` zeroes the behaviour score first (after step 1)
+    /// and raises the floor to the event's time.
+    #[allow(clippy::too_many_arguments)]
     pub fn apply(
         &mut self,
         rules: &Rules,
         occurred_ms: i64,
         matched: &[u32],
+        points: Option<f64>,
+        reset: bool,
         fit: Option<Fit>,
         trigger: usize,
         out: &mut Vec<RawCrossing>,
@@ -197,6 +231,10 @@ impl Lead {
         let t = self.clock_ms.max(occurred_ms);
         // 1. Did decay take a hot lead below `cool` since its last event?
         self.cool_by_decay(rules, t, out);
+        if reset {
+            self.sums.clear();
+            self.floor_ms = self.floor_ms.max(occurred_ms);
+        }
         // 2. The event's rules, with its own timestamp (late events weigh less).
         if (t - self.landmark_ms) as f64 > REBASE_AFTER_HALF_LIVES * rules.min_half_life_ms as f64 {
             rebase(&mut self.sums, &rules.params, self.landmark_ms, t);
@@ -206,7 +244,7 @@ impl Lead {
             let i = rule as usize;
             let weight =
                 pow2((occurred_ms - self.landmark_ms) as f64 / rules.params[i].half_life_ms as f64);
-            let add = rules.points[i] * weight;
+            let add = points.unwrap_or(rules.points[i]) * weight;
             match self.sums.iter_mut().find(|e| e.0 == rule) {
                 Some(entry) => entry.1 += add,
                 None => self.sums.push((rule, 0.0 + add)),
@@ -290,14 +328,17 @@ pub struct Incoming<'a> {
     pub matched: &'a [u32],
     /// Where it was read (stream, offset), if anywhere.
     pub position: Option<(&'a str, i64)>,
-    /// Whether it changes the profile (then `fit` below is asked for the new fit).
-    pub changes_profile: bool,
+    /// Profile events ask `fit` below for the new fit; resets zero the score.
+    pub kind: Kind,
+    /// Points that replace the matched rules' own (a `score_adjusted`'s).
+    pub points: Option<f64>,
 }
 
 /// THE per-event orchestration, shared by every path (Python's `apply_lead_events` through
 /// [`Kernel::apply_lead`], and replay's [`crate::table::LeadTable`]): skip a duplicate (an
 /// event id already applied, or with `positions`, an offset at or before the last one
-/// applied from its stream), else record its id and position, ask `fit` for the lead's fit
+/// applied from its stream), skip an event dated at or before the lead's latest reset
+/// (counted with the duplicates), else record its id and position, ask `fit` for the lead's fit
 /// after a profile change (only for applied profile events), create the lead at its first
 /// applied event, and run the state machine ([`Lead::apply`]). Returns whether it applied.
 /// With `dedupe` false nothing is skipped (positions are still recorded).
@@ -326,6 +367,12 @@ pub fn accept(
             return Ok(false);
         }
     }
+    if slot
+        .as_ref()
+        .is_some_and(|l| event.occurred_ms <= l.floor_ms)
+    {
+        return Ok(false); // dated at or before a reset: it never counts
+    }
     if let (Some(positions), Some((stream, offset))) = (positions, event.position) {
         match positions.iter_mut().find(|p| p.0 == stream) {
             Some(last) if dedupe && offset <= last.1 => return Ok(false),
@@ -334,19 +381,36 @@ pub fn accept(
         }
     }
     seen.insert(id, event.occurred_ms);
-    let fit = if event.changes_profile {
+    let fit = if event.kind == Kind::Profile {
         Some(fit()?)
     } else {
         None
     };
     let lead = slot.get_or_insert_with(|| Lead::new(event.occurred_ms, rules.empty_fit));
-    lead.apply(rules, event.occurred_ms, event.matched, fit, trigger, out);
+    lead.apply(
+        rules,
+        event.occurred_ms,
+        event.matched,
+        event.points,
+        event.kind == Kind::Reset,
+        fit,
+        trigger,
+        out,
+    );
     Ok(true)
 }
 
 /// An event as `Kernel.apply_lead` takes it: (event_id, occurred_ms, matched rule
-/// indices, changes the profile, (stream, offset) or None).
-pub type LeadEventRow = (String, i64, Vec<u32>, bool, Option<(String, i64)>);
+/// indices, kind (0 behaviour, 1 profile, 2 reset: [`Kind`]), (stream, offset) or None,
+/// points replacing the matched rules' or None).
+pub type LeadEventRow = (
+    String,
+    i64,
+    Vec<u32>,
+    u8,
+    Option<(String, i64)>,
+    Option<f64>,
+);
 
 /// What `Kernel.apply_lead` returns: (new state or None, positions, indices of the applied
 /// events, duplicates skipped, crossings (trigger = index into the events), the dedupe
@@ -363,8 +427,18 @@ pub type LeadApplied = (
 // ------------------------------------------------------------------------------ Python
 
 /// Lead state as Python passes it: (clock_ms, landmark_ms, [(rule index, acc)], hot,
-/// crossings, fit_score, allows_hot, events_applied).
-pub type LeadTuple = (i64, i64, Vec<(u32, f64)>, bool, u64, f64, bool, u64);
+/// crossings, fit_score, allows_hot, events_applied, floor_ms or None).
+pub type LeadTuple = (
+    i64,
+    i64,
+    Vec<(u32, f64)>,
+    bool,
+    u64,
+    f64,
+    bool,
+    u64,
+    Option<i64>,
+);
 /// (became_hot, at_ms, score, sequence, trigger index or None, [(rule index, points)],
 /// fit_score, allows_hot).
 pub type CrossingTuple = (
@@ -390,6 +464,7 @@ pub fn lead_from_tuple(t: LeadTuple) -> Lead {
             allows_hot: t.6,
         },
         events_applied: t.7,
+        floor_ms: t.8.unwrap_or(i64::MIN),
     }
 }
 
@@ -403,6 +478,7 @@ pub fn lead_to_tuple(l: &Lead) -> LeadTuple {
         l.fit.score,
         l.fit.allows_hot,
         l.events_applied,
+        (l.floor_ms != i64::MIN).then_some(l.floor_ms),
     )
 }
 
@@ -495,7 +571,7 @@ impl Kernel {
         let mut seen = seen_from_bytes(seen)?;
         let mut out = Vec::new();
         let mut applied = Vec::with_capacity(events.len());
-        for (i, (event_id, occurred_ms, matched, changes_profile, position)) in
+        for (i, (event_id, occurred_ms, matched, kind, position, points)) in
             events.iter().enumerate()
         {
             let incoming = Incoming {
@@ -503,7 +579,8 @@ impl Kernel {
                 occurred_ms: *occurred_ms,
                 matched,
                 position: position.as_ref().map(|(s, o)| (s.as_str(), *o)),
-                changes_profile: *changes_profile,
+                kind: Kind::from_code(*kind)?,
+                points: *points,
             };
             let fit = || -> PyResult<Fit> {
                 let (score, allows_hot): (f64, bool) = on_profile.call1((i,))?.extract()?;

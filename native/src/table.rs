@@ -13,7 +13,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
 use crate::engine::{
-    accept, crossing_to_tuple, CrossingTuple, Fit, Incoming, Kernel, Lead, RawCrossing, SeenIds,
+    accept, crossing_to_tuple, CrossingTuple, Fit, Incoming, Kernel, Kind, Lead, RawCrossing,
+    SeenIds,
 };
 use crate::event::{parse_fast, value_to_py, Scalar, Value, EVENT_TYPES};
 
@@ -25,6 +26,10 @@ struct Row {
     /// For profile events: the values of the reader's `profile_fields` (Python objects).
     profile: Option<Py<PyTuple>>,
     matches: Matches,
+    /// A `score_reset` (only records Python validated).
+    reset: bool,
+    /// A `score_adjusted`'s points, replacing the matched rule's.
+    points: Option<f64>,
 }
 
 enum Matches {
@@ -201,6 +206,8 @@ impl Reader {
                 lead_id: event.lead_id,
                 occurred_ms: event.occurred_ms,
                 matches: Matches::Signature(sig),
+                reset: false,
+                points: None,
             }));
         }
         Ok(batch)
@@ -247,7 +254,10 @@ impl Batch {
     }
 
     /// A slow record that Python accepted: its envelope, its profile values (profile
-    /// events) and the matched rules per table.
+    /// events), the matched rules per table, and for control events whether it resets
+    /// the score and the points it adds.
+    #[pyo3(signature = (index, event_id, lead_id, occurred_ms, profile, matched, reset = false, points = None))]
+    #[allow(clippy::too_many_arguments)]
     fn set_event(
         &mut self,
         index: usize,
@@ -256,6 +266,8 @@ impl Batch {
         occurred_ms: i64,
         profile: Option<Py<PyTuple>>,
         matched: Vec<Vec<u32>>,
+        reset: bool,
+        points: Option<f64>,
     ) -> PyResult<()> {
         let slot = self
             .rows
@@ -267,6 +279,8 @@ impl Batch {
             occurred_ms,
             profile,
             matches: Matches::Given(matched),
+            reset,
+            points,
         });
         Ok(())
     }
@@ -433,7 +447,14 @@ impl LeadTable {
                 occurred_ms: row.occurred_ms,
                 matched,
                 position: None,
-                changes_profile: row.profile.is_some(),
+                kind: if row.profile.is_some() {
+                    Kind::Profile
+                } else if row.reset {
+                    Kind::Reset
+                } else {
+                    Kind::Behaviour
+                },
+                points: row.points,
             };
             let on_profile = &self.on_profile;
             let fit = || -> PyResult<Fit> {

@@ -108,6 +108,7 @@ def build_app(
         on_rollback=consumer.rewind_to,
         decode=live_decoder(settings.input_format),
         mentioned=rules.by_event.__contains__,
+        control_topic=settings.control_topic,
     )
     # Crossings a crash left in the outbox go out before any new batch is processed.
     outbox_relayed = asyncio.Event()

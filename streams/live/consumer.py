@@ -65,7 +65,7 @@ class BatchConsumer:
         #: Told the committed offset of each newly assigned partition (stream name ->
         #: offset; None: no commit yet, or revoked): what the store checks its marks with.
         self.on_assigned = on_assigned
-        self.topics = list(settings.input_topics)
+        self.topics = [*settings.input_topics, settings.control_topic]
         self.batch_size = settings.batch_size
         self.batch_timeout = settings.batch_timeout
         session_ms = round(settings.broker_session_timeout * 1000)

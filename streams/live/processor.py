@@ -32,7 +32,7 @@ from typing import TypeVar
 
 import orjson
 
-from schemas.events import rule_event_of
+from schemas.events import CONTROL_TYPES, rule_event_of
 from schemas.formats import Decode
 from schemas.times import datetime_to_ms
 from schemas.validation import (
@@ -41,6 +41,8 @@ from schemas.validation import (
     Rejected,
     dead_letter,
     dead_letter_key,
+    not_control,
+    parse_control_event,
     parse_for_scoring,
     too_far_ahead,
 )
@@ -92,8 +94,12 @@ class Processor:
         on_rollback: Callable[[dict[str, int]], None] | None = None,
         decode: Decode = parse_for_scoring,
         mentioned: Callable[[str], bool] | None = None,
+        control_topic: str | None = None,
     ) -> None:
         self.store = store
+        #: Where control events (``score_adjusted``, ``score_reset``) are read from; they
+        #: are refused on any other topic.
+        self.control_topic = control_topic
         #: Reads one input message (the input format's decoder, :mod:`schemas.formats`).
         self.decode = decode
         #: Whether a rule mentions an event name (None: do not count unscored events).
@@ -138,7 +144,8 @@ class Processor:
             dead: list[tuple[bytes, bytes]] = []
             seen_at = self.clock()
             for message in messages:
-                parsed = self.decode(
+                control = message.topic == self.control_topic
+                parsed = (parse_control_event if control else self.decode)(
                     message.value,
                     message.key,
                     require_key=True,
@@ -149,6 +156,7 @@ class Processor:
                         too_far_ahead(
                             parsed.occurred_at_ms, message.timestamp_ms, self.max_clock_skew_ms
                         )
+                        or (None if control else not_control(parsed, self.control_topic))
                         or parsed
                     )
                 if isinstance(parsed, Rejected):
@@ -157,6 +165,7 @@ class Processor:
                     if (
                         self.mentioned is not None
                         and parsed.type != "lead_profile"
+                        and parsed.type not in CONTROL_TYPES
                         and not self.mentioned(rule_event_of(parsed))
                     ):
                         self.metrics.unscored.labels(type=parsed.type).inc()

@@ -4,9 +4,11 @@ one Redis string (``P lead:{T}``, see :mod:`streams.live.redis_keys`).
 Format 2, little-endian, about 100-250 bytes for a typical lead::
 
     header   B format (2) | I version | q clock_ms | q landmark_ms
-             | B flags (1: hot, 2: dedupe window packed)
+             | B flags (1: hot, 2: dedupe window packed, 4: reset floor)
              | I crossings | I events_applied | B n_sums | B n_positions | B n_stamps
              | B n_profile | H n_recent                                    (37 bytes)
+    floor    with flag 4 only: q the latest score_reset's occurred_ms (events dated at
+             or before it never count)
     sums     n_sums x      (H name number of "rule:<id>", d forward-decayed sum)
     streams  n_positions x (H name number of "stream:<topic:partition>", q last offset)
     stamps   n_stamps x    (q occurred_ms, B length, event id): the profile events
@@ -52,8 +54,10 @@ _STAMP = struct.Struct("<qB")
 _FIELD = struct.Struct("<HBH")
 _RECENT_BYTES = 16
 _PACKED_RECENT_BYTES = 12
-#: Flags byte: the lead is hot; its dedupe window is packed.
-_HOT, _PACKED = 1, 2
+#: Flags byte: the lead is hot; its dedupe window is packed; a reset floor follows the
+#: header.
+_HOT, _PACKED, _FLOOR = 1, 2, 4
+_FLOOR_MS = struct.Struct("<q")
 _MAX_NUMBER = 0xFFFF
 _KINDS = ("rule", "stream", "field")
 
@@ -118,7 +122,9 @@ def encode_state(state: LeadState, version: int, names: Names) -> bytes:
             version & 0xFFFFFFFF,
             state.clock_ms,
             state.landmark_ms,
-            (_HOT if state.hot else 0) | (0 if packed is None else _PACKED),
+            (_HOT if state.hot else 0)
+            | (0 if packed is None else _PACKED)
+            | (0 if state.floor_ms is None else _FLOOR),
             state.crossings,
             state.events_applied,
             len(state.sums),
@@ -128,6 +134,8 @@ def encode_state(state: LeadState, version: int, names: Names) -> bytes:
             len(recent) // _RECENT_BYTES,
         )
     ]
+    if state.floor_ms is not None:
+        parts.append(_FLOOR_MS.pack(state.floor_ms))
     parts += [_SUM.pack(rules[r], acc) for r, acc in state.sums.items()]
     parts += [_POSITION.pack(streams[s], o) for s, o in state.positions.items()]
     for occurred_ms, event_id in stamps:
@@ -161,6 +169,10 @@ def _decode(raw: bytes, lead_id: str, names: Mapping[str, Mapping[int, str]]) ->
     clock, landmark, flags, crossings, applied = header[2:7]
     n_sums, n_positions, n_stamps, n_profile, n_recent = header[7:]
     at = _HEADER.size
+    floor: int | None = None
+    if flags & _FLOOR:
+        (floor,) = _FLOOR_MS.unpack_from(raw, at)
+        at += _FLOOR_MS.size
 
     rules, streams, fields = (names[k] for k in _KINDS)
     try:
@@ -205,4 +217,5 @@ def _decode(raw: bytes, lead_id: str, names: Mapping[str, Mapping[int, str]]) ->
         positions=positions,
         events_applied=applied,
         recent_ids=bytes(recent),
+        floor_ms=floor,
     )

@@ -17,7 +17,14 @@ import time
 from collections.abc import Mapping, Sequence
 
 from schemas._native import Batch, Reader
-from schemas.events import EVENT_MODELS, PROFILE_FIELDS, LeadProfile, rule_event_of
+from schemas.events import (
+    EVENT_MODELS,
+    PROFILE_FIELDS,
+    SCORE_RESET,
+    LeadProfile,
+    ScoreAdjusted,
+    rule_event_of,
+)
 from schemas.validation import MAX_EVENT_BYTES, too_far_ahead
 from scoring._native import LeadSnapshot, LeadTable
 from scoring.crossings import make_crossing
@@ -233,6 +240,8 @@ def _parse_chunk(
             result.occurred_at_ms,
             profile_values(result, profile_fields) if isinstance(result, LeadProfile) else None,
             [f.rules.match(rule_event_of(result), result.field_value) for f in fast],
+            reset=result.type == SCORE_RESET,
+            points=result.points if isinstance(result, ScoreAdjusted) else None,
         )
     if chunk.timestamps is not None and chunk.max_skew_ms is not None:
         skew = chunk.max_skew_ms

@@ -118,6 +118,38 @@ def test_fast_path_equals_memory_store_on_a_realistic_log(tmp_path: Path) -> Non
     assert slow["stats"][3] == 1
 
 
+def test_fast_path_equals_memory_store_with_control_events(tmp_path: Path) -> None:
+    """Adjustments and resets in a log (a replay of a file takes them inline) go through
+    the same engine on both paths, at the same place in the log."""
+    events = generate_event_log(5, 4000, 60, span_ms=30 * DAY_MS)
+    rng = random.Random(5)
+    for i in range(120):
+        near = events[rng.randrange(len(events))]
+        control: dict[str, Any] = {
+            "event_id": f"ctl-{i}",
+            "lead_id": near["lead_id"],
+            "occurred_at": near["occurred_at"],
+            "reason": "test",
+            "author": "tests",
+        }
+        if i % 3:
+            control |= {"type": "score_adjusted", "points": rng.choice([-35, 12.5, 40, 90])}
+        else:
+            control |= {"type": "score_reset"}
+        events.insert(events.index(near) + 1, control)
+    log = tmp_path / "control.jsonl"
+    log.write_bytes(b"\n".join(json.dumps(e).encode() for e in events) + b"\n")
+    rules = load_rules(default_rules_path())
+    slow, fast = _both(log, [rules], 40_000)
+    assert slow == fast
+    by_control = {
+        c.kind
+        for c in slow["runs"][0]["crossings"]
+        if (c.trigger_event_id or "").startswith("ctl-")
+    }
+    assert by_control == {"lead_became_hot", "lead_cooled"}  # the controls did something
+
+
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
