@@ -1,5 +1,6 @@
 """``leadscore``: the command line. This module only builds the click group; the commands
 live with what they run: :mod:`streams.live.commands` (worker, produce, score, top, tail),
+:mod:`streams.live.control_commands` (adjust, reset),
 :mod:`streams.replay.commands` (replay, calibrate) and :mod:`streams.contract_commands`
 (rules check, schemas export).
 
@@ -15,6 +16,7 @@ import click
 
 from .contract_commands import rules, schemas
 from .live.commands import produce, score, tail, top, worker
+from .live.control_commands import adjust, reset
 from .replay.commands import calibrate, replay
 
 
@@ -33,7 +35,19 @@ def cli(ctx: click.Context) -> None:
     )
 
 
-for _command in (worker, produce, score, top, tail, replay, calibrate, rules, schemas):
+for _command in (
+    worker,
+    produce,
+    adjust,
+    reset,
+    score,
+    top,
+    tail,
+    replay,
+    calibrate,
+    rules,
+    schemas,
+):
     cli.add_command(_command)
 
 

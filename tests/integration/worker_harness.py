@@ -95,6 +95,8 @@ class WorkerConfig:
     key_prefix: str
     partitions: int = 2
     sweep_interval: float = 1.0
+    #: The control topic (None: ``<app_id>-control``, so that tests never share one).
+    control_topic: str | None = None
     #: Further LEADSCORE_* (or other) variables, e.g. {"LEADSCORE_MAX_EVENT_BYTES": "1024"}.
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
@@ -114,6 +116,7 @@ class WorkerConfig:
                 "LEADSCORE_INPUT_TOPICS": ",".join(self.input_topics),
                 "LEADSCORE_HOT_TOPIC": self.hot_topic,
                 "LEADSCORE_DLQ_TOPIC": self.dlq_topic,
+                "LEADSCORE_CONTROL_TOPIC": self.control_topic or f"{self.app_id}-control",
                 "LEADSCORE_REDIS_KEY_PREFIX": self.key_prefix,
                 "LEADSCORE_WEB_PORT": str(web_port),
                 "LEADSCORE_SWEEP_INTERVAL": str(self.sweep_interval),
@@ -702,12 +705,15 @@ class WorkerStack:
         self.input_topic = f"{name}-events"
         self.hot_topic = f"{name}-hot"
         self.dlq_topic = f"{name}-dlq"
+        self.control_topic = f"{name}-control"
         self._topics_made = False
 
     def make_topics(self, partitions: int = 2) -> None:
-        """Create the input (``partitions``), hot and DLQ topics (deleted at teardown)."""
+        """Create the input and control (``partitions`` each), hot and DLQ topics (deleted
+        at teardown)."""
         if not self._topics_made:
             self._create_topic(self.input_topic, partitions)
+            self._create_topic(self.control_topic, partitions)
             self._create_topic(self.hot_topic, 2)
             self._create_topic(self.dlq_topic, 1)
             self._topics_made = True
@@ -723,6 +729,7 @@ class WorkerStack:
             dlq_topic=self.dlq_topic,
             key_prefix=self.key_prefix,
             partitions=getattr(self, "partitions", 2),
+            control_topic=self.control_topic,
         )
         return base.with_(**changes)
 

@@ -1,0 +1,148 @@
+"""Control events through the live worker: ``leadscore adjust`` and ``leadscore reset``
+write to the control topic, the worker applies them exactly once, refuses them on the
+input topic (and tracking events on the control topic), and ``leadscore replay`` of the
+same events gives the same hot-lead records."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schemas.times import parse_time_ms
+from tests.integration.worker_harness import (
+    FUTURE_MS,
+    WorkerStack,
+    encode,
+    record_payload,
+    to_iso,
+)
+from tests.strategies import MINUTE_MS
+
+pytestmark = pytest.mark.integration
+
+RULES = """\
+version: control-1
+half_life: 1h
+adjustments: {half_life: 2h}
+thresholds: {hot: 70, cool: 50}
+rules:
+  - {id: pv, event: page_view, points: 10}
+"""
+T0 = FUTURE_MS  # 2030: the sweep (wall clock) has nothing to cool
+
+
+def page_view(event_id: str, lead_id: str, minutes: float) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "type": "page_view",
+        "lead_id": lead_id,
+        "occurred_at": to_iso(T0 + round(minutes * MINUTE_MS)),
+        "url": "https://www.example.com/pricing",
+    }
+
+
+def hot_records(stack: WorkerStack, count: int) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 30
+    while len(records := [record_payload(r) for r in stack.read_hot()]) < count:
+        assert time.monotonic() < deadline, records
+        time.sleep(0.3)
+    return records
+
+
+def test_adjust_and_reset_live_exactly_once_and_as_replayed(
+    stack: WorkerStack, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    stack.make_topics(partitions=2)
+    config = stack.config(extra_env={"LEADSCORE_RULES_FILE": str(rules)})
+    worker = stack.start(config)
+    accepted: list[dict[str, Any]] = []  # what the worker applies, in order: the replay log
+
+    def track(*events: dict[str, Any]) -> None:
+        stack.produce([encode(e) for e in events])
+        accepted.extend(events)
+
+    def control(command: str, *args: str) -> dict[str, Any]:
+        out = stack.run_cli(command, *args, "--author", "tests", config=config).stdout
+        assert f"-> {stack.control_topic}" in out, out
+        event_id = args[args.index("--id") + 1]
+        kind = "score_adjusted" if command == "adjust" else "score_reset"
+        event: dict[str, Any] = {"event_id": event_id, "type": kind, "lead_id": args[0]}
+        event["occurred_at"] = args[args.index("--at") + 1]
+        if command == "adjust":
+            event["points"] = float(args[1])
+        event |= {"reason": args[args.index("--reason") + 1], "author": "tests"}
+        accepted.append(event)
+        return event
+
+    track(page_view("v1", "lead-a", 0), page_view("v2", "lead-a", 1), page_view("v3", "lead-b", 1))
+    worker.wait_processed(3)
+    at = to_iso(T0 + 10 * MINUTE_MS)
+    control("adjust", "lead-a", "55", "--reason", "met at the fair", "--at", at, "--id", "adj-1")
+    [hot] = hot_records(stack, 1)
+    assert (hot["type"], hot["lead_id"], hot["trigger_event_id"]) == (
+        "lead_became_hot",
+        "lead-a",
+        "adj-1",
+    )
+    assert "manual-adjustment" in [r["rule_id"] for r in hot["reasons"]]
+
+    # The same adjustment again (a retrying script): nothing changes.
+    again = stack.run_cli(
+        "adjust", "lead-a", "55", "--reason", "again", "--at", at, "--id", "adj-1", config=config
+    )
+    assert again.returncode == 0
+    worker.wait_processed(5)
+
+    at = to_iso(T0 + 20 * MINUTE_MS)
+    control("reset", "lead-a", "--reason", "deal closed", "--at", at, "--id", "rst-1")
+    records = hot_records(stack, 2)
+    cooled = records[1]
+    assert (cooled["type"], cooled["trigger_event_id"]) == ("lead_cooled", "rst-1")
+    assert parse_time_ms(cooled["occurred_at"]) == T0 + 20 * MINUTE_MS
+    assert cooled["score"] == 0
+    # Dated before the reset, arriving after it: never counts. After it: counts.
+    track(page_view("v4", "lead-a", 15), *(page_view(f"w{i}", "lead-a", 21 + i) for i in range(8)))
+    records = hot_records(stack, 3)
+    assert (records[2]["type"], records[2]["trigger_event_id"]) == ("lead_became_hot", "w7")
+
+    # Misrouted: a control event on the input topic, a page view on the control topic.
+    [reset] = [e for e in accepted if e["event_id"] == "rst-1"]
+    misplaced = dict(reset, event_id="rst-misplaced")
+    stack.produce([encode(misplaced)])
+    stack.produce([encode(page_view("v-misplaced", "lead-b", 2))], topic=stack.control_topic)
+    total = len(accepted) + 1 + 2  # + the repeated adjustment, + the two misrouted
+    metrics = worker.wait_processed(total)
+    assert metrics["leadscore_events_duplicate_total"] == 2  # adj-1 again; v4 before the reset
+    letters = [r.json() for r in stack.read_dlq()]
+    dead = {json.loads(d["payload_text"])["event_id"]: d for d in letters}
+    assert len(dead) == 2, letters
+    assert dead["rst-misplaced"]["error"].startswith("type: score_reset is a control event")
+    assert dead["v-misplaced"]["error"].startswith("type: the control topic takes control events")
+
+    log = tmp_path / "accepted.jsonl"
+    log.write_text("".join(json.dumps(e) + "\n" for e in accepted))
+    last = max(e["occurred_at"] for e in accepted)
+    out = tmp_path / "replay"
+    stack.run_cli(
+        "replay",
+        str(log),
+        "--rules",
+        str(rules),
+        "--out",
+        str(out),
+        "--at",
+        last,
+        "--no-progress",
+        config=config,
+    )
+    want = [json.loads(x) for x in (out / "hot.jsonl").read_text().splitlines()]
+    live = hot_records(stack, len(want))
+    strip = [{k: v for k, v in r.items() if k != "emitted_at"} for r in want]
+    assert live == strip
+    assert worker.stop() == 0
