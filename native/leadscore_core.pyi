@@ -27,9 +27,7 @@ class Curve:
 
 #: (clock_ms, landmark_ms, sums, hot, crossings, fit score, fit allows hot, events applied,
 #: reset floor_ms or None)
-PackedLead = tuple[
-    int, int, list[tuple[int, float]], bool, int, float, bool, int, int | None
-]
+PackedLead = tuple[int, int, list[tuple[int, float]], bool, int, float, bool, int, int | None]
 RawCrossing = tuple[bool, int, float, int, int | None, list[tuple[int, float]], float, bool]
 
 #: (event_id, occurred_ms, matched rule indices, kind (0 behaviour, 1 profile, 2 reset),
