@@ -28,9 +28,11 @@ class Curve:
 #: (clock_ms, landmark_ms, sums, hot, crossings, fit score, fit allows hot, events applied,
 #: reset floor_ms or None)
 PackedLead = tuple[int, int, list[tuple[int, float]], bool, int, float, bool, int, int | None]
-RawCrossing = tuple[bool, int, float, int, int | None, list[tuple[int, float]], float, bool]
+#: (became_hot, at_ms, score, sequence, trigger index, reasons, fit score, fit allows hot,
+#: erased)
+RawCrossing = tuple[bool, int, float, int, int | None, list[tuple[int, float]], float, bool, bool]
 
-#: (event_id, occurred_ms, matched rule indices, kind (0 behaviour, 1 profile, 2 reset),
+#: (event_id, occurred_ms, matched rule indices, kind (0 behaviour, 1 profile, 2 reset, 3 erase),
 #: (stream, offset) or None, points replacing the matched rules' or None)
 LeadEventRow = tuple[str, int, Sequence[int], int, tuple[str, int] | None, float | None]
 
@@ -79,7 +81,7 @@ class Batch:
         occurred_ms: int,
         profile: tuple[object, ...] | None,
         matched: Sequence[Sequence[int]],
-        reset: bool = False,
+        kind: int = 0,
         points: float | None = None,
     ) -> None: ...
     def time_range(self, limit_ms: int) -> tuple[tuple[int, int] | None, int]: ...
@@ -112,7 +114,7 @@ class LeadTable:
     def __init__(
         self,
         kernel: Kernel,
-        on_profile: Callable[[str, str, int, tuple[object, ...]], tuple[float, bool]],
+        on_profile: Callable[[str, str, int, tuple[object, ...] | None], tuple[float, bool]],
         slot: int,
     ) -> None: ...
     def resolve(self, signature: int, matched: Sequence[int]) -> None: ...

@@ -208,7 +208,8 @@ class LeadProfile(BaseEvent):
 #: so that ACLs can keep tracking producers from sending them.
 SCORE_ADJUSTED = "score_adjusted"
 SCORE_RESET = "score_reset"
-CONTROL_TYPES: frozenset[str] = frozenset({SCORE_ADJUSTED, SCORE_RESET})
+LEAD_ERASED = "lead_erased"
+CONTROL_TYPES: frozenset[str] = frozenset({SCORE_ADJUSTED, SCORE_RESET, LEAD_ERASED})
 #: The largest adjustment one ``score_adjusted`` may make, up or down.
 MAX_ADJUSTMENT = 1_000_000.0
 Reason = Annotated[str, Field(min_length=1, max_length=500)]
@@ -243,6 +244,17 @@ class ScoreReset(BaseEvent):
     author: Author = Field(description="Who: a person or a system.")
 
 
+class LeadErasedEvent(BaseEvent):
+    """Erase the lead (GDPR art. 17) as of ``occurred_at``: its score, profile and event
+    ids are deleted from the store, a ``lead_erased`` record tells downstream copies to
+    forget it, and events dated at or before it never count again; later events for the id
+    start a fresh lead. A control event."""
+
+    type: Literal["lead_erased"]
+    reason: Reason = Field(description="Why (e.g. the request's ticket number).")
+    author: Author = Field(description="Who: a person or a system.")
+
+
 #: Fit attributes a ``lead_profile`` event can carry (``email_domain`` is derived).
 PROFILE_FIELDS: tuple[str, ...] = (
     "email",
@@ -266,7 +278,8 @@ LeadEvent = Annotated[
     | LeadProfile
     | Track
     | ScoreAdjusted
-    | ScoreReset,
+    | ScoreReset
+    | LeadErasedEvent,
     Field(discriminator="type"),
 ]
 
@@ -282,6 +295,7 @@ EVENT_MODELS: dict[str, type[BaseEvent]] = {
     "track": Track,
     SCORE_ADJUSTED: ScoreAdjusted,
     SCORE_RESET: ScoreReset,
+    LEAD_ERASED: LeadErasedEvent,
 }
 
 #: The built-in tracking event types besides ``track`` (a ``track`` event may not take

@@ -118,6 +118,14 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "reason": "deal closed; start over for upsell",
         "author": "crm-sync",
     },
+    "lead_erased": {
+        "event_id": "era-01JD90F8H3Q2",
+        "type": "lead_erased",
+        "lead_id": EXAMPLE_LEAD_ID,
+        "occurred_at": "2026-11-26T14:30:00Z",
+        "reason": "erasure request #4711",
+        "author": "privacy@example.com",
+    },
 }
 
 #: One example of each output record, keyed by its ``type``, as leadscore writes it.
@@ -154,6 +162,15 @@ OUTPUT_EXAMPLES: dict[str, dict[str, Any]] = {
         "fit_grade": "A",
         "rules_version": "2026-11-01",
         "emitted_at": "2026-12-21T06:00:03.120Z",
+    },
+    "lead_erased": {
+        "type": "lead_erased",
+        "event_id": "0b6f2c1e-4a57-5d2b-9c8e-3f1a7d6e2b90",
+        "lead_id": EXAMPLE_LEAD_ID,
+        "occurred_at": "2026-11-26T14:30:00Z",
+        "trigger_event_id": "era-01JD90F8H3Q2",
+        "rules_version": "2026-11-01",
+        "emitted_at": "2026-11-26T14:30:00.412Z",
     },
     "dead_letter": {
         "type": "dead_letter",

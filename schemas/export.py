@@ -32,7 +32,7 @@ from pydantic import BaseModel
 
 from schemas.events import EVENT_ADAPTER, EVENT_MODELS
 from schemas.examples import EXAMPLES, OUTPUT_EXAMPLES
-from schemas.outputs import DeadLetter, LeadBecameHot, LeadCooled
+from schemas.outputs import DeadLetter, LeadBecameHot, LeadCooled, LeadErased
 
 #: Where the committed schema files live.
 SCHEMA_DIR: Final = Path(__file__).parent / "json"
@@ -45,6 +45,8 @@ _DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
 _OUTPUT_MODELS: Final[dict[str, type[BaseModel]]] = {
     "lead_became_hot": LeadBecameHot,
     "lead_cooled": LeadCooled,
+    # (the input control event of that name has the file lead_erased.schema.json)
+    "lead_erased_record": LeadErased,
     "dead_letter": DeadLetter,
 }
 
@@ -66,7 +68,9 @@ def render_schemas() -> dict[str, str]:
         )
     for name, output in _OUTPUT_MODELS.items():
         documents[name] = _document(
-            name, output.model_json_schema(mode="serialization"), examples=[OUTPUT_EXAMPLES[name]]
+            name,
+            output.model_json_schema(mode="serialization"),
+            examples=[OUTPUT_EXAMPLES[name.removesuffix("_record")]],
         )
     return {
         name + SUFFIX: json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n"

@@ -74,7 +74,30 @@ class LeadCooled(_ScoreCrossing):
     )
 
 
-HotLeadEvent = LeadBecameHot | LeadCooled
+class LeadErased(BaseModel):
+    """A lead was erased (``leadscore erase``, GDPR art. 17): forget every copy of it.
+    Its score, profile and event ids are gone from leadscore's store; new events for the
+    id start a fresh lead."""
+
+    model_config = ConfigDict(
+        strict=True,
+        frozen=True,
+        extra="forbid",
+        json_schema_serialization_defaults_required=True,
+    )
+
+    type: Literal["lead_erased"] = Field(
+        default="lead_erased", description="Record type (discriminator)."
+    )
+    event_id: str = Field(description="Deterministic id of this record.")
+    lead_id: str = Field(description="The erased lead; also the Kafka key.")
+    occurred_at: AwareDatetime = Field(description="When the erasure took effect (event time).")
+    trigger_event_id: str = Field(description="The `lead_erased` control event.")
+    rules_version: str = Field(description="`version` of the rules file in force.")
+    emitted_at: AwareDatetime = Field(description="Wall-clock time the record was produced.")
+
+
+HotLeadEvent = LeadBecameHot | LeadCooled | LeadErased
 
 
 #: Why a message was rejected (``DeadLetter.error_kind``).

@@ -194,7 +194,7 @@ def not_control(event: Scorable, control_topic: str | None) -> Rejected | None:
     return Rejected(
         "invalid_event",
         f"type: {event.type} is a control event: it is read from the control topic{where} "
-        "only (`leadscore adjust|reset` writes there); input topics take tracking events",
+        "only (`leadscore adjust|reset|erase` write there); input topics take tracking events",
     )
 
 

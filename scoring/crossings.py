@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from schemas.outputs import LeadBecameHot, LeadCooled, Reason
+from schemas.outputs import HotLeadEvent, LeadBecameHot, LeadCooled, LeadErased, Reason
 from schemas.times import ms_to_datetime
 
 from . import _native
@@ -26,16 +26,18 @@ CROSSING_ID_NAMESPACE = uuid.UUID("5d0f8a3e-6b1c-4f4e-9a51-1e3c2b7d9f10")
 #: How many rules a crossing's ``reasons`` lists (the core picks them).
 TOP_REASONS: int = _native.TOP_REASONS
 
-CrossingKind = Literal["lead_became_hot", "lead_cooled"]
+CrossingKind = Literal["lead_became_hot", "lead_cooled", "lead_erased"]
 
 #: (became_hot, at_ms, score, sequence, trigger index, [(rule index, points)], fit_score,
-#: fit_allows_hot): a crossing as the native core reports it.
-RawCrossing = tuple[bool, int, float, int, int | None, list[tuple[int, float]], float, bool]
+#: fit_allows_hot, erased): a crossing as the native core reports it.
+RawCrossing = tuple[bool, int, float, int, int | None, list[tuple[int, float]], float, bool, bool]
 
 
 @dataclass(frozen=True, slots=True)
 class Crossing:
-    """A threshold crossing: becomes a ``lead_became_hot`` / ``lead_cooled`` record."""
+    """A threshold crossing: becomes a ``lead_became_hot`` / ``lead_cooled`` record; or
+    an erasure (``lead_erased``, no score, threshold or reasons), which takes the same way
+    out (outbox, hot topic) so that it is delivered exactly like them."""
 
     kind: CrossingKind
     event_id: str
@@ -48,8 +50,18 @@ class Crossing:
     fit_grade: str | None
     rules_version: str
 
-    def to_record(self, emitted_at: datetime) -> LeadBecameHot | LeadCooled:
+    def to_record(self, emitted_at: datetime) -> HotLeadEvent:
         """The output record, stamped with the (caller's) wall-clock ``emitted_at``."""
+        if self.kind == "lead_erased":
+            assert self.trigger_event_id is not None
+            return LeadErased(
+                event_id=self.event_id,
+                lead_id=self.lead_id,
+                occurred_at=ms_to_datetime(self.occurred_at_ms),
+                trigger_event_id=self.trigger_event_id,
+                rules_version=self.rules_version,
+                emitted_at=emitted_at,
+            )
         model = LeadBecameHot if self.kind == "lead_became_hot" else LeadCooled
         return model(
             event_id=self.event_id,
@@ -89,10 +101,23 @@ def make_crossing(
     raw: RawCrossing, rules: RuleSet, lead_id: str, trigger_event_id: str | None
 ) -> Crossing:
     """Dress a crossing of the core: id, reasons with rule ids, grade, fit reason."""
-    became_hot, at_ms, score, sequence, _, parts, fit_points, allows = raw
+    became_hot, at_ms, score, sequence, _, parts, fit_points, allows, erased = raw
     ids = rules.rule_ids
     thresholds = rules.thresholds
     kind: CrossingKind = "lead_became_hot" if became_hot else "lead_cooled"
+    if erased:
+        return Crossing(
+            kind="lead_erased",
+            event_id=crossing_id(rules.version, lead_id, "lead_erased", at_ms, sequence),
+            lead_id=lead_id,
+            score=0.0,
+            threshold=0.0,
+            occurred_at_ms=at_ms,
+            trigger_event_id=trigger_event_id,
+            reasons=(),
+            fit_grade=None,
+            rules_version=rules.version,
+        )
     grade = rules.grade(fit_points) if rules.has_fit else None
     reasons = [Reason(rule_id=ids[i], points=points) for i, points in parts]
     if thresholds.min_grade is not None:

@@ -31,7 +31,14 @@ import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from schemas.events import SCORE_ADJUSTED, SCORE_RESET, LeadProfile, Scorable, rule_event_of
+from schemas.events import (
+    LEAD_ERASED,
+    SCORE_ADJUSTED,
+    SCORE_RESET,
+    LeadProfile,
+    Scorable,
+    rule_event_of,
+)
 
 from . import _native
 from .crossings import Crossing, make_crossings
@@ -60,7 +67,9 @@ class Step:
 #: crossings, fit_score, fit_allows_hot, events_applied, floor_ms or None).
 PackedLead = tuple[int, int, list[tuple[int, float]], bool, int, float, bool, int, int | None]
 #: Event kinds as the core takes them (``native/src/engine.rs:Kind``).
-_BEHAVIOUR, _PROFILE, _RESET = 0, 1, 2
+_BEHAVIOUR, _PROFILE = 0, 1
+#: Control event type -> kind (what `Kernel.apply_lead` and `Batch.set_event` take).
+CONTROL_KINDS = {SCORE_RESET: 2, LEAD_ERASED: 3}
 _NO_FIT: tuple[float, bool] = (0.0, True)
 
 
@@ -229,6 +238,12 @@ def advance(state: LeadState, rules: RuleSet, to_ms: int) -> Step:
 # --------------------------------------------------------------------------- batches
 
 
+def is_tombstone(state: LeadState) -> bool:
+    """Whether ``state`` is what an erasure leaves (no events since): positions, the
+    floor and the crossing count, nothing personal. Stores may keep it apart from leads."""
+    return state.events_applied == 0
+
+
 @dataclass(frozen=True, slots=True)
 class LeadBatch:
     """Result of applying one lead's events from a batch (what a store must persist)."""
@@ -268,10 +283,13 @@ def _apply(
     profile: Mapping[str, ProfileEntry] = {} if state is None else state.profile
 
     def on_profile(index: int) -> tuple[float, bool]:
+        """An applied profile event (merge it) or erasure (forget the profile): the fit."""
         nonlocal profile
         event = items[index][0]
-        assert isinstance(event, LeadProfile)
-        profile = merge_profile(profile, event, rules.profile_fields)
+        if isinstance(event, LeadProfile):
+            profile = merge_profile(profile, event, rules.profile_fields)
+        else:
+            profile = {}
         return lead_fit(profile, rules)
 
     rows = [
@@ -281,9 +299,7 @@ def _apply(
             rules.match(rule_event_of(event), event.field_value),
             _PROFILE
             if isinstance(event, LeadProfile)
-            else _RESET
-            if event.type == SCORE_RESET
-            else _BEHAVIOUR,
+            else CONTROL_KINDS.get(event.type, _BEHAVIOUR),
             None if position is None else (position.stream, position.offset),
             event.field_value("points") if event.type == SCORE_ADJUSTED else None,
         )

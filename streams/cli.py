@@ -1,6 +1,6 @@
 """``leadscore``: the command line. This module only builds the click group; the commands
 live with what they run: :mod:`streams.live.commands` (worker, produce, score, top, tail),
-:mod:`streams.live.control_commands` (adjust, reset),
+:mod:`streams.live.control_commands` (adjust, reset, erase),
 :mod:`streams.replay.commands` (replay, calibrate) and :mod:`streams.contract_commands`
 (rules check, schemas export).
 
@@ -16,7 +16,7 @@ import click
 
 from .contract_commands import rules, schemas
 from .live.commands import produce, score, tail, top, worker
-from .live.control_commands import adjust, reset
+from .live.control_commands import adjust, erase, reset
 from .replay.commands import calibrate, replay
 
 
@@ -40,6 +40,7 @@ for _command in (
     produce,
     adjust,
     reset,
+    erase,
     score,
     top,
     tail,

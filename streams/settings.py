@@ -96,7 +96,8 @@ class Settings(BaseSettings):
     )
     control_topic: str = Field(
         "lead-control",
-        description="Control events (score_adjusted, score_reset: `leadscore adjust|reset`), "
+        description="Control events (score_adjusted, score_reset, lead_erased: `leadscore "
+        "adjust|reset|erase`), "
         "read only from here so that ACLs can keep tracking producers from sending them.",
     )
     hot_topic: str = Field("lead-hot", description="Output: lead_became_hot / lead_cooled.")

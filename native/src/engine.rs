@@ -73,6 +73,10 @@ pub enum Kind {
     /// A `score_reset`: the behaviour score is zero as of its time, and events dated at or
     /// before it never count.
     Reset,
+    /// A `lead_erased`: a reset that also forgets the profile (the caller's, asked through
+    /// `fit`), the dedupe window and the event count, leaving a tombstone (positions, the
+    /// floor, the crossing count); a hot lead cools first, then an erased record follows.
+    Erase,
 }
 
 impl Kind {
@@ -81,8 +85,9 @@ impl Kind {
             0 => Ok(Kind::Behaviour),
             1 => Ok(Kind::Profile),
             2 => Ok(Kind::Reset),
+            3 => Ok(Kind::Erase),
             _ => Err(pyo3::exceptions::PyValueError::new_err(format!(
-                "unknown event kind {code} (0 behaviour, 1 profile, 2 reset)"
+                "unknown event kind {code} (0 behaviour, 1 profile, 2 reset, 3 erase)"
             ))),
         }
     }
@@ -101,6 +106,8 @@ pub struct RawCrossing {
     /// Top rules by magnitude: (rule index, contribution).
     pub reasons: Vec<(u32, f64)>,
     pub fit: Fit,
+    /// Not a threshold crossing: the lead was erased (`lead_erased`).
+    pub erased: bool,
 }
 
 impl Lead {
@@ -185,9 +192,40 @@ impl Lead {
             trigger,
             reasons: parts,
             fit: self.fit,
+            erased: false,
         });
         self.hot = became_hot;
         self.crossings += 1;
+    }
+
+    /// Forget the lead at `t` (a `lead_erased`; `fit` is that of an empty profile): a hot
+    /// lead cools (score 0), then the erased record; what is left is a tombstone.
+    fn erase(
+        &mut self,
+        rules: &Rules,
+        t: i64,
+        fit: Fit,
+        trigger: usize,
+        out: &mut Vec<RawCrossing>,
+    ) {
+        self.sums.clear();
+        self.fit = fit;
+        self.clock_ms = t;
+        if self.hot {
+            self.cross(rules, false, t, 0.0, Some(trigger), out);
+        }
+        out.push(RawCrossing {
+            became_hot: false,
+            at_ms: t,
+            score: 0.0,
+            sequence: self.crossings,
+            trigger: Some(trigger),
+            reasons: Vec::new(),
+            fit,
+            erased: true,
+        });
+        self.crossings += 1;
+        self.events_applied = 0;
     }
 
     /// Step 1 alone: the cooling decay caused by `until_ms`, if any. The clock stays.
@@ -213,9 +251,9 @@ impl Lead {
     }
 
     /// Apply one (non-duplicate) event: steps 1-3. `fit` is the lead's fit after this
-    /// event when the event changed the profile; `points` replaces the matched rules'
-    /// points (a `score_adjusted`); `reset` zeroes the behaviour score first (after step 1)
-    /// and raises the floor to the event's time.
+    /// event when the event changed the profile (or erased it); `points` replaces the
+    /// matched rules' points (a `score_adjusted`); a reset or an erasure zeroes the
+    /// behaviour score first (after step 1) and raises the floor to the event's time.
     #[allow(clippy::too_many_arguments)]
     pub fn apply(
         &mut self,
@@ -223,7 +261,7 @@ impl Lead {
         occurred_ms: i64,
         matched: &[u32],
         points: Option<f64>,
-        reset: bool,
+        kind: Kind,
         fit: Option<Fit>,
         trigger: usize,
         out: &mut Vec<RawCrossing>,
@@ -231,9 +269,13 @@ impl Lead {
         let t = self.clock_ms.max(occurred_ms);
         // 1. Did decay take a hot lead below `cool` since its last event?
         self.cool_by_decay(rules, t, out);
-        if reset {
+        if matches!(kind, Kind::Reset | Kind::Erase) {
             self.sums.clear();
             self.floor_ms = self.floor_ms.max(occurred_ms);
+        }
+        if kind == Kind::Erase {
+            self.erase(rules, t, fit.unwrap_or(rules.empty_fit), trigger, out);
+            return;
         }
         // 2. The event's rules, with its own timestamp (late events weigh less).
         if (t - self.landmark_ms) as f64 > REBASE_AFTER_HALF_LIVES * rules.min_half_life_ms as f64 {
@@ -380,8 +422,11 @@ pub fn accept(
             None => positions.push((stream.to_string(), offset)),
         }
     }
+    if event.kind == Kind::Erase {
+        seen.clear(); // a tombstone remembers only the erasure's own id
+    }
     seen.insert(id, event.occurred_ms);
-    let fit = if event.kind == Kind::Profile {
+    let fit = if matches!(event.kind, Kind::Profile | Kind::Erase) {
         Some(fit()?)
     } else {
         None
@@ -392,7 +437,7 @@ pub fn accept(
         event.occurred_ms,
         event.matched,
         event.points,
-        event.kind == Kind::Reset,
+        event.kind,
         fit,
         trigger,
         out,
@@ -401,7 +446,7 @@ pub fn accept(
 }
 
 /// An event as `Kernel.apply_lead` takes it: (event_id, occurred_ms, matched rule
-/// indices, kind (0 behaviour, 1 profile, 2 reset: [`Kind`]), (stream, offset) or None,
+/// indices, kind (0 behaviour, 1 profile, 2 reset, 3 erase: [`Kind`]), (stream, offset) or None,
 /// points replacing the matched rules' or None).
 pub type LeadEventRow = (
     String,
@@ -440,7 +485,7 @@ pub type LeadTuple = (
     Option<i64>,
 );
 /// (became_hot, at_ms, score, sequence, trigger index or None, [(rule index, points)],
-/// fit_score, allows_hot).
+/// fit_score, allows_hot, erased).
 pub type CrossingTuple = (
     bool,
     i64,
@@ -449,6 +494,7 @@ pub type CrossingTuple = (
     Option<usize>,
     Vec<(u32, f64)>,
     f64,
+    bool,
     bool,
 );
 
@@ -492,6 +538,7 @@ pub fn crossing_to_tuple(c: RawCrossing) -> CrossingTuple {
         c.reasons,
         c.fit.score,
         c.fit.allows_hot,
+        c.erased,
     )
 }
 

@@ -26,8 +26,8 @@ struct Row {
     /// For profile events: the values of the reader's `profile_fields` (Python objects).
     profile: Option<Py<PyTuple>>,
     matches: Matches,
-    /// A `score_reset` (only records Python validated).
-    reset: bool,
+    /// What it does besides matching rules (control events: only records Python validated).
+    kind: Kind,
     /// A `score_adjusted`'s points, replacing the matched rule's.
     points: Option<f64>,
 }
@@ -201,12 +201,16 @@ impl Reader {
                 None
             };
             batch.rows.push(Some(Row {
+                kind: if profile.is_some() {
+                    Kind::Profile
+                } else {
+                    Kind::Behaviour
+                },
                 profile,
                 event_id: event.event_id,
                 lead_id: event.lead_id,
                 occurred_ms: event.occurred_ms,
                 matches: Matches::Signature(sig),
-                reset: false,
                 points: None,
             }));
         }
@@ -254,9 +258,9 @@ impl Batch {
     }
 
     /// A slow record that Python accepted: its envelope, its profile values (profile
-    /// events), the matched rules per table, and for control events whether it resets
-    /// the score and the points it adds.
-    #[pyo3(signature = (index, event_id, lead_id, occurred_ms, profile, matched, reset = false, points = None))]
+    /// events), the matched rules per table, and for control events their kind (2 reset,
+    /// 3 erase: see `engine::Kind`) and the points they add.
+    #[pyo3(signature = (index, event_id, lead_id, occurred_ms, profile, matched, kind = 0, points = None))]
     #[allow(clippy::too_many_arguments)]
     fn set_event(
         &mut self,
@@ -266,9 +270,14 @@ impl Batch {
         occurred_ms: i64,
         profile: Option<Py<PyTuple>>,
         matched: Vec<Vec<u32>>,
-        reset: bool,
+        kind: u8,
         points: Option<f64>,
     ) -> PyResult<()> {
+        let kind = if profile.is_some() {
+            Kind::Profile
+        } else {
+            Kind::from_code(kind)?
+        };
         let slot = self
             .rows
             .get_mut(index)
@@ -279,7 +288,7 @@ impl Batch {
             occurred_ms,
             profile,
             matches: Matches::Given(matched),
-            reset,
+            kind,
             points,
         });
         Ok(())
@@ -447,18 +456,13 @@ impl LeadTable {
                 occurred_ms: row.occurred_ms,
                 matched,
                 position: None,
-                kind: if row.profile.is_some() {
-                    Kind::Profile
-                } else if row.reset {
-                    Kind::Reset
-                } else {
-                    Kind::Behaviour
-                },
+                kind: row.kind,
                 points: row.points,
             };
             let on_profile = &self.on_profile;
             let fit = || -> PyResult<Fit> {
-                let values = row.profile.as_ref().expect("changes_profile");
+                // None: an erasure (the profile is forgotten)
+                let values = row.profile.as_ref();
                 let args = (
                     row.lead_id.as_str(),
                     row.event_id.as_str(),

@@ -1,8 +1,9 @@
-"""``leadscore adjust`` and ``leadscore reset``: act on a lead's score by hand.
+"""``leadscore adjust``, ``reset`` and ``erase``: act on a lead by hand.
 
 Each command validates one control event (:class:`schemas.events.ScoreAdjusted`,
-:class:`schemas.events.ScoreReset`) and sends it, acknowledged, to the control topic
-(``LEADSCORE_CONTROL_TOPIC``), keyed by the lead id with the producer settings of
+:class:`schemas.events.ScoreReset`, :class:`schemas.events.LeadErasedEvent`) and sends it,
+acknowledged, to the control topic (``LEADSCORE_CONTROL_TOPIC``), keyed by the lead id with
+the producer settings of
 ``leadscore produce``, so it lands on the partition the lead's tracking events use. The
 worker applies it exactly once (its id and position are remembered like any event's), and
 a replay of a log that holds it applies it the same way.
@@ -18,7 +19,7 @@ from typing import Any
 import click
 import orjson
 
-from schemas.events import SCORE_ADJUSTED, SCORE_RESET
+from schemas.events import LEAD_ERASED, SCORE_ADJUSTED, SCORE_RESET
 from schemas.times import format_ms
 from schemas.validation import Rejected, parse_control_event
 
@@ -56,7 +57,7 @@ def _send(
     **fields: Any,
 ) -> None:
     settings = _settings(ctx)
-    prefix = "adj" if event_type == SCORE_ADJUSTED else "rst"
+    prefix = {SCORE_ADJUSTED: "adj", SCORE_RESET: "rst", LEAD_ERASED: "era"}[event_type]
     at_ms = int(at.timestamp() * 1000)
     event = {
         "event_id": event_id or f"{prefix}-{uuid.uuid4().hex}",
@@ -141,3 +142,33 @@ def reset(
       leadscore reset lead-7f3c9a --reason "deal closed; score upsell from zero"
     """
     _send(ctx, SCORE_RESET, lead_id, _parse_at(at_text), event_id, reason=reason, author=author)
+
+
+@click.command()
+@_LEAD
+@_REASON
+@_AUTHOR
+@_AT
+@_ID
+@click.pass_context
+def erase(
+    ctx: click.Context,
+    lead_id: str,
+    reason: str,
+    author: str,
+    at_text: str | None,
+    event_id: str | None,
+) -> None:
+    """Erase a lead (GDPR art. 17): its score, profile and event ids are deleted from
+    Redis, leaving a tombstone under a hashed key, and a lead_erased record on the hot
+    topic tells downstream copies to forget it. Its old messages, re-delivered, change
+    nothing; new events for the id start a fresh lead.
+
+    Raw events stay in the input and dead-letter topics until their retention ends
+    (docs/operations.md, "Erasure").
+
+    \b
+    Example:
+      leadscore erase lead-7f3c9a --reason "erasure request #4711"
+    """
+    _send(ctx, LEAD_ERASED, lead_id, _parse_at(at_text), event_id, reason=reason, author=author)

@@ -40,6 +40,9 @@ class Metrics:
         )
         self.hot = Counter("leadscore_hot_emitted", "lead_became_hot events produced", registry=r)
         self.cooled = Counter("leadscore_cooled_emitted", "lead_cooled events produced", registry=r)
+        self.erased = Counter(
+            "leadscore_erased_emitted", "lead_erased records produced", registry=r
+        )
         self.retries = Counter(
             "leadscore_retries",
             "Retried operations (Redis/Kafka failures)",

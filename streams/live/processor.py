@@ -313,6 +313,10 @@ class Processor:
             "produce hot-lead events", lambda: self.sink.send_all(self.hot_topic, records)
         )
         for c in crossings:
+            if c.kind == "lead_erased":  # (the erased lead's id is not logged)
+                self.metrics.erased.inc()
+                log.info("lead_erased (trigger %s)", c.trigger_event_id)
+                continue
             counter = self.metrics.hot if c.kind == "lead_became_hot" else self.metrics.cooled
             counter.inc()
             log.info(

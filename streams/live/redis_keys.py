@@ -15,6 +15,11 @@ key                     type   content
 ``P lead:{T}:outbox``   hash   crossing id -> crossing JSON, written atomically with the
                                state, deleted once produced to Kafka (transactional
                                outbox); absent while nothing is undelivered
+``P erased:{e:H}``      string an erased lead's tombstone (``leadscore erase``): the state
+                               an erasure leaves (last offset per partition, the
+                               erasure's time, the crossing count; nothing personal),
+                               read when ``P lead:{T}`` is missing; ``H``: the first 32
+                               hex digits of the lead id's SHA-256
 ``P idx:outbox``        set    lead ids that may have undelivered outbox entries
 ``P idx:cool-due``      zset   hot lead id -> millisecond it cools if nothing happens
                                (the cooling sweep reads the due ones, no scan)
@@ -113,6 +118,14 @@ class KeySpace:
             state = f"{self.prefix}lead:{{{_hash_tag(lead_id)}}}"
             keys = self._leads[lead_id] = LeadKeys(lead_id, state, f"{state}:outbox")
         return keys
+
+    def tombstone(self, lead_id: str) -> LeadKeys:
+        """Where an erased lead's tombstone is kept (``P erased:{e:<sha256>}``: no lead id
+        in the name), as keys whose ``state`` is that key: it loads and saves like a
+        state. Its outbox is never used."""
+        digest = hashlib.sha256(lead_id.encode()).hexdigest()[:32]
+        key = f"{self.prefix}erased:{{e:{digest}}}"
+        return LeadKeys(lead_id, key, f"{key}:outbox")
 
     def node_applied(self, tag: str) -> str:
         """A cluster node's "applied up to" marks (hash, like :attr:`applied`)."""

@@ -58,10 +58,12 @@ while a <= #ARGV do
   local current = redis.call('GET', lead_key(key))
   local version = ''
   if current then version = string.sub(current, 2, 5) end
-  if version ~= expected then
+  if version ~= expected and expected ~= '*' then
     out[#out + 1] = -1
   else
-    if ttl > 0 and string.byte(state, 22) % 2 == 0 then
+    if state == '' then
+      redis.call('DEL', lead_key(key))
+    elseif ttl > 0 and string.byte(state, 22) % 2 == 0 then
       redis.call('SET', lead_key(key), state, 'PX', ttl)
     else
       redis.call('SET', lead_key(key), state)
@@ -108,9 +110,9 @@ SAVE_LEADS_SCRIPT = (
 --   crossings, P lead:{T}:outbox (hash: crossing id -> crossing JSON)
 -- ARGV[1] = TTL in ms for leads that are not hot ("0": none); ARGV[2] = k; then k marks
 --   (stream, next offset, offset the caller knows was applied or -1); then per lead:
---   expected version (state bytes 2-5, "" when not stored yet), new state (byte 22:
---   flags, 1 = hot), m, and when m > 0: the lead id and m (crossing id, crossing JSON)
---   pairs
+--   expected version (state bytes 2-5, "" when not stored yet, "*": write whatever is
+--   stored), new state (byte 22: flags, 1 = hot; "": delete the key), m, and when m > 0:
+--   the lead id and m (crossing id, crossing JSON) pairs
 -- Returns, per lead: 1, or -1 when the stored version was not the expected one (another
 -- writer got there first: reload and recompute that lead); or, after a rollback,
 -- {-2, stream, stored mark (-1: none), ...} for each mark found behind and nothing written.
@@ -267,10 +269,16 @@ async def load_states(client: Redis, keys: Sequence[LeadKeys]) -> list[bytes | N
     return list(found)
 
 
+#: ``LeadWrite.expected_version`` of a write that does not compare (an erased lead's
+#: tombstone: the latest erasure's wins).
+ANY_VERSION = b"*"
+
+
 @dataclass(frozen=True, slots=True)
 class LeadWrite:
     """One lead's new state, to be written only if its stored version is still
-    ``expected_version`` (the 4 version bytes read; ``b""``: not stored)."""
+    ``expected_version`` (the 4 version bytes read; ``b""``: not stored; or
+    :data:`ANY_VERSION`). An empty ``state`` deletes the key (an erased lead)."""
 
     keys: LeadKeys
     expected_version: bytes

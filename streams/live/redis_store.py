@@ -29,6 +29,7 @@ from scoring.state_machine import (
     apply_lead_events,
     cool_due_ms,
     group_by_lead,
+    is_tombstone,
 )
 from scoring.store import BatchResult, EventItem
 
@@ -40,7 +41,7 @@ from .redis_migrate import convert_format_1, stored_format
 from .redis_names import give_numbers, read_names
 from .redis_nodes import ClusterNodes, StandaloneNodes, TopologyChangedError
 from .redis_rank import RankIndex, texts
-from .redis_scripts import LeadWrite, write_indexes
+from .redis_scripts import ANY_VERSION, LeadWrite, write_indexes
 from .state_format import (
     FORMAT,
     VERSION_SLICE,
@@ -286,6 +287,12 @@ class RedisStore:
                 loaded[lead_id] = _Loaded(None, b"")
             else:
                 loaded[lead_id] = _Loaded(await self.decode(raw, lead_id), raw[VERSION_SLICE])
+        # A lead without a state may have been erased: its tombstone guards its past.
+        missing = [lead for lead, item in loaded.items() if item.state is None]
+        tombstones = await self.nodes.load([self.keys.tombstone(lead) for lead in missing])
+        for lead_id, raw in zip(missing, tombstones, strict=True):
+            if raw is not None:
+                loaded[lead_id] = _Loaded(await self.decode(raw, lead_id), b"")
         return loaded
 
     # ------------------------------------------------------------------ writes
@@ -350,6 +357,11 @@ class RedisStore:
             if r.applied_event_ids or r.crossings:
                 assert r.state is not None
                 expected = loaded[lead].version
+                if is_tombstone(r.state):  # erased: the tombstone, and the lead key goes
+                    tombstone = await self.encode(r.state, 1)
+                    writes.append(LeadWrite(self.keys.tombstone(lead), ANY_VERSION, tombstone, ()))
+                    writes.append(LeadWrite(self.keys.lead(lead), expected, b"", r.crossings))
+                    continue
                 state = await self.encode(r.state, int.from_bytes(expected, "little") + 1)
                 writes.append(LeadWrite(self.keys.lead(lead), expected, state, r.crossings))
         marks_known = {s: (o, known.get(s, -1)) for s, o in marks.items()}

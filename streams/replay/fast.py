@@ -17,20 +17,14 @@ import time
 from collections.abc import Mapping, Sequence
 
 from schemas._native import Batch, Reader
-from schemas.events import (
-    EVENT_MODELS,
-    PROFILE_FIELDS,
-    SCORE_RESET,
-    LeadProfile,
-    ScoreAdjusted,
-    rule_event_of,
-)
+from schemas.events import EVENT_MODELS, PROFILE_FIELDS, LeadProfile, ScoreAdjusted, rule_event_of
 from schemas.validation import MAX_EVENT_BYTES, too_far_ahead
 from scoring._native import LeadSnapshot, LeadTable
 from scoring.crossings import make_crossing
 from scoring.profile import lead_fit, merge_profile_values, profile_values
 from scoring.rules import RuleSet
 from scoring.state import ProfileEntry
+from scoring.state_machine import CONTROL_KINDS
 
 from .reading import BadRecord, ReadStats, source_chunks, validate_record
 from .results import NEVER, LeadRow, Replay, RuleRun, Span, gc_paused
@@ -110,9 +104,13 @@ class _FastRun:
         self.table = LeadTable(run.rules.kernel, self.on_profile, slot)
 
     def on_profile(
-        self, lead_id: str, event_id: str, occurred_ms: int, values: tuple[object, ...]
+        self, lead_id: str, event_id: str, occurred_ms: int, values: tuple[object, ...] | None
     ) -> tuple[float, bool]:
-        """A profile event was applied: merge it, return the lead's new fit."""
+        """A profile event was applied: merge it, return the lead's new fit (``values``
+        None: the lead was erased, its profile is forgotten)."""
+        if values is None:
+            self.profiles.pop(lead_id, None)
+            return lead_fit({}, self.rules)
         profile = merge_profile_values(
             self.profiles.get(lead_id, {}),
             occurred_ms,
@@ -240,7 +238,7 @@ def _parse_chunk(
             result.occurred_at_ms,
             profile_values(result, profile_fields) if isinstance(result, LeadProfile) else None,
             [f.rules.match(rule_event_of(result), result.field_value) for f in fast],
-            reset=result.type == SCORE_RESET,
+            kind=CONTROL_KINDS.get(result.type, 0),
             points=result.points if isinstance(result, ScoreAdjusted) else None,
         )
     if chunk.timestamps is not None and chunk.max_skew_ms is not None:

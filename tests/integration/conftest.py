@@ -26,7 +26,7 @@ import redis.asyncio
 
 from scoring.rules import RuleSet
 from scoring.rules_file import default_rules_path, load_rules
-from tests.integration.worker_harness import WorkerStack, free_port, sync_client
+from tests.integration.worker_harness import WorkerStack, close_client, free_port, sync_client
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -66,7 +66,7 @@ def delete_keys(redis_url: str, prefix: str) -> None:
         for key in client.scan_iter(match=f"{prefix}*", count=1000):
             client.delete(key)
     finally:
-        client.close()
+        close_client(client)
 
 
 @pytest.fixture

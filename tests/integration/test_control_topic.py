@@ -16,8 +16,11 @@ from schemas.times import parse_time_ms
 from tests.integration.worker_harness import (
     FUTURE_MS,
     WorkerStack,
+    close_client,
     encode,
+    key_space,
     record_payload,
+    sync_client,
     to_iso,
 )
 from tests.strategies import MINUTE_MS
@@ -145,4 +148,95 @@ def test_adjust_and_reset_live_exactly_once_and_as_replayed(
     live = hot_records(stack, len(want))
     strip = [{k: v for k, v in r.items() if k != "emitted_at"} for r in want]
     assert live == strip
+    assert worker.stop() == 0
+
+
+def all_keys(client: Any, prefix: str) -> list[bytes]:
+    """Every key under ``prefix`` (on a cluster, redis-py scans every master)."""
+    return list(client.scan_iter(match=f"{prefix}*", count=1000))
+
+
+@pytest.mark.parametrize("stack", ["standalone", "cluster"], indirect=True)
+def test_erase_leaves_nothing_readable_and_old_messages_change_nothing(
+    stack: WorkerStack, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    stack.make_topics(partitions=2)
+    config = stack.config(extra_env={"LEADSCORE_RULES_FILE": str(rules)})
+    worker = stack.start(config)
+    lead = "ada-lovelace-1815"
+    profile = {
+        "event_id": "p1",
+        "type": "lead_profile",
+        "lead_id": lead,
+        "occurred_at": to_iso(T0),
+        "email": "ada@analytical.example",
+        "company": "Analytical Engines Ltd",
+    }
+    old = [profile, *(page_view(f"v{i}", lead, i) for i in range(8)), page_view("o1", "other", 0)]
+    stack.produce([encode(e) for e in old])
+    [hot] = hot_records(stack, 1)
+    assert (hot["type"], hot["lead_id"]) == ("lead_became_hot", lead)
+
+    at = to_iso(T0 + 30 * MINUTE_MS)
+    out = stack.run_cli(
+        "erase", lead, "--reason", "request #4711", "--at", at, "--id", "era-1", config=config
+    )
+    assert f"-> {stack.control_topic}" in out.stdout
+    records = hot_records(stack, 3)
+    assert [(r["type"], r["lead_id"]) for r in records[1:]] == [
+        ("lead_cooled", lead),
+        ("lead_erased", lead),
+    ]
+    assert records[2]["trigger_event_id"] == "era-1"
+    worker.wait_processed(len(old) + 1)
+    erased_metric = "leadscore_erased_emitted_total"
+    deadline = time.monotonic() + 10
+    while worker.metrics().get(erased_metric, 0) < 1:  # delivered: the outbox is empty
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+    client = sync_client(stack.redis_url)
+    space = key_space(stack.redis_url, stack.key_prefix)
+    try:
+        keys = all_keys(client, stack.key_prefix)
+        assert not [k for k in keys if lead.encode() in k], keys
+        for key in keys:  # no value holds the id or the profile either
+            kind = client.type(key)
+            if kind == b"string":
+                value = client.get(key)
+            elif kind == b"hash":
+                value = b"".join(k + v for k, v in client.hgetall(key).items())
+            elif kind == b"zset":
+                value = b"".join(m for m, _ in client.zrange(key, 0, -1, withscores=True))
+            elif kind == b"set":
+                value = b"".join(client.smembers(key))
+            else:
+                value = b""
+            for secret in (lead.encode(), b"ada@analytical", b"Analytical Engines"):
+                assert secret not in value, (key, kind)
+        assert client.exists(space.tombstone(lead).state)
+        assert client.exists(space.lead("other").state)  # the neighbour is untouched
+    finally:
+        close_client(client)
+
+    # The old messages again (a producer re-sending, or a re-read): nothing comes back.
+    stack.produce([encode(e) for e in old[:-1]])
+    metrics = worker.wait_processed(2 * len(old))
+    assert metrics["leadscore_events_duplicate_total"] == len(old) - 1
+    score = stack.run_cli("score", lead, "--json", config=config, check=False)
+    assert score.returncode != 0 or json.loads(score.stdout).get("score", 0) == 0
+
+    # A new event for the id starts a fresh lead.
+    stack.produce([encode(page_view("n1", lead, 40))])
+    worker.wait_processed(2 * len(old) + 1)
+    fresh = json.loads(
+        stack.run_cli(
+            "score", lead, "--json", "--at", to_iso(T0 + 40 * MINUTE_MS), config=config
+        ).stdout
+    )
+    assert fresh["score"] == pytest.approx(10)
+    assert fresh["events_applied"] == 1
+    assert len(hot_records(stack, 3)) == 3
     assert worker.stop() == 0

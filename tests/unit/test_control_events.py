@@ -1,6 +1,6 @@
-"""Control events (``score_adjusted``, ``score_reset``): what they do to a lead in the
-engine, how the rules file sets adjustments' half-life, how they are validated, and how a
-reset floor is stored. The worker's side (control topic only) is in
+"""Control events (``score_adjusted``, ``score_reset``, ``lead_erased``): what they do to a
+lead in the engine, how the rules file sets adjustments' half-life, how they are validated,
+and how a reset floor is stored. The worker's side (control topic only) is in
 tests/integration/test_control_topic.py."""
 
 from __future__ import annotations
@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 
 from schemas.events import LeadEvent
+from schemas.times import ms_to_datetime
 from schemas.validation import Rejected, not_control, parse_control_event, parse_event
 from scoring.crossings import Crossing
 from scoring.rules import ADJUSTMENT_RULE_ID, NO_DECAY_HALF_LIFE_MS, RuleSet
 from scoring.rules_file import RulesError
 from scoring.state import LeadState, Position
-from scoring.state_machine import apply_lead_events, explain, score_at
+from scoring.state_machine import apply_lead_events, explain, is_tombstone, score_at
 from scoring.store import MemoryStore
 from streams.live.state_format import Names, decode_state, encode_state
 from tests.strategies import (
@@ -162,6 +163,72 @@ def test_a_reset_drops_sums_of_rules_no_longer_in_the_file() -> None:
     result = apply_lead_events(state, [(reset(T0 + MINUTE_MS), None)], RULES)
     assert result.state is not None
     assert dict(result.state.sums) == {}
+
+
+# --------------------------------------------------------------------------- erase
+
+
+def erased(at_ms: int, lead_id: str = "lead-1", **kw: Any) -> LeadEvent:
+    return make_event("lead_erased", lead_id, at_ms, **kw)
+
+
+def test_an_erasure_leaves_a_tombstone_with_nothing_personal() -> None:
+    profile = make_event("lead_profile", "lead-1", T0, email="ada@acme.example", company="Acme")
+    at = Position("events:0", 3)
+    state = apply_lead_events(
+        None, [(profile, at), (page_view(at_ms=T0 + 1), Position("events:0", 4))], RULES
+    ).state
+    result = apply_lead_events(
+        state, [(erased(T0 + MINUTE_MS, event_id="era-1"), Position("control:1", 9))], RULES
+    )
+    tomb = result.state
+    assert tomb is not None and is_tombstone(tomb)
+    assert (dict(tomb.sums), dict(tomb.profile), tomb.hot) == ({}, {}, False)
+    assert tomb.floor_ms == T0 + MINUTE_MS
+    assert dict(tomb.positions) == {"events:0": 4, "control:1": 9}
+    assert len(tomb.recent_ids) == 16  # the erasure's own id only
+    [record] = result.crossings
+    assert (record.kind, record.trigger_event_id, record.lead_id) == (
+        "lead_erased",
+        "era-1",
+        "lead-1",
+    )
+    out = record.to_record(ms_to_datetime(T0))
+    assert out.type == "lead_erased" and out.trigger_event_id == "era-1"
+
+
+def test_erasing_a_hot_lead_cools_it_first() -> None:
+    store, crossings = run([form_submit(at_ms=T0), erased(T0 + MINUTE_MS, event_id="era-1")])
+    assert [c.kind for c in crossings] == ["lead_became_hot", "lead_cooled", "lead_erased"]
+    assert crossings[1].score == 0 and crossings[1].trigger_event_id == "era-1"
+    assert len({c.event_id for c in crossings}) == 3
+    assert not store.states["lead-1"].hot
+
+
+def test_after_an_erasure_old_events_change_nothing_and_new_ones_start_afresh() -> None:
+    old = [page_view(at_ms=T0, event_id="v1"), form_submit(at_ms=T0 + 1, event_id="f1")]
+    store, _ = run([*old, erased(T0 + MINUTE_MS)])
+    store.apply_batch_sync([(e, None) for e in old])  # re-delivered (new offsets, same ids)
+    assert is_tombstone(store.states["lead-1"])
+    new = page_view(at_ms=T0 + 2 * MINUTE_MS, event_id="v2")
+    profile = make_event("lead_profile", "lead-1", T0 + 2 * MINUTE_MS, country="DE")
+    store.apply_batch_sync([(new, None), (profile, None)])
+    fresh = store.states["lead-1"]
+    assert score_at(fresh, RULES, T0 + 2 * MINUTE_MS) == pytest.approx(10)
+    assert set(fresh.profile) == {"country"}
+    assert fresh.events_applied == 2
+
+
+def test_an_erasure_in_the_middle_of_a_batch_forgets_what_came_before_it() -> None:
+    before = make_event("lead_profile", "lead-1", T0, email="ada@acme.example")
+    after = make_event("lead_profile", "lead-1", T0 + 2 * MINUTE_MS, company="Acme")
+    result = apply_lead_events(
+        None,
+        [(before, None), (erased(T0 + MINUTE_MS), None), (after, None)],
+        RULES,
+    )
+    assert result.state is not None
+    assert set(result.state.profile) == {"company"}
 
 
 # --------------------------------------------------------------------------- stored

@@ -134,8 +134,10 @@ def test_fast_path_equals_memory_store_with_control_events(tmp_path: Path) -> No
         }
         if i % 3:
             control |= {"type": "score_adjusted", "points": rng.choice([-35, 12.5, 40, 90])}
-        else:
+        elif i % 2:
             control |= {"type": "score_reset"}
+        else:
+            control |= {"type": "lead_erased"}
         events.insert(events.index(near) + 1, control)
     log = tmp_path / "control.jsonl"
     log.write_bytes(b"\n".join(json.dumps(e).encode() for e in events) + b"\n")
@@ -147,7 +149,8 @@ def test_fast_path_equals_memory_store_with_control_events(tmp_path: Path) -> No
         for c in slow["runs"][0]["crossings"]
         if (c.trigger_event_id or "").startswith("ctl-")
     }
-    assert by_control == {"lead_became_hot", "lead_cooled"}  # the controls did something
+    # the controls did something
+    assert by_control == {"lead_became_hot", "lead_cooled", "lead_erased"}
 
 
 @settings(

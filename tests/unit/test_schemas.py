@@ -30,7 +30,7 @@ from schemas.validation import (
 
 EVENT_TYPES = (
     "page_view, email_open, email_click, download, form_submit, webinar, unsubscribe, "
-    "lead_profile, track, score_adjusted, score_reset"
+    "lead_profile, track, score_adjusted, score_reset, lead_erased"
 )
 
 #: Passed as a field value to `message()` to leave the field out.
@@ -511,7 +511,14 @@ def test_export_writes_one_file_per_public_type(tmp_path: Path) -> None:
 
     assert sorted(p.name for p in paths) == sorted(
         f"{name}.schema.json"
-        for name in [*EVENT_MODELS, "lead_event", "lead_became_hot", "lead_cooled", "dead_letter"]
+        for name in [
+            *EVENT_MODELS,
+            "lead_event",
+            "lead_became_hot",
+            "lead_cooled",
+            "lead_erased_record",
+            "dead_letter",
+        ]
     )
     for path in paths:
         text = path.read_text(encoding="utf-8")
