@@ -1,12 +1,14 @@
 """Keeping secrets out of what leadscore prints: URLs with their password masked
-(:func:`redact_url`), and every log record of every library scrubbed of the configured
-secret values (:func:`redact_in_logs`, installed by ``streams.settings.load_settings``)."""
+(:func:`redact_url`), every log record of every library scrubbed of the configured
+secret values (:func:`redact_in_logs`, installed by ``streams.settings.load_settings``),
+and lead ids in the worker's log lines hashed on request (:class:`LeadIdsInLogs`)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 
@@ -72,3 +74,30 @@ def redact_url(url: str) -> str:
         host = f"[{host}]"
     port = f":{parts.port}" if parts.port is not None else ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+
+
+LeadIdLogging = Literal["plain", "hashed"]
+
+
+class LeadIdsInLogs:
+    """How the worker's log lines name leads (``LEADSCORE_LOG_LEAD_IDS``): ``plain``, or
+    ``hashed``: ``h:`` and the first 12 hex digits of the id's SHA-256 (the start of an
+    erased lead's tombstone key), and errors and dead-letter reasons, which may quote ids
+    or event values, cut to their type or the field they name (the dead-letter topic keeps
+    the whole text)."""
+
+    def __init__(self, mode: LeadIdLogging = "plain") -> None:
+        self.hashed = mode == "hashed"
+
+    def __call__(self, lead_id: str) -> str:
+        if not self.hashed:
+            return lead_id
+        return "h:" + hashlib.sha256(lead_id.encode()).hexdigest()[:12]
+
+    def error(self, exc: BaseException) -> str:
+        return type(exc).__name__ if self.hashed else f"{type(exc).__name__}: {exc}"
+
+    def reason(self, text: str) -> str:
+        if not self.hashed:
+            return text
+        return text.split(":", 1)[0] + " (details in the dead-letter topic)"

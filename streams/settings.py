@@ -21,7 +21,7 @@ from schemas.times import parse_duration_ms
 from schemas.validation import DEFAULT_MAX_CLOCK_SKEW_MS
 from scoring.rules_file import default_rules_path
 
-from .redaction import redact_in_logs
+from .redaction import LeadIdLogging, redact_in_logs
 
 ENV_PREFIX = "LEADSCORE_"
 
@@ -154,6 +154,11 @@ class Settings(BaseSettings):
     web_host: str = Field("127.0.0.1", description="Address of /healthz and /metrics.")
     web_port: int = Field(6066, ge=0, le=65_535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_lead_ids: LeadIdLogging = Field(
+        "plain",
+        description="How log lines name leads: plain, or hashed (h: + 12 hex digits of "
+        "SHA-256; errors and dead-letter reasons cut to the field they name).",
+    )
 
     @field_validator("input_topics", mode="before")
     @classmethod

@@ -29,6 +29,7 @@ from scoring.rules import RuleSet
 from scoring.rules_file import load_rules
 
 from ..kafka import DEFAULT_MAX_MESSAGE_BYTES, ensure_topics, topic_max_message_bytes
+from ..redaction import LeadIdsInLogs
 from ..settings import Settings
 from .consumer import BatchConsumer
 from .metrics import Metrics
@@ -109,6 +110,7 @@ def build_app(
         decode=live_decoder(settings.input_format),
         mentioned=rules.by_event.__contains__,
         control_topic=settings.control_topic,
+        lead_ids=LeadIdsInLogs(settings.log_lead_ids),
     )
     # Crossings a crash left in the outbox go out before any new batch is processed.
     outbox_relayed = asyncio.Event()

@@ -52,6 +52,7 @@ from scoring.state_machine import group_by_lead
 from scoring.store import BatchResult, EventItem
 
 from ..log_limits import RateLimitedLog
+from ..redaction import LeadIdsInLogs
 from .interfaces import (
     DurableStore,
     RawMessage,
@@ -95,8 +96,11 @@ class Processor:
         decode: Decode = parse_for_scoring,
         mentioned: Callable[[str], bool] | None = None,
         control_topic: str | None = None,
+        lead_ids: LeadIdsInLogs | None = None,
     ) -> None:
         self.store = store
+        #: How log lines name leads (LEADSCORE_LOG_LEAD_IDS).
+        self.lead_ids = lead_ids or LeadIdsInLogs()
         #: Where control events (``score_adjusted``, ``score_reset``) are read from; they
         #: are refused on any other topic.
         self.control_topic = control_topic
@@ -201,7 +205,10 @@ class Processor:
         except StoreRolledBack:
             raise  # nothing written: the consumer re-reads from the store's marks
         except Exception as exc:
-            log.exception("batch failed (%s); isolating the failing lead(s)", exc)
+            if self.lead_ids.hashed:  # (exceptions may quote lead ids)
+                log.error("batch failed (%s); isolating the failing lead(s)", type(exc).__name__)
+            else:
+                log.exception("batch failed (%s); isolating the failing lead(s)", exc)
         crossings: list[Crossing] = []
         applied = duplicates = 0
         failed: list[tuple[EventItem, str]] = []
@@ -216,7 +223,12 @@ class Processor:
                 raise
             except Exception as exc:
                 first = lead_items[0][1]
-                log.exception("cannot apply lead %s (first at %s)", lead_items[0][0].lead_id, first)
+                lead = self.lead_ids(lead_items[0][0].lead_id)
+                if self.lead_ids.hashed:
+                    name = type(exc).__name__
+                    log.error("cannot apply lead %s (first at %s): %s", lead, first, name)
+                else:
+                    log.exception("cannot apply lead %s (first at %s)", lead, first)
                 failed += [(item, f"{type(exc).__name__}: {exc}") for item in lead_items]
                 continue
             crossings += part.crossings
@@ -285,7 +297,10 @@ class Processor:
     ) -> tuple[bytes, bytes]:
         self.metrics.dead_lettered.labels(kind=rejected.kind).inc()
         self.dead_letter_log.log(
-            "dead letter %s: %s: %s", message.where, rejected.kind, rejected.error
+            "dead letter %s: %s: %s",
+            message.where,
+            rejected.kind,
+            self.lead_ids.reason(rejected.error),
         )
         record = dead_letter(
             rejected,
@@ -322,7 +337,7 @@ class Processor:
             log.info(
                 "%s %s score=%.2f at %s (trigger %s)",
                 c.kind,
-                c.lead_id,
+                self.lead_ids(c.lead_id),
                 c.score,
                 c.to_record(emitted_at).occurred_at.isoformat(),
                 c.trigger_event_id or "decay",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ from streams.live.interfaces import RawMessage
 from streams.live.metrics import Metrics
 from streams.live.processor import Processor
 from streams.live.redis_store import RedisStore
+from streams.redaction import LeadIdsInLogs
 from streams.settings import Settings, load_settings
 from tests.strategies import event_dict
 
@@ -128,6 +130,66 @@ def test_a_lead_that_cannot_be_applied_is_dead_lettered_and_its_neighbours_appli
     assert orjson.loads(dead["payload_text"])["event_id"] == "b1"
     [became_hot] = read_all(kafka_bootstrap, hot, 1)
     assert (became_hot["type"], became_hot["lead_id"]) == ("lead_became_hot", "good")
+
+
+def test_hashed_lead_ids_keep_ids_and_event_values_out_of_the_log(
+    kafka_bootstrap: str,
+    redis_url: str,
+    key_prefix: str,
+    create_topic: Any,
+    unique_name: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """LEADSCORE_LOG_LEAD_IDS=hashed: a crossing, a lead that cannot be applied and a
+    dead letter whose reason quotes the id are logged without it."""
+    hot = create_topic(f"{unique_name}-hot")
+    dlq = create_topic(f"{unique_name}-dlq")
+    rules = load_rules(default_rules_path())
+    settings = load_settings(kafka_bootstrap_servers=kafka_bootstrap)
+    at = 1_767_225_600_000
+    demo = event_dict("form_submit", "ada-hot", at, event_id="h1", form_id="demo")
+    broken = event_dict("page_view", "ada-broken", at, event_id="b1", url="https://x.example/")
+    mismatched = event_dict("page_view", "ada-secret", at, event_id="m1", url="https://x.example/")
+    more = [
+        event_dict("download", "ada-hot", at + 60_000, event_id="h2", asset_id="x"),
+        event_dict(
+            "email_click", "ada-hot", at + 120_000, event_id="h3", url="https://x/", campaign_id="c"
+        ),
+    ]
+    messages = [
+        RawMessage("in", 0, 0, b"ada-hot", orjson.dumps(demo)),
+        RawMessage("in", 0, 1, b"ada-broken", orjson.dumps(broken)),
+        RawMessage("in", 0, 2, b"ada-other-key", orjson.dumps(mismatched)),
+        *(RawMessage("in", 0, 3 + i, b"ada-hot", orjson.dumps(e)) for i, e in enumerate(more)),
+    ]
+
+    async def scenario() -> None:
+        client = Redis.from_url(redis_url)
+        try:
+            store = RedisStore(client, rules, key_prefix)
+            await client.set(store.keys.lead("ada-broken").state, b"\x02not a state")
+            processor = Processor(
+                store,
+                ProducerSink(AckedProducer(settings)),
+                hot_topic=hot,
+                dlq_topic=dlq,
+                metrics=Metrics(),
+                retry_initial=0.01,
+                lead_ids=LeadIdsInLogs("hashed"),
+            )
+            result = await processor.process(messages)
+            processor.dead_letter_log.flush()
+            assert [c.lead_id for c in result.crossings] == ["ada-hot"]
+        finally:
+            await client.aclose()
+
+    with caplog.at_level(logging.DEBUG):
+        asyncio.run(scenario())
+    text = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("leadscore"))
+    assert "h:" + hashlib.sha256(b"ada-hot").hexdigest()[:12] in text
+    assert "dead letter in[0]@2: key_mismatch" in text
+    assert "ada-" not in text, text
+    assert len(read_all(kafka_bootstrap, dlq, 2)) == 2  # the whole reasons are kept there
 
 
 def test_an_operation_failing_for_long_is_reported_for_healthz(
