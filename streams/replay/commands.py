@@ -201,6 +201,14 @@ def _rules_option(help_text: str) -> Callable[[F], F]:
 @click.option(
     "--max-event-bytes", type=int, help="Largest accepted event (default: as the worker)."
 )
+@click.option(
+    "--control",
+    "control_specs",
+    multiple=True,
+    metavar="SOURCE",
+    help="Control events (kafka:lead-control, or a JSONL file of them; leadscore adjust, "
+    "reset, erase) merged in by event time, as the worker meets them.",
+)
 @_format_option
 @_progress_option
 def replay(
@@ -215,6 +223,7 @@ def replay(
     from_text: str | None,
     to_text: str | None,
     max_event_bytes: int | None,
+    control_specs: tuple[str, ...],
     input_format: InputFormat,
     progress: bool,
 ) -> None:
@@ -231,6 +240,7 @@ def replay(
       leadscore replay events.jsonl.gz --rules new.yaml --compare old.yaml \\
           --conversions conversions.csv --window 14d --out out/
       leadscore replay kafka:lead-events --from 2026-11-01T00:00:00Z --rules r.yaml --out out/
+      leadscore replay kafka:lead-events --control kafka:lead-control --rules r.yaml --out out/
       leadscore replay examples/segment/events.jsonl --format segment \\
           --rules examples/segment/rules.yaml --out out/segment
     """
@@ -241,7 +251,12 @@ def replay(
     rulesets = [(_rules(rules_path), str(rules_path))]
     if compare_path is not None:
         rulesets.append((_rules(compare_path), str(compare_path)))
-    opened = _sources(sources, _time(from_text, "--from"), _time(to_text, "--to"), input_format)
+    from_ms, to_ms = _time(from_text, "--from"), _time(to_text, "--to")
+    opened = _sources(sources, from_ms, to_ms, input_format)
+    control: list[Source] = []  # (leadscore's format; --from/--to apply to kafka: ones)
+    for spec in control_specs:
+        kafka = spec.startswith("kafka:")
+        control += _sources([spec], from_ms if kafka else None, to_ms if kafka else None)
     try:
         summary = run_replay(
             opened,
@@ -253,6 +268,7 @@ def replay(
             window_ms=window_ms,
             max_event_bytes=_max_event_bytes(sources, max_event_bytes),
             progress=progress,
+            control=control,
         )
     except ReplayError as exc:
         raise click.ClickException(str(exc)) from None

@@ -17,7 +17,14 @@ import time
 from collections.abc import Mapping, Sequence
 
 from schemas._native import Batch, Reader
-from schemas.events import EVENT_MODELS, PROFILE_FIELDS, LeadProfile, ScoreAdjusted, rule_event_of
+from schemas.events import (
+    EVENT_MODELS,
+    PROFILE_FIELDS,
+    LeadEvent,
+    LeadProfile,
+    ScoreAdjusted,
+    rule_event_of,
+)
 from schemas.validation import MAX_EVENT_BYTES, too_far_ahead
 from scoring._native import LeadSnapshot, LeadTable
 from scoring.crossings import make_crossing
@@ -160,17 +167,19 @@ def replay_sources(
     cutoff_ms: int | None = None,
     max_event_bytes: int = MAX_EVENT_BYTES,
     progress: bool = False,
+    control: Sequence[LeadEvent] = (),
 ) -> Replay:
     """Read ``sources`` and apply them to one native lead table per rule set (see the
-    module docstring): ``replay_events(read_events(...))``, faster, same results."""
+    module docstring): ``replay_events(read_events(...))``, faster, same results.
+    ``control``: control events (time order) merged in by event time
+    (:mod:`streams.replay.control`)."""
     fields = rule_fields(rulesets)
     profile_fields = reader_profile_fields(rulesets)
     reader = Reader(fields, PROFILE_TYPE, list(profile_fields), max_event_bytes)
     runs = [RuleRun(rules) for rules in rulesets]
     fast = [_FastRun(run, slot, profile_fields) for slot, run in enumerate(runs)]
-    limit = NEVER if at_ms is None else at_ms
-    snapshot_after = NEVER if cutoff_ms is None else cutoff_ms
     span = Span()
+    apply = _Applier(fast, reader, span, at_ms, cutoff_ms, control)
     with gc_paused():
         for source, chunk in source_chunks(sources, progress):
             started = time.perf_counter()
@@ -179,28 +188,91 @@ def replay_sources(
             )
             stats.seconds += time.perf_counter() - started
             started = time.perf_counter()
-            times, after = batch.time_range(limit)
+            times, after = batch.time_range(apply.limit)
             span.after_at += after
             if times is not None:
                 span.saw(*times)
-            start = 0
-            if snapshot_after != NEVER:
-                split = batch.first_after(0, snapshot_after, limit)
-                if split is not None:
-                    for f in fast:
-                        f.apply(batch, 0, split, limit)
-                        f.keep_snapshot()
-                    snapshot_after = NEVER
-                    start = split
-            for f in fast:
-                f.apply(batch, start, len(batch), limit)
+            apply.batch(batch)
             span.apply_seconds += time.perf_counter() - started
         started = time.perf_counter()
+        apply.rest()
         end_ms = span.end_ms(at_ms)
         for f in fast:
             f.finish(end_ms)
         span.apply_seconds += time.perf_counter() - started
     return span.replay(runs, at_ms, end_ms, cutoff_ms)
+
+
+class _Applier:
+    """Applies batches to every table, taking the cut-off snapshot before the first event
+    after it, and applying each control event before the first event dated after it."""
+
+    def __init__(
+        self,
+        fast: Sequence[_FastRun],
+        reader: Reader,
+        span: Span,
+        at_ms: int | None,
+        cutoff_ms: int | None,
+        control: Sequence[LeadEvent],
+    ) -> None:
+        self.fast = fast
+        self.reader = reader
+        self.span = span
+        self.limit = NEVER if at_ms is None else at_ms
+        self.snapshot_after = NEVER if cutoff_ms is None else cutoff_ms
+        self.pending = list(reversed(control))
+
+    def batch(self, batch: Batch) -> None:
+        start, end, limit = 0, len(batch), self.limit
+        while True:
+            due = self.pending[-1].occurred_at_ms if self.pending else None
+            control = None if due is None else batch.first_after(start, due, limit)
+            cut = None
+            if self.snapshot_after != NEVER:
+                cut = batch.first_after(start, self.snapshot_after, limit)
+            stop = min(i for i in (control, cut, end) if i is not None)
+            for f in self.fast:
+                f.apply(batch, start, stop, limit)
+            start = stop
+            if stop == end:
+                return
+            if stop == control:
+                self.control(self.pending.pop())
+            else:
+                self.snapshot()
+
+    def rest(self) -> None:
+        """The control events dated after every input event."""
+        while self.pending:
+            self.control(self.pending.pop())
+
+    def snapshot(self) -> None:
+        for f in self.fast:
+            f.keep_snapshot()
+        self.snapshot_after = NEVER
+
+    def control(self, event: LeadEvent) -> None:
+        at = event.occurred_at_ms
+        if at > self.limit:
+            self.span.after_at += 1
+            return
+        if at > self.snapshot_after:
+            self.snapshot()
+        self.span.saw(at, at)
+        one = self.reader.parse([None])
+        one.set_event(
+            0,
+            event.event_id,
+            event.lead_id,
+            at,
+            None,
+            [f.rules.match(rule_event_of(event), event.field_value) for f in self.fast],
+            kind=CONTROL_KINDS.get(event.type, 0),
+            points=event.points if isinstance(event, ScoreAdjusted) else None,
+        )
+        for f in self.fast:
+            f.apply(one, 0, 1, self.limit)
 
 
 def _parse_chunk(

@@ -20,7 +20,7 @@ import click
 
 from schemas.events import LeadEvent
 from schemas.formats import event_decoder
-from schemas.validation import MAX_EVENT_BYTES, Rejected, too_far_ahead
+from schemas.validation import MAX_EVENT_BYTES, Rejected, not_control, too_far_ahead
 from streams.jsonl import is_blank
 
 from .sources import Chunk, Source
@@ -101,9 +101,10 @@ def read_events(
     """Validate every record of ``sources`` (in order) and yield the valid events in
     chunks. Bad records go to ``stats``; reading never stops for them.
 
-    Files are validated like un-keyed messages, Kafka messages exactly like the worker
-    (the key must be the event's ``lead_id``). With ``progress``, a bar per source is
-    drawn on stderr.
+    Files are validated like un-keyed messages (control events in them are applied where
+    they stand), Kafka messages exactly like the worker (the key must be the event's
+    ``lead_id``; control events are refused: they come from the control topic). With
+    ``progress``, a bar per source is drawn on stderr.
     """
     for source, chunk in source_chunks(sources, progress):
         started = time.perf_counter()
@@ -148,6 +149,14 @@ def validate_record(
             assert chunk.positions is not None
             partition, offset = chunk.positions[index]
             where = {"partition": partition, "offset": offset}
+    if chunk.keys is not None and not isinstance(result, Rejected):
+        # An input topic: control events come from the control topic only (--control).
+        refused = not_control(result, None)
+        if refused is not None:
+            assert chunk.positions is not None
+            partition, offset = chunk.positions[index]
+            where = {"partition": partition, "offset": offset}
+            result = refused
     if chunk.timestamps is not None and not isinstance(result, Rejected):
         rejected = too_far_ahead(result.occurred_at_ms, chunk.timestamps[index], chunk.max_skew_ms)
         if rejected is not None:

@@ -12,6 +12,7 @@ from schemas.validation import MAX_EVENT_BYTES
 from scoring import backtest
 from scoring.rules import RuleSet
 
+from .control import read_control
 from .conversions import load_conversions
 from .errors import ReplayError
 from .fast import replay_sources
@@ -35,10 +36,13 @@ def run_replay(
     window_ms: int = 7 * 86_400_000,
     max_event_bytes: int = MAX_EVENT_BYTES,
     progress: bool = False,
+    control: Sequence[Source] = (),
 ) -> dict[str, Any]:
     """Read, apply, write: the whole ``leadscore replay``. ``rules`` is ``(ruleset, file
     name)``, the first one the main rules, a second one the ``--compare`` rules (its files
-    go to ``out_dir/compare/``). Returns the summary (also in ``summary.json``)."""
+    go to ``out_dir/compare/``). ``control``: sources of control events, merged in by
+    event time (:mod:`streams.replay.control`). Returns the summary (also in
+    ``summary.json``)."""
     started = time.perf_counter()
     conversions = None
     if conversions_path is not None:
@@ -51,6 +55,7 @@ def run_replay(
         for i, (_, name) in enumerate(rules)
     ]
     with gc_paused():  # millions of acyclic objects: see gc_paused
+        control_events = read_control(control, stats, max_event_bytes)
         replay = replay_sources(
             sources,
             [ruleset for ruleset, _ in rules],
@@ -59,13 +64,14 @@ def run_replay(
             cutoff_ms=cutoff_ms,
             max_event_bytes=max_event_bytes,
             progress=progress,
+            control=control_events,
         )
         return write_outputs(
             replay,
             stats,
             out_dir,
             outputs,
-            sources=[s.name for s in sources],
+            sources=[s.name for s in (*sources, *control)],
             conversions=conversions,
             window_ms=window_ms,
             started=started,

@@ -148,6 +148,28 @@ def test_adjust_and_reset_live_exactly_once_and_as_replayed(
     live = hot_records(stack, len(want))
     strip = [{k: v for k, v in r.items() if k != "emitted_at"} for r in want]
     assert live == strip
+
+    # From Kafka: the input topic, and the control topic merged in by event time (the
+    # misrouted records are refused as the worker refused them).
+    out = tmp_path / "replay-kafka"
+    replayed = stack.run_cli(
+        "replay",
+        f"kafka:{stack.input_topic}",
+        "--control",
+        f"kafka:{stack.control_topic}",
+        "--rules",
+        str(rules),
+        "--out",
+        str(out),
+        "--at",
+        last,
+        "--no-progress",
+        config=config,
+    )
+    from_kafka = [json.loads(x) for x in (out / "hot.jsonl").read_text().splitlines()]
+    assert [{k: v for k, v in r.items() if k != "emitted_at"} for r in from_kafka] == strip
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["bad_by_kind"] == {"invalid_event": 2}, replayed.stdout
     assert worker.stop() == 0
 
 

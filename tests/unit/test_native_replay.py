@@ -10,15 +10,18 @@ import random
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas._native import Reader
 from schemas.events import PROFILE_FIELDS
-from schemas.times import parse_time_ms
+from schemas.times import ms_to_datetime, parse_time_ms
+from schemas.validation import MAX_EVENT_BYTES
 from scoring._native import LeadTable
 from scoring.rules import RuleSet
 from scoring.rules_file import default_rules_path, load_rules
+from streams.replay.control import merge_control, read_control
 from streams.replay.fast import replay_sources
 from streams.replay.outputs import lead_rows
 from streams.replay.reading import ReadStats, read_events
@@ -151,6 +154,50 @@ def test_fast_path_equals_memory_store_with_control_events(tmp_path: Path) -> No
     }
     # the controls did something
     assert by_control == {"lead_became_hot", "lead_cooled", "lead_erased"}
+
+
+@pytest.mark.parametrize(("at_day", "cutoff_day"), [(None, None), (None, 12), (20, None), (20, 9)])
+def test_control_events_merged_by_time_agree_on_both_paths(
+    tmp_path: Path, at_day: int | None, cutoff_day: int | None
+) -> None:
+    """``replay --control``: each control event goes in before the first input event
+    dated after it (within --at), on the reference path (merge_control) and the native
+    path (batches split there) alike; --at and the cut-off count them like events."""
+    log = _write(tmp_path / "log.jsonl", 3, 3000, 50, 30 * DAY_MS)
+    rng = random.Random(3)
+    lines = []
+    for i in range(90):
+        kind = ("score_adjusted", "score_reset", "lead_erased")[i % 3]
+        event: dict[str, Any] = {
+            "event_id": f"ctl-{i}",
+            "type": kind,
+            "lead_id": f"lead-{rng.randrange(50):05d}",
+            "occurred_at": ms_to_datetime(BASE_MS + rng.randrange(32 * DAY_MS)).isoformat(),
+            "reason": "test",
+            "author": "tests",
+        }
+        if kind == "score_adjusted":
+            event["points"] = rng.choice([-30, 15, 45, 80])
+        lines.append(json.dumps(event))
+    lines.insert(40, '{"event_id": "x", "type": "page_view"}')  # not a control event
+    control_file = tmp_path / "control.jsonl"
+    control_file.write_text("\n".join(lines) + "\n")
+    rules = load_rules(default_rules_path())
+    at = None if at_day is None else BASE_MS + at_day * DAY_MS
+    cutoff = None if cutoff_day is None else BASE_MS + cutoff_day * DAY_MS
+
+    slow_stats, fast_stats = ReadStats(), ReadStats()
+    control = read_control([FileSource(control_file)], slow_stats, MAX_EVENT_BYTES)
+    assert len(control) == 90 and slow_stats.bad == 1
+    batches = merge_control(read_events([FileSource(log)], slow_stats), control, at)
+    slow = replay_events(batches, [rules], at_ms=at, cutoff_ms=cutoff)
+    read_control([FileSource(control_file)], fast_stats, MAX_EVENT_BYTES)
+    fast = replay_sources(
+        [FileSource(log, 20_000)], [rules], fast_stats, at_ms=at, cutoff_ms=cutoff, control=control
+    )
+    assert _outputs(slow, slow_stats) == _outputs(fast, fast_stats)
+    kinds = {c.kind for c in slow.runs[0].crossings if (c.trigger_event_id or "").startswith("ctl")}
+    assert "lead_erased" in kinds
 
 
 @settings(
