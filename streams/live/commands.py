@@ -20,7 +20,13 @@ import redis.exceptions
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
 from schemas.formats import INPUT_FORMATS, InputFormat
-from schemas.times import datetime_to_ms, format_duration_ms, ms_to_datetime, parse_aware
+from schemas.times import (
+    datetime_to_ms,
+    format_duration_ms,
+    format_ms,
+    ms_to_datetime,
+    parse_aware,
+)
 from scoring.profile import fit_grade, fit_score
 from scoring.rules import RuleSet
 from scoring.rules_file import RulesError, load_rules
@@ -231,8 +237,13 @@ def score(ctx: click.Context, lead_id: str, at_text: str | None, as_json: bool) 
     rules = _rules(settings)
     store = RedisStore.connect(settings, rules)
     at = _parse_at(at_text)
-    state = _read(settings, store, store.get(lead_id))
+    state, erased = _read(settings, store, _lookup(store, lead_id))
     if state is None:
+        if erased is not None:
+            raise click.ClickException(
+                f"lead {lead_id!r} was erased as of {format_ms(erased)} (leadscore erase); "
+                "a new event for it starts a fresh lead"
+            )
         raise click.ClickException(
             f"no lead {lead_id!r} in Redis ({redact_url(settings.redis_url)}, key prefix "
             f"{settings.redis_key_prefix!r})"
@@ -256,6 +267,16 @@ def score(ctx: click.Context, lead_id: str, at_text: str | None, as_json: bool) 
             f"  {part['points']:+9.2f}  {part['rule_id']}  "
             f"(half-life {format_duration_ms(rule.half_life_ms)})"
         )
+
+
+async def _lookup(store: RedisStore, lead_id: str) -> tuple[LeadState | None, int | None]:
+    """The lead's state; without one, when it was erased (its tombstone's floor) if it
+    was."""
+    state = await store.get(lead_id)
+    if state is not None:
+        return state, None
+    raw = await store.client.get(store.keys.tombstone(lead_id).state)
+    return None, None if raw is None else (await store.decode(raw, lead_id)).floor_ms
 
 
 def _score_info(lead_id: str, state: LeadState, rules: RuleSet, at_ms: int) -> dict[str, Any]:

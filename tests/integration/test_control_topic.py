@@ -248,7 +248,8 @@ def test_erase_leaves_nothing_readable_and_old_messages_change_nothing(
     metrics = worker.wait_processed(2 * len(old))
     assert metrics["leadscore_events_duplicate_total"] == len(old) - 1
     score = stack.run_cli("score", lead, "--json", config=config, check=False)
-    assert score.returncode != 0 or json.loads(score.stdout).get("score", 0) == 0
+    assert score.returncode == 1
+    assert f"lead {lead!r} was erased as of 2030-01-01T00:30:00" in score.stderr
 
     # A new event for the id starts a fresh lead.
     stack.produce([encode(page_view("n1", lead, 40))])
