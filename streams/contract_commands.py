@@ -10,7 +10,7 @@ import click
 
 from schemas.export import SCHEMA_DIR, check_schemas, export_schemas
 from schemas.times import format_duration_ms
-from scoring.rules import Condition
+from scoring.rules import ADJUSTMENT_RULE_ID, NO_DECAY_HALF_LIFE_MS, Condition
 from scoring.rules_file import RulesError, load_rules
 
 
@@ -35,6 +35,10 @@ def rules_check(file: Path) -> None:
         f"hot at {t.hot:g}, cools below {t.cool:g}"
         + (f", minimum fit grade {t.min_grade}" if t.min_grade else "")
     )
+    adjusted = ruleset.by_id[ADJUSTMENT_RULE_ID].half_life_ms
+    fading = "never fade" if adjusted == NO_DECAY_HALF_LIFE_MS else "half-life "
+    fading += "" if adjusted == NO_DECAY_HALF_LIFE_MS else format_duration_ms(adjusted)
+    click.echo(f"  manual adjustments (leadscore adjust): {fading}")
     click.echo(f"  {len(ruleset.rules)} behaviour rule(s):")
     width = max(12, *(len(r.event or "") for r in ruleset.rules))
     for r in ruleset.rules:
