@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from schemas.events import LeadEvent
+from schemas.events import CONTROL_TYPES, LeadEvent
 
 from .backtest import roc_auc
 from .rules import RuleSet, Thresholds
@@ -151,11 +151,13 @@ def unit_rules(base: RuleSet) -> RuleSet:
 
 def _training_events(events: Sequence[LeadEvent], until_ms: int) -> dict[str, list[LeadEvent]]:
     """Per lead, its first occurrence of each event id (as the engine dedupes), among the
-    events that occurred by ``until_ms``, sorted by ``occurred_at`` (ties: read order)."""
+    events that occurred by ``until_ms``, sorted by ``occurred_at`` (ties: read order).
+    Control events (adjustments, resets, erasures by hand) are left out: the weights are
+    learnt from what leads did."""
     by_lead: dict[str, list[LeadEvent]] = {}
     seen: dict[str, set[str]] = {}
     for event in events:
-        if event.occurred_at_ms > until_ms:
+        if event.occurred_at_ms > until_ms or event.type in CONTROL_TYPES:
             continue
         ids = seen.setdefault(event.lead_id, set())
         if event.event_id in ids:

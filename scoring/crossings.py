@@ -27,6 +27,8 @@ CROSSING_ID_NAMESPACE = uuid.UUID("5d0f8a3e-6b1c-4f4e-9a51-1e3c2b7d9f10")
 TOP_REASONS: int = _native.TOP_REASONS
 
 CrossingKind = Literal["lead_became_hot", "lead_cooled", "lead_erased"]
+#: The kind of an erasure's record (not a threshold crossing; counted apart).
+ERASED: CrossingKind = "lead_erased"
 
 #: (became_hot, at_ms, score, sequence, trigger index, [(rule index, points)], fit_score,
 #: fit_allows_hot, erased): a crossing as the native core reports it.

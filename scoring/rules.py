@@ -323,8 +323,9 @@ class RuleSet:
         return grade is not None and GRADES.index(grade) <= GRADES.index(minimum)
 
     def half_lives_ms(self) -> tuple[int, ...]:
-        """Distinct half-lives in use, shortest first."""
-        return tuple(sorted({r.half_life_ms for r in self.rules}))
+        """Distinct half-lives the engine uses (the adjustment rule's too), shortest
+        first."""
+        return tuple(sorted({r.half_life_ms for r in self.engine_rules}))
 
 
 #: Event types with more rules than this get an equality index (below that, checking

@@ -54,17 +54,25 @@ class KafkaCredentialsError(KafkaUnavailableError):
 _AUTH_ERRORS = frozenset({KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED})
 
 
-def ensure_topics(settings: Settings, *, timeout: float = 120.0) -> list[str]:
-    """Create the input, control, hot-lead and dead-letter topics if missing (retrying while the
-    broker is unreachable, up to ``timeout`` seconds). Returns the topics created.
+def ensure_topics(
+    settings: Settings, *, timeout: float = 120.0, only: Sequence[str] | None = None
+) -> list[str]:
+    """Create the input, control, hot-lead and dead-letter topics (or ``only`` these) if
+    missing (retrying while the broker is unreachable, up to ``timeout`` seconds). The
+    control topic gets the first input topic's partition count, so that a lead's control
+    and tracking events have the same partition number. Returns the topics created.
     Raises :class:`KafkaCredentialsError` at once when the broker refuses the SASL
     credentials, :class:`KafkaUnavailableError` when it stays unreachable."""
-    wanted = [
-        *settings.input_topics,
-        settings.control_topic,
-        settings.hot_topic,
-        settings.dlq_topic,
-    ]
+    wanted = (
+        list(only)
+        if only is not None
+        else [
+            *settings.input_topics,
+            settings.control_topic,
+            settings.hot_topic,
+            settings.dlq_topic,
+        ]
+    )
     refused: list[KafkaError] = []
 
     def on_error(error: KafkaError) -> None:
@@ -85,7 +93,8 @@ def ensure_topics(settings: Settings, *, timeout: float = 120.0) -> list[str]:
     delay = 0.5
     while True:
         try:
-            existing = set(admin.list_topics(timeout=10).topics)
+            listed = admin.list_topics(timeout=10).topics
+            existing = set(listed)
             break
         except KafkaException as exc:
             admin.poll(0.5)  # serve the error callbacks
@@ -113,15 +122,19 @@ def ensure_topics(settings: Settings, *, timeout: float = 120.0) -> list[str]:
     missing = [t for t in dict.fromkeys(wanted) if t not in existing]
     if not missing:
         return []
+    counts = dict.fromkeys(missing, settings.topic_partitions)
+    first_input = listed.get(settings.input_topics[0])
+    if settings.control_topic in counts and first_input is not None:
+        counts[settings.control_topic] = len(first_input.partitions)
     futures = admin.create_topics(
-        [NewTopic(t, settings.topic_partitions, settings.topic_replication_factor) for t in missing]
+        [NewTopic(t, n, settings.topic_replication_factor) for t, n in counts.items()]
     )
     created = []
     for topic, future in futures.items():
         try:
             future.result(timeout=30)
             created.append(topic)
-            log.info("created topic %s (%d partitions)", topic, settings.topic_partitions)
+            log.info("created topic %s (%d partitions)", topic, counts[topic])
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
@@ -175,7 +188,13 @@ class AckedProducer:
         self._producer = Producer(
             confluent_config(
                 settings,
-                **{"enable.idempotence": True, "linger.ms": 5, "compression.type": "lz4", **extra},
+                **{
+                    "enable.idempotence": True,
+                    "linger.ms": 5,
+                    "compression.type": "lz4",
+                    "partitioner": settings.kafka_partitioner,
+                    **extra,
+                },
             )
         )
 

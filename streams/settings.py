@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from schemas.formats import InputFormat
@@ -94,6 +94,12 @@ class Settings(BaseSettings):
         default_factory=lambda: ["lead-events"],
         description="Input topic(s), comma-separated (key = lead_id).",
     )
+    kafka_partitioner: Literal["consistent_random", "murmur2_random"] = Field(
+        "consistent_random",
+        description="How `leadscore produce|adjust|reset|erase` pick a key's partition: "
+        "librdkafka's default, or murmur2_random to match Java clients (Kafka Connect, "
+        "Kafka Streams): use what your tracking producers use.",
+    )
     control_topic: str = Field(
         "lead-control",
         description="Control events (score_adjusted, score_reset, lead_erased: `leadscore "
@@ -172,6 +178,15 @@ class Settings(BaseSettings):
     def _non_empty(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("at least one input topic is required")
+        return value
+
+    @field_validator("control_topic")
+    @classmethod
+    def _not_an_input_topic(cls, value: str, info: ValidationInfo) -> str:
+        if value in info.data.get("input_topics", ()):
+            raise ValueError(
+                f"{value!r} is also an input topic: control events need a topic of their own"
+            )
         return value
 
     @field_validator("idle_lead_retention", "max_clock_skew", mode="before")

@@ -271,7 +271,10 @@ impl Lead {
         self.cool_by_decay(rules, t, out);
         if matches!(kind, Kind::Reset | Kind::Erase) {
             self.sums.clear();
-            self.floor_ms = self.floor_ms.max(occurred_ms);
+            // An erasure forgets every event id, so it must also refuse every event it
+            // wiped: those dated up to the lead's clock, not only up to its own time.
+            let floor = if kind == Kind::Erase { t } else { occurred_ms };
+            self.floor_ms = self.floor_ms.max(floor);
         }
         if kind == Kind::Erase {
             self.erase(rules, t, fit.unwrap_or(rules.empty_fit), trigger, out);

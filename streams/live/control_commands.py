@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 import orjson
+from confluent_kafka import KafkaException
 
 from schemas.events import LEAD_ERASED, SCORE_ADJUSTED, SCORE_RESET
 from schemas.times import format_ms
@@ -71,10 +72,10 @@ def _send(
     if isinstance(checked, Rejected):
         raise click.ClickException(f"not sent: {checked.error}")
     topic = settings.control_topic
-    try:
-        ensure_topics(settings)
+    try:  # (only the control topic: with least-privilege ACLs the others are not ours)
+        ensure_topics(settings, only=[topic])
         AckedProducer(settings).send_all(topic, [(lead_id.encode(), value)])
-    except (KafkaUnavailableError, ProduceError, RuntimeError) as exc:
+    except (KafkaUnavailableError, KafkaException, ProduceError, RuntimeError) as exc:
         raise click.ClickException(f"not sent: {exc}") from None
     click.echo(
         f"{event_type} for {lead_id} at {format_ms(at_ms)} (id {event['event_id']}) -> {topic}"

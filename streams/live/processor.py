@@ -399,7 +399,8 @@ class Processor:
         (after downtime) must not cool a lead whose older events are still queued, or the
         lead would cool, then re-heat on those events, unlike a replay. So: a caught-up
         partition allows ``now``; a lagging one, the newest event time processed from it;
-        a partition of one of our topics that another worker owns: not this worker's call."""
+        a partition of one of our input topics that another worker owns: not this worker's
+        call (a control partition owned elsewhere is no reason to hold back)."""
         ours = {topic for topic, _ in lags}
         limit = now_ms
         for stream in state.positions:
@@ -407,6 +408,8 @@ class Processor:
             if tp is None or tp[0] not in ours:
                 continue  # a topic no longer consumed: no events will come from it
             if tp not in lags:
+                if tp[0] == self.control_topic:
+                    continue  # its control partition is another worker's: rare, by hand
                 return None
             if lags[tp] > 0:
                 limit = min(limit, self.event_time.get(tp, -1))
@@ -441,7 +444,8 @@ class Processor:
                     raise  # it cannot pass: the caller decides
                 if attempt == 0:
                     self.failing[what] = (time.monotonic(), "")
-                self.failing[what] = (self.failing[what][0], f"{type(exc).__name__}: {exc}")
+                error = self.lead_ids.error(exc)  # (hashed: no text that may quote a lead)
+                self.failing[what] = (self.failing[what][0], error)
                 attempt += 1
                 self.metrics.retries.labels(operation=what).inc()
                 if _is_credentials_error(exc):
@@ -452,12 +456,7 @@ class Processor:
                         exc,
                     )
                 log.error(
-                    "%s failed (attempt %d): %s: %s; retrying in %.1fs",
-                    what,
-                    attempt,
-                    type(exc).__name__,
-                    exc,
-                    delay,
+                    "%s failed (attempt %d): %s; retrying in %.1fs", what, attempt, error, delay
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry_max)

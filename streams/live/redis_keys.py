@@ -15,11 +15,12 @@ key                     type   content
 ``P lead:{T}:outbox``   hash   crossing id -> crossing JSON, written atomically with the
                                state, deleted once produced to Kafka (transactional
                                outbox); absent while nothing is undelivered
-``P erased:{e:H}``      string an erased lead's tombstone (``leadscore erase``): the state
+``P erased:{S}:H``      string an erased lead's tombstone (``leadscore erase``): the state
                                an erasure leaves (last offset per partition, the
                                erasure's time, the crossing count; nothing personal),
                                read when ``P lead:{T}`` is missing; ``H``: the first 32
-                               hex digits of the lead id's SHA-256
+                               hex digits of the lead id's SHA-256, ``S``: a tag of the
+                               lead's own Cluster slot (written in one script with it)
 ``P idx:outbox``        set    lead ids that may have undelivered outbox entries
 ``P idx:cool-due``      zset   hot lead id -> millisecond it cools if nothing happens
                                (the cooling sweep reads the due ones, no scan)
@@ -64,8 +65,12 @@ per half-life, ``P idx:rank:<ms>``; :meth:`KeySpace.legacy_seen` and
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS as SLOTS
+from redis.crc import key_slot
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,11 +125,14 @@ class KeySpace:
         return keys
 
     def tombstone(self, lead_id: str) -> LeadKeys:
-        """Where an erased lead's tombstone is kept (``P erased:{e:<sha256>}``: no lead id
-        in the name), as keys whose ``state`` is that key: it loads and saves like a
-        state. Its outbox is never used."""
+        """Where an erased lead's tombstone is kept: ``P erased:{S}:<sha256>``, no lead id
+        in the name, but in the lead's own Redis Cluster slot (``S``: a short tag that
+        hashes to that slot, :func:`slot_tag`), so that the script deleting the lead key
+        writes it in the same atomic call. As keys whose ``state`` is that key: it loads
+        and saves like a state. Its outbox is never used."""
+        slot = key_slot(_hash_tag(lead_id).encode())
         digest = hashlib.sha256(lead_id.encode()).hexdigest()[:32]
-        key = f"{self.prefix}erased:{{e:{digest}}}"
+        key = f"{self.prefix}erased:{{{slot_tag(slot)}}}:{digest}"
         return LeadKeys(lead_id, key, f"{key}:outbox")
 
     def node_applied(self, tag: str) -> str:
@@ -147,6 +155,24 @@ class KeySpace:
 
 #: Lead key sets :meth:`KeySpace.lead` remembers before it starts over.
 _LEAD_KEYS_CACHED = 50_000
+
+
+@functools.cache
+def _slot_tags() -> dict[int, str]:
+    """A short tag for each of the 16,384 Redis Cluster slots (the first hex number that
+    hashes to it; at most 5 digits). Built once, in about 0.25 s."""
+    tags: dict[int, str] = {}
+    n = 0
+    while len(tags) < SLOTS:
+        tag = f"{n:x}"
+        tags.setdefault(key_slot(tag.encode()), tag)
+        n += 1
+    return tags
+
+
+def slot_tag(slot: int) -> str:
+    """A hash tag whose keys live in Redis Cluster slot ``slot``."""
+    return _slot_tags()[slot]
 
 
 def _hash_tag(lead_id: str) -> str:

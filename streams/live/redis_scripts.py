@@ -53,12 +53,16 @@ end
 local out = {}
 local ttl = tonumber(ARGV[1])
 local key = 1
+local previous_written = true
 while a <= #ARGV do
   local expected, state, m = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
   local current = redis.call('GET', lead_key(key))
   local version = ''
   if current then version = string.sub(current, 2, 5) end
-  if version ~= expected and expected ~= '*' then
+  local write
+  if expected == '+' then write = previous_written else write = version == expected end
+  previous_written = write
+  if not write then
     out[#out + 1] = -1
   else
     if state == '' then
@@ -110,9 +114,9 @@ SAVE_LEADS_SCRIPT = (
 --   crossings, P lead:{T}:outbox (hash: crossing id -> crossing JSON)
 -- ARGV[1] = TTL in ms for leads that are not hot ("0": none); ARGV[2] = k; then k marks
 --   (stream, next offset, offset the caller knows was applied or -1); then per lead:
---   expected version (state bytes 2-5, "" when not stored yet, "*": write whatever is
---   stored), new state (byte 22: flags, 1 = hot; "": delete the key), m, and when m > 0:
---   the lead id and m (crossing id, crossing JSON) pairs
+--   expected version (state bytes 2-5, "" when not stored yet, "+": write only if the
+--   lead before it was written), new state (byte 22: flags, 1 = hot; "": delete the
+--   key), m, and when m > 0: the lead id and m (crossing id, crossing JSON) pairs
 -- Returns, per lead: 1, or -1 when the stored version was not the expected one (another
 -- writer got there first: reload and recompute that lead); or, after a rollback,
 -- {-2, stream, stored mark (-1: none), ...} for each mark found behind and nothing written.
@@ -269,16 +273,17 @@ async def load_states(client: Redis, keys: Sequence[LeadKeys]) -> list[bytes | N
     return list(found)
 
 
-#: ``LeadWrite.expected_version`` of a write that does not compare (an erased lead's
-#: tombstone: the latest erasure's wins).
-ANY_VERSION = b"*"
+#: ``LeadWrite.expected_version`` of a write made only if the write before it in the same
+#: call was (an erased lead's tombstone, after its lead key's delete: both or neither;
+#: the two keys share a Cluster slot, so one script does both).
+AFTER_PREVIOUS = b"+"
 
 
 @dataclass(frozen=True, slots=True)
 class LeadWrite:
     """One lead's new state, to be written only if its stored version is still
     ``expected_version`` (the 4 version bytes read; ``b""``: not stored; or
-    :data:`ANY_VERSION`). An empty ``state`` deletes the key (an erased lead)."""
+    :data:`AFTER_PREVIOUS`). An empty ``state`` deletes the key (an erased lead)."""
 
     keys: LeadKeys
     expected_version: bytes

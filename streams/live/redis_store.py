@@ -20,7 +20,7 @@ import redis.exceptions
 from redis.asyncio import Redis, RedisCluster
 
 from schemas.events import PROFILE_FIELDS
-from scoring.crossings import Crossing, crossing_from_dict
+from scoring.crossings import ERASED, Crossing, crossing_from_dict
 from scoring.rules import RuleSet
 from scoring.state import LeadState
 from scoring.state_machine import (
@@ -41,7 +41,7 @@ from .redis_migrate import convert_format_1, stored_format
 from .redis_names import give_numbers, read_names
 from .redis_nodes import ClusterNodes, StandaloneNodes, TopologyChangedError
 from .redis_rank import RankIndex, texts
-from .redis_scripts import ANY_VERSION, LeadWrite, write_indexes
+from .redis_scripts import AFTER_PREVIOUS, LeadWrite, write_indexes
 from .state_format import (
     FORMAT,
     VERSION_SLICE,
@@ -277,8 +277,9 @@ class RedisStore:
         loaded = await self._load(lead_ids)
         return {lead: item.state for lead, item in loaded.items() if item.state is not None}
 
-    async def _load(self, lead_ids: Sequence[str]) -> dict[str, _Loaded]:
-        """One round trip: the leads' states and stored versions."""
+    async def _load(self, lead_ids: Sequence[str], tombstones: bool = False) -> dict[str, _Loaded]:
+        """One round trip: the leads' states and stored versions; with ``tombstones`` (to
+        apply events), an erased lead's tombstone, which guards its past, in its place."""
         await self._ensure_ready()
         found = await self.nodes.load([self.keys.lead(lead) for lead in lead_ids])
         loaded: dict[str, _Loaded] = {}
@@ -287,10 +288,9 @@ class RedisStore:
                 loaded[lead_id] = _Loaded(None, b"")
             else:
                 loaded[lead_id] = _Loaded(await self.decode(raw, lead_id), raw[VERSION_SLICE])
-        # A lead without a state may have been erased: its tombstone guards its past.
-        missing = [lead for lead, item in loaded.items() if item.state is None]
-        tombstones = await self.nodes.load([self.keys.tombstone(lead) for lead in missing])
-        for lead_id, raw in zip(missing, tombstones, strict=True):
+        missing = [lead for lead, item in loaded.items() if item.state is None and tombstones]
+        stones = await self.nodes.load([self.keys.tombstone(lead) for lead in missing])
+        for lead_id, raw in zip(missing, stones, strict=True):
             if raw is not None:
                 loaded[lead_id] = _Loaded(await self.decode(raw, lead_id), b"")
         return loaded
@@ -320,7 +320,7 @@ class RedisStore:
     async def _apply_step(
         self, groups: dict[str, list[EventItem]], leads: list[str]
     ) -> tuple[dict[str, _Loaded], dict[str, LeadBatch]]:
-        loaded = await self._load(leads)
+        loaded = await self._load(leads, tombstones=True)
         return loaded, {
             lead: apply_lead_events(loaded[lead].state, groups[lead], self.rules) for lead in leads
         }
@@ -357,10 +357,10 @@ class RedisStore:
             if r.applied_event_ids or r.crossings:
                 assert r.state is not None
                 expected = loaded[lead].version
-                if is_tombstone(r.state):  # erased: the tombstone, and the lead key goes
-                    tombstone = await self.encode(r.state, 1)
-                    writes.append(LeadWrite(self.keys.tombstone(lead), ANY_VERSION, tombstone, ()))
+                if is_tombstone(r.state):  # erased: the lead key goes, its tombstone comes
+                    tomb = await self.encode(r.state, 1)
                     writes.append(LeadWrite(self.keys.lead(lead), expected, b"", r.crossings))
+                    writes.append(LeadWrite(self.keys.tombstone(lead), AFTER_PREVIOUS, tomb, ()))
                     continue
                 state = await self.encode(r.state, int.from_bytes(expected, "little") + 1)
                 writes.append(LeadWrite(self.keys.lead(lead), expected, state, r.crossings))
@@ -424,7 +424,8 @@ class RedisStore:
         await self._drop_from_outbox_index(
             [entry for entry, vals in zip(entries, replies, strict=True) if not vals]
         )
-        return sorted(crossings, key=lambda c: (c.occurred_at_ms, c.lead_id))
+        # (at one time: a lead's cooling before its erasure, which must come last)
+        return sorted(crossings, key=lambda c: (c.occurred_at_ms, c.lead_id, c.kind == ERASED))
 
     async def _drop_from_outbox_index(self, entries: Sequence[tuple[str, str]]) -> None:
         """Remove (index key, lead id) entries: leads whose outbox is empty."""

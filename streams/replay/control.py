@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 
 from schemas.events import LeadEvent
-from schemas.validation import Rejected, parse_control_event
+from schemas.validation import Rejected, parse_control_event, too_far_ahead
 from streams.jsonl import is_blank
 
 from .reading import BadRecord, ReadStats, source_chunks
@@ -42,6 +42,10 @@ def read_control(
             result = parse_control_event(
                 raw, key, require_key=chunk.keys is not None, max_bytes=max_event_bytes
             )
+            if chunk.timestamps is not None and not isinstance(result, Rejected):
+                # the worker's clock-skew policy, on the control topic too
+                skew = too_far_ahead(result.occurred_at_ms, chunk.timestamps[i], chunk.max_skew_ms)
+                result = skew or result
             if isinstance(result, Rejected):
                 if chunk.positions is None:
                     where: dict[str, int] = {"line": chunk.first_line + i}

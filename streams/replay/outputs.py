@@ -28,6 +28,7 @@ import orjson
 
 from schemas.times import datetime_to_ms, format_duration_ms, format_duration_rough, format_ms
 from scoring import backtest
+from scoring.crossings import ERASED
 
 from .charts import ReportRun
 from .reading import ReadStats
@@ -219,6 +220,8 @@ def report_run(label: str, run: RuleRun, rows: Sequence[Mapping[str, Any]]) -> R
     timeline: list[tuple[int, int]] = []
     hot = 0
     for crossing in run.sorted_crossings():
+        if crossing.kind == ERASED:  # (a hot lead cooled first)
+            continue
         hot += 1 if crossing.kind == "lead_became_hot" else -1
         timeline.append((crossing.occurred_at_ms, hot))
     return ReportRun(
@@ -282,6 +285,7 @@ def _run_summary(
                 1 for c in run.crossings if c.kind == "lead_cooled" and c.trigger_event_id is None
             ),
             "cooled_at_end": run.cooled_at_end,
+            "lead_erased": kinds[ERASED],
         },
         "files": {"hot": str(relative / "hot.jsonl"), "scores": str(relative / "scores.csv")},
         "metrics": metrics,

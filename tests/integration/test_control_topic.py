@@ -11,8 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
 from schemas.times import parse_time_ms
+from streams.kafka import ensure_topics
+from streams.settings import load_settings
 from tests.integration.worker_harness import (
     FUTURE_MS,
     WorkerStack,
@@ -263,3 +266,23 @@ def test_erase_leaves_nothing_readable_and_old_messages_change_nothing(
     assert fresh["events_applied"] == 1
     assert len(hot_records(stack, 3)) == 3
     assert worker.stop() == 0
+
+
+def test_the_control_topic_gets_the_input_topics_partition_count(
+    kafka_bootstrap: str, create_topic: Any, unique_name: str
+) -> None:
+    """So that a lead's control events and tracking events have the same partition
+    number (with the same partitioner): one worker owns both."""
+    events = create_topic(f"{unique_name}-events", 5)
+    control = f"{unique_name}-control"
+    settings = load_settings(
+        kafka_bootstrap_servers=kafka_bootstrap, input_topics=events, control_topic=control
+    )
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    try:
+        assert ensure_topics(settings, only=[control]) == [control]
+        topic = admin.list_topics(topic=control, timeout=10).topics[control]
+        assert len(topic.partitions) == 5
+    finally:
+        for future in admin.delete_topics([control]).values():
+            future.result(timeout=30)

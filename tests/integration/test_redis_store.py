@@ -23,6 +23,7 @@ from scoring.rules_file import build_ruleset, default_rules_path, load_rules
 from scoring.state import Position
 from scoring.state_machine import score_at
 from scoring.store import EventItem, MemoryStore
+from streams.live.redis_scripts import AFTER_PREVIOUS, LeadWrite
 from streams.live.redis_store import RedisStore
 from tests.integration.conftest import NewClient
 from tests.strategies import DAY_MS, HOUR_MS, event_from_dict, generate_event_log
@@ -301,6 +302,107 @@ def test_rank_index_rebases_and_top_stays_exact(
                 assert [lead for lead, _ in got] == [lead for lead, _ in want]
             scores = await client.zrange(store.keys.rank_index, 0, -1, withscores=True)
             assert all(math.isfinite(s) for _, s in scores)
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_top_stays_exact_when_adjustments_fade_slowest(
+    new_store_client: NewClient, key_prefix: str
+) -> None:
+    """The rank bounds use the engine's longest half-life, the adjustment rule's included
+    (here `none`): a lead held up by an old adjustment is found."""
+    rules = build_ruleset(
+        {
+            "version": "adj-1",
+            "half_life": "1d",
+            "adjustments": {"half_life": "none"},
+            "thresholds": {"hot": 1e9, "cool": 1e8},
+            "rules": [{"id": "pv", "event": "page_view", "points": 100}],
+        }
+    )
+    t0 = 1_893_456_000_000
+    events = [
+        {
+            "event_id": f"e{i}",
+            "type": "page_view",
+            "lead_id": f"old-{i:03d}",
+            "occurred_at": "2030-01-01T00:00:00Z",
+            "url": "https://x.example/",
+        }
+        for i in range(100)
+    ]
+    events.append(
+        {
+            "event_id": "a1",
+            "type": "score_adjusted",
+            "lead_id": "adjusted",
+            "occurred_at": "2030-01-01T00:00:00Z",
+            "points": 90,
+            "reason": "r",
+            "author": "a",
+        }
+    )
+    items = items_for(events)
+
+    async def scenario() -> None:
+        client = new_store_client()
+        try:
+            store = RedisStore(client, rules, key_prefix)
+            memory = MemoryStore(rules)
+            await apply_both(store, memory, items, 500)
+            at = t0 + 3 * DAY_MS
+            assert [lead for lead, _ in await store.top(1, at)] == ["adjusted"]
+            assert [lead for lead, _ in memory.top_sync(1, at)] == ["adjusted"]
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_tombstone_is_written_only_with_its_leads_delete(
+    new_store_client: NewClient, key_prefix: str
+) -> None:
+    """An erasure's tombstone shares its lead's Cluster slot and is written in the same
+    script as the lead key's delete (AFTER_PREVIOUS), not at all when that
+    compare-and-set lost."""
+    view = {
+        "event_id": "v1",
+        "type": "page_view",
+        "lead_id": "ada-lovelace-1815",
+        "occurred_at": "2030-01-01T00:00:00Z",
+        "url": "https://x.example/",
+    }
+    erase = {
+        "event_id": "era-1",
+        "type": "lead_erased",
+        "lead_id": "ada-lovelace-1815",
+        "occurred_at": "2030-01-01T01:00:00Z",
+        "reason": "r",
+        "author": "a",
+    }
+
+    async def scenario() -> None:
+        client = new_store_client()
+        try:
+            store = RedisStore(client, DEFAULT_RULES, key_prefix)
+            await store.apply_batch(items_for([view]))
+            ada = "ada-lovelace-1815"
+            lead, tomb = store.keys.lead(ada), store.keys.tombstone(ada)
+            assert key_slot(lead.state.encode()) == key_slot(tomb.state.encode())
+            assert "ada-lovelace" not in tomb.state
+            stale = [
+                LeadWrite(lead, b"\x09\x00\x00\x00", b"", ()),
+                LeadWrite(tomb, AFTER_PREVIOUS, b"\x02tombstone", ()),
+            ]
+            assert set(await store.nodes.save(stale, {}, 0)) == {ada}
+            assert await client.exists(lead.state) and not await client.exists(tomb.state)
+
+            result = await store.apply_batch(items_for([view, erase])[1:])
+            assert [c.kind for c in result.crossings] == ["lead_erased"]
+            assert not await client.exists(lead.state) and await client.exists(tomb.state)
+            assert await store.get(ada) is None
         finally:
             await client.aclose()
 

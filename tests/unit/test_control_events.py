@@ -13,6 +13,7 @@ import pytest
 from schemas.events import LeadEvent
 from schemas.times import ms_to_datetime
 from schemas.validation import Rejected, not_control, parse_control_event, parse_event
+from scoring.calibrate import build_samples
 from scoring.crossings import Crossing
 from scoring.rules import ADJUSTMENT_RULE_ID, NO_DECAY_HALF_LIFE_MS, RuleSet
 from scoring.rules_file import RulesError
@@ -287,3 +288,29 @@ def test_a_track_event_cannot_take_a_control_type_name() -> None:
     bad = parse_event(message("track", event="score_reset"))
     assert isinstance(bad, Rejected)
     assert bad.error.startswith("event:")
+
+
+def test_an_erasure_refuses_every_event_it_wiped_even_those_dated_after_it() -> None:
+    """A client clock ahead, or `erase --at` in the past: events dated after the erasure
+    but applied before it are wiped, and their ids forgotten; the floor is the lead's
+    clock, so a re-send of them changes nothing."""
+    ahead = form_submit(at_ms=T0 + 10 * MINUTE_MS, event_id="f1")
+    store, _ = run([ahead, erased(T0)])
+    tomb = store.states["lead-1"]
+    assert is_tombstone(tomb) and tomb.floor_ms == T0 + 10 * MINUTE_MS
+    result = store.apply_batch_sync([(ahead, None)])
+    assert (result.applied, result.crossings) == (0, ())
+
+
+def test_the_rank_index_bounds_with_the_adjustments_half_life_too() -> None:
+    rule = {"id": "pv", "event": "page_view", "points": 1}
+    kept = rules_from([rule], adjustments={"half_life": "none"})
+    assert max(kept.half_lives_ms()) == NO_DECAY_HALF_LIFE_MS
+
+
+def test_calibration_leaves_control_events_out() -> None:
+    events = [page_view(at_ms=T0), adjusted(30, T0 + MINUTE_MS), erased(T0 + 2 * MINUTE_MS)]
+    samples = build_samples(
+        events, {"lead-1": [T0 + HOUR_MS]}, RULES, until_ms=T0 + DAY_MS, window_ms=HOUR_MS
+    )
+    assert samples.features.shape[1] == len(RULES.rules)
