@@ -74,9 +74,12 @@ def write_hot(run: RuleRun, path: Path, emitted_at: datetime) -> None:
 
 
 def lead_rows(run: RuleRun, at_ms: int) -> list[dict[str, Any]]:
-    """Per lead at ``at_ms``: score, grade, hot, top reasons; highest score first."""
+    """Per lead at ``at_ms``: score, grade, hot, top reasons; highest score first. An
+    erased lead (a tombstone: no events since its erasure) has no row."""
     rows: list[dict[str, Any]] = []
     for lead_id, score, parts, grade, hot, applied, clock in run.leads.rows(at_ms, SCORE_REASONS):
+        if applied == 0:
+            continue
         rows.append(
             {
                 "lead_id": lead_id,
