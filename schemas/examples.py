@@ -172,6 +172,16 @@ OUTPUT_EXAMPLES: dict[str, dict[str, Any]] = {
         "rules_version": "2026-11-01",
         "emitted_at": "2026-11-26T14:30:00.412Z",
     },
+    "lead_merged": {
+        "type": "lead_merged",
+        "event_id": "6c1d9e2a-0f3b-5a7c-8d4e-1b2a3c4d5e6f",
+        "lead_id": "anon-5b2e91",
+        "merged_into": EXAMPLE_LEAD_ID,
+        "occurred_at": "2026-11-23T09:12:44Z",
+        "trigger_event_id": "seg-identify-77",
+        "rules_version": "2026-11-01",
+        "emitted_at": "2026-11-23T09:12:45.020Z",
+    },
     "dead_letter": {
         "type": "dead_letter",
         "error_kind": "invalid_event",

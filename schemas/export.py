@@ -32,7 +32,7 @@ from pydantic import BaseModel
 
 from schemas.events import EVENT_ADAPTER, EVENT_MODELS
 from schemas.examples import EXAMPLES, OUTPUT_EXAMPLES
-from schemas.outputs import DeadLetter, LeadBecameHot, LeadCooled, LeadErased
+from schemas.outputs import DeadLetter, LeadBecameHot, LeadCooled, LeadErased, LeadMerged
 
 #: Where the committed schema files live.
 SCHEMA_DIR: Final = Path(__file__).parent / "json"
@@ -47,6 +47,7 @@ _OUTPUT_MODELS: Final[dict[str, type[BaseModel]]] = {
     "lead_cooled": LeadCooled,
     # (the input control event of that name has the file lead_erased.schema.json)
     "lead_erased_record": LeadErased,
+    "lead_merged": LeadMerged,
     "dead_letter": DeadLetter,
 }
 

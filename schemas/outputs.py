@@ -97,7 +97,31 @@ class LeadErased(BaseModel):
     emitted_at: AwareDatetime = Field(description="Wall-clock time the record was produced.")
 
 
-HotLeadEvent = LeadBecameHot | LeadCooled | LeadErased
+class LeadMerged(BaseModel):
+    """An anonymous lead was linked to a known one (Segment ``alias``, or ``identify``
+    with both ids) and its history merged into it: drop this id, the known lead carries
+    on (``merged_into``)."""
+
+    model_config = ConfigDict(
+        strict=True,
+        frozen=True,
+        extra="forbid",
+        json_schema_serialization_defaults_required=True,
+    )
+
+    type: Literal["lead_merged"] = Field(
+        default="lead_merged", description="Record type (discriminator)."
+    )
+    event_id: str = Field(description="Deterministic id of this record.")
+    lead_id: str = Field(description="The absorbed lead (drop it); also the Kafka key.")
+    merged_into: str = Field(description="The lead that absorbed it.")
+    occurred_at: AwareDatetime = Field(description="When the merge took effect (event time).")
+    trigger_event_id: str = Field(description="The event that linked the two ids.")
+    rules_version: str = Field(description="`version` of the rules file in force.")
+    emitted_at: AwareDatetime = Field(description="Wall-clock time the record was produced.")
+
+
+HotLeadEvent = LeadBecameHot | LeadCooled | LeadErased | LeadMerged
 
 
 #: Why a message was rejected (``DeadLetter.error_kind``).

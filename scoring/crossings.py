@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from schemas.outputs import HotLeadEvent, LeadBecameHot, LeadCooled, LeadErased, Reason
+from schemas.outputs import (
+    HotLeadEvent,
+    LeadBecameHot,
+    LeadCooled,
+    LeadErased,
+    LeadMerged,
+    Reason,
+)
 from schemas.times import ms_to_datetime
 
 from . import _native
@@ -26,9 +33,11 @@ CROSSING_ID_NAMESPACE = uuid.UUID("5d0f8a3e-6b1c-4f4e-9a51-1e3c2b7d9f10")
 #: How many rules a crossing's ``reasons`` lists (the core picks them).
 TOP_REASONS: int = _native.TOP_REASONS
 
-CrossingKind = Literal["lead_became_hot", "lead_cooled", "lead_erased"]
-#: The kind of an erasure's record (not a threshold crossing; counted apart).
+CrossingKind = Literal["lead_became_hot", "lead_cooled", "lead_erased", "lead_merged"]
+#: The kinds of an erasure's and an identity merge's records (not threshold crossings;
+#: counted apart).
 ERASED: CrossingKind = "lead_erased"
+MERGED: CrossingKind = "lead_merged"
 
 #: (became_hot, at_ms, score, sequence, trigger index, [(rule index, points)], fit_score,
 #: fit_allows_hot, erased): a crossing as the native core reports it.
@@ -51,9 +60,22 @@ class Crossing:
     reasons: tuple[Reason, ...]
     fit_grade: str | None
     rules_version: str
+    #: ``lead_merged``: the canonical lead that absorbed this one.
+    merged_into: str | None = None
 
     def to_record(self, emitted_at: datetime) -> HotLeadEvent:
         """The output record, stamped with the (caller's) wall-clock ``emitted_at``."""
+        if self.kind == MERGED:
+            assert self.trigger_event_id is not None and self.merged_into is not None
+            return LeadMerged(
+                event_id=self.event_id,
+                lead_id=self.lead_id,
+                merged_into=self.merged_into,
+                occurred_at=ms_to_datetime(self.occurred_at_ms),
+                trigger_event_id=self.trigger_event_id,
+                rules_version=self.rules_version,
+                emitted_at=emitted_at,
+            )
         if self.kind == "lead_erased":
             assert self.trigger_event_id is not None
             return LeadErased(

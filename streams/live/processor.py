@@ -332,6 +332,10 @@ class Processor:
                 self.metrics.erased.inc()
                 log.info("lead_erased (trigger %s)", c.trigger_event_id)
                 continue
+            if c.kind == "lead_merged":
+                into = self.lead_ids(c.merged_into or "")
+                log.info("lead_merged %s into %s", self.lead_ids(c.lead_id), into)
+                continue
             counter = self.metrics.hot if c.kind == "lead_became_hot" else self.metrics.cooled
             counter.inc()
             log.info(

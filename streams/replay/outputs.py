@@ -28,7 +28,7 @@ import orjson
 
 from schemas.times import datetime_to_ms, format_duration_ms, format_duration_rough, format_ms
 from scoring import backtest
-from scoring.crossings import ERASED
+from scoring.crossings import ERASED, MERGED
 
 from .charts import ReportRun
 from .reading import ReadStats
@@ -223,7 +223,7 @@ def report_run(label: str, run: RuleRun, rows: Sequence[Mapping[str, Any]]) -> R
     timeline: list[tuple[int, int]] = []
     hot = 0
     for crossing in run.sorted_crossings():
-        if crossing.kind == ERASED:  # (a hot lead cooled first)
+        if crossing.kind in (ERASED, MERGED):  # not crossings (an erased hot lead cooled first)
             continue
         hot += 1 if crossing.kind == "lead_became_hot" else -1
         timeline.append((crossing.occurred_at_ms, hot))
@@ -289,6 +289,7 @@ def _run_summary(
             ),
             "cooled_at_end": run.cooled_at_end,
             "lead_erased": kinds[ERASED],
+            "lead_merged": kinds[MERGED],
         },
         "files": {"hot": str(relative / "hot.jsonl"), "scores": str(relative / "scores.csv")},
         "metrics": metrics,

@@ -517,6 +517,7 @@ def test_export_writes_one_file_per_public_type(tmp_path: Path) -> None:
             "lead_became_hot",
             "lead_cooled",
             "lead_erased_record",
+            "lead_merged",
             "dead_letter",
         ]
     )

@@ -1,0 +1,152 @@
+"""Identity merges: an absorbed lead (an anonymous visitor) folded into a canonical one
+(the known person), as ``(state, state, link) -> (state, outputs)``, pure like the rest
+of :mod:`scoring`.
+
+At the link's time ``t`` (its ``occurred_at``, or the later of the two clocks):
+
+1. the canonical lead's own decay runs up to ``t`` (:func:`~scoring.state_machine.advance`:
+   a hot lead that had cooled by then cools, as at any event);
+2. the two states add up: forward-decayed sums rule by rule (forward decay is linear:
+   both are re-based to the later landmark; sums of rules no longer in the file are
+   dropped), profiles field by field (the newer stamp wins, as for profile events),
+   dedupe windows and last offsets united, the later reset floor, both event counts (an
+   absorbed lead whose every event is dated before the canonical lead's reset adds no
+   points);
+3. the link is applied to the sum as an event that matches no rule: it moves the clock to
+   ``t``, is remembered like any event (its id and offset), and runs step 3 of the state
+   machine, so a merge that takes the canonical lead over ``hot`` emits
+   ``lead_became_hot`` triggered by the link;
+4. the absorbed lead gets a ``lead_merged`` record naming the canonical id, so that
+   downstream copies drop it.
+
+The score after a merge is the sum of both scores at ``t`` (up to rounding and caps,
+which apply to the sum): merging is order-independent for scores, and merging then
+applying an event equals applying it then merging (``tests/unit/test_merge.py``).
+How the live worker gets both states to one place is docs/architecture.md's
+"Identity merges" plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .crossings import MERGED, Crossing, crossing_id
+from .rules import RuleSet
+from .state import LeadState, Position, ProfileEntry
+from .state_machine import LeadBatch, advance, apply_lead_events, decay_to
+
+#: The type of the link event the merge applies (it matches no rule).
+LINK_TYPE = "lead_linked"
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """The event that links two ids (a Segment ``alias``, an ``identify`` with both
+    ids), as the merge applies it to the canonical lead."""
+
+    event_id: str
+    #: The canonical lead (the one that stays).
+    lead_id: str
+    #: The absorbed lead.
+    absorbed_id: str
+    occurred_at_ms: int
+    type: str = LINK_TYPE
+
+    def field_value(self, name: str) -> Any:
+        return None
+
+
+def merge_leads(
+    canonical: LeadState | None,
+    absorbed: LeadState,
+    link: Link,
+    rules: RuleSet,
+    position: Position | None = None,
+) -> LeadBatch:
+    """The canonical lead after absorbing ``absorbed`` (see the module docstring); its
+    crossings, then the absorbed lead's ``lead_merged`` record."""
+    t = max(link.occurred_at_ms, absorbed.clock_ms, canonical.clock_ms if canonical else 0)
+    cooled: tuple[Crossing, ...] = ()
+    if canonical is not None:
+        step = advance(canonical, rules, t)
+        canonical, cooled = step.state, step.crossings
+    merged = _add(canonical, absorbed, rules, link.lead_id, t)
+    # (dated t: a link is never "before" a reset floor, which is at most the clock)
+    applied = apply_lead_events(merged, [(replace(link, occurred_at_ms=t), position)], rules)
+    record = _merged_record(absorbed, link, rules, t)
+    return LeadBatch(
+        applied.state,
+        (*cooled, *applied.crossings, record),
+        applied.applied_event_ids,
+        applied.duplicates,
+    )
+
+
+def _add(
+    canonical: LeadState | None, absorbed: LeadState, rules: RuleSet, lead_id: str, t: int
+) -> LeadState:
+    """Step 2: both states as one, its clock at ``t``."""
+    states = [s for s in (canonical, absorbed) if s is not None]
+    landmark = max(s.landmark_ms for s in states)
+    sums: dict[str, float] = {}
+    floor = canonical.floor_ms if canonical is not None else None
+    for state in states:
+        if state is absorbed and floor is not None and absorbed.clock_ms <= floor:
+            continue  # everything it did is dated before the canonical lead's reset
+        for rule_id, acc in state.sums.items():
+            params = rules.decay_params.get(rule_id)
+            if params is None:
+                continue  # a rule no longer in the file counts 0
+            value = decay_to(acc, state.landmark_ms, landmark, params[0])
+            sums[rule_id] = sums.get(rule_id, 0.0) + value
+    floors = [s.floor_ms for s in states if s.floor_ms is not None]
+    return LeadState(
+        lead_id=lead_id,
+        clock_ms=t,
+        landmark_ms=landmark,
+        sums=sums,
+        hot=canonical is not None and canonical.hot,
+        crossings=0 if canonical is None else canonical.crossings,
+        profile=_newest(*(s.profile for s in states)),
+        positions=_latest(*(s.positions for s in states)),
+        events_applied=sum(s.events_applied for s in states),
+        recent_ids=b"".join(s.recent_ids for s in states),
+        floor_ms=max(floors) if floors else None,
+    )
+
+
+def _newest(*profiles: Mapping[str, ProfileEntry]) -> dict[str, ProfileEntry]:
+    """Field by field, the entry with the newest stamp (ties: the larger event id)."""
+    out: dict[str, ProfileEntry] = {}
+    for profile in profiles:
+        for name, entry in profile.items():
+            kept = out.get(name)
+            if kept is None or (entry[0], entry[1]) > (kept[0], kept[1]):
+                out[name] = entry
+    return out
+
+
+def _latest(*positions: Mapping[str, int]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for mapping in positions:
+        for stream, offset in mapping.items():
+            out[stream] = max(offset, out.get(stream, offset))
+    return out
+
+
+def _merged_record(absorbed: LeadState, link: Link, rules: RuleSet, t: int) -> Crossing:
+    return Crossing(
+        kind=MERGED,
+        event_id=crossing_id(rules.version, absorbed.lead_id, MERGED, t, absorbed.crossings),
+        lead_id=absorbed.lead_id,
+        score=0.0,
+        threshold=0.0,
+        occurred_at_ms=t,
+        trigger_event_id=link.event_id,
+        reasons=(),
+        fit_grade=None,
+        rules_version=rules.version,
+        merged_into=link.lead_id,
+    )
