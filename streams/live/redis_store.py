@@ -36,7 +36,7 @@ from scoring.store import BatchResult, EventItem
 from ..settings import Settings
 from .interfaces import StoreRolledBack
 from .redis_checks import durability_findings
-from .redis_keys import KeySpace
+from .redis_keys import KeySpace, slot_tag
 from .redis_migrate import convert_format_1, stored_format
 from .redis_names import give_numbers, read_names
 from .redis_nodes import ClusterNodes, StandaloneNodes, TopologyChangedError
@@ -107,8 +107,7 @@ class RedisStore:
         *,
         idle_lead_retention_ms: int = 0,
     ) -> None:
-        # redis-py's asyncio reply annotations are unions of everything a reply could be;
-        # the replies are checked where they are decoded instead.
+        # (redis-py's reply annotations are unions of all replies: checked where decoded)
         self.client: Any = client
         self.rules = rules
         cluster = isinstance(client, RedisCluster)
@@ -161,8 +160,8 @@ class RedisStore:
     # ------------------------------------------------------------------ format, names
     async def prepare(self, progress: Callable[[int], None] | None = None) -> int:
         """Get the store ready before the worker consumes: convert a format-1 store
-        (:mod:`streams.live.redis_migrate`; ``progress(leads so far)`` is called as it
-        goes), then load and extend the name dictionary. Returns the leads converted."""
+        (:mod:`.redis_migrate`, calling ``progress(leads so far)``), load and extend the
+        name dictionary, build the tombstone keys' slot table. Returns the leads converted."""
         converted = 0
         if await stored_format(self.client, self.keys) == 1:
             await self.reload_names()
@@ -170,6 +169,7 @@ class RedisStore:
                 self.client, self.keys, self.encode, self._update_indexes, progress
             )
         await self._ensure_ready()
+        slot_tag(0)  # (0.2 s: now, not in the first batch)
         nodes = await self.nodes.each_node()
         for name, node in nodes:
             for level, message in await durability_findings(node):
