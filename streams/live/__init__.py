@@ -1,5 +1,5 @@
-"""The live worker: Kafka input topic(s) -> scored leads in Redis -> ``lead_became_hot`` /
-``lead_cooled`` on the hot-lead topic.
+"""The live worker: Kafka input topic(s) and the control topic -> scored leads in Redis ->
+``lead_became_hot`` / ``lead_cooled`` / ``lead_erased`` on the hot-lead topic.
 
 For one batch of raw messages (consumed by :class:`consumer.BatchConsumer`, handed to
 :meth:`processor.Processor.process`): validate each message and produce the rejects as dead
@@ -20,6 +20,7 @@ producer and web server.
 Modules: ``interfaces`` (what the processor programs against), ``consumer`` (the input,
 in batches), ``processor`` (batch logic), ``redis_store`` with ``redis_keys``,
 ``redis_scripts``, ``state_format`` and ``redis_migrate`` (the store), ``metrics``,
-``app`` (Faust), ``commands`` (the worker-side commands), ``supervisor``
+``app`` (Faust), ``commands`` (the worker-side commands), ``control_commands``
+(``adjust``, ``reset``, ``erase``: control events to the control topic), ``supervisor``
 (``worker --processes N``).
 """
