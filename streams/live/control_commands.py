@@ -27,6 +27,9 @@ from schemas.validation import Rejected, parse_control_event
 from ..kafka import AckedProducer, KafkaUnavailableError, ProduceError, ensure_topics
 from .commands import _parse_at, _settings
 
+#: How long a command waits for an unreachable Kafka before it gives up (not sent).
+CONNECT_TIMEOUT_S = 20.0
+
 
 def _author() -> str:
     try:
@@ -73,7 +76,7 @@ def _send(
         raise click.ClickException(f"not sent: {checked.error}")
     topic = settings.control_topic
     try:  # (only the control topic: with least-privilege ACLs the others are not ours)
-        ensure_topics(settings, only=[topic])
+        ensure_topics(settings, only=[topic], timeout=CONNECT_TIMEOUT_S)
         AckedProducer(settings).send_all(topic, [(lead_id.encode(), value)])
     except (KafkaUnavailableError, KafkaException, ProduceError, RuntimeError) as exc:
         raise click.ClickException(f"not sent: {exc}") from None
