@@ -171,8 +171,8 @@ class Track(BaseEvent):
     def _not_built_in(cls, value: str) -> str:
         if value in BUILT_IN_TYPES:
             raise ValueError(f"{value!r} is a built-in type: send it as type {value}")
-        if value in CONTROL_TYPES:
-            raise ValueError(f"{value!r} is a control event type: rename the track event")
+        if value in RESERVED_NAMES:
+            raise ValueError(f"{value!r} is a reserved event type: rename the track event")
         return value
 
 
@@ -210,6 +210,11 @@ SCORE_ADJUSTED = "score_adjusted"
 SCORE_RESET = "score_reset"
 LEAD_ERASED = "lead_erased"
 CONTROL_TYPES: frozenset[str] = frozenset({SCORE_ADJUSTED, SCORE_RESET, LEAD_ERASED})
+#: The event an identity merge applies to the canonical lead (``scoring.merge``): never
+#: sent, and no rule or track event may take its name.
+LEAD_LINKED = "lead_linked"
+#: Names neither a track event nor a rule's ``event:`` may use.
+RESERVED_NAMES: frozenset[str] = CONTROL_TYPES | {LEAD_LINKED}
 #: The largest adjustment one ``score_adjusted`` may make, up or down.
 MAX_ADJUSTMENT = 1_000_000.0
 Reason = Annotated[str, Field(min_length=1, max_length=500)]

@@ -39,7 +39,7 @@ import orjson
 from pydantic import ValidationError
 
 from . import _native
-from .events import BUILT_IN_TYPES, CONTROL_TYPES, EVENT_ADAPTER, LeadEvent
+from .events import BUILT_IN_TYPES, EVENT_ADAPTER, RESERVED_NAMES, LeadEvent
 from .validation import MAX_EVENT_BYTES, Rejected, check_key, describe_errors, message_bytes
 
 #: Segment call types read, and those dead-lettered as not supported (yet).
@@ -134,7 +134,7 @@ def _map(message: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]] | 
         return Rejected("invalid_event", "properties: expected an object")
     if kind == "track":
         name = message.get("event")
-        if name in BUILT_IN_TYPES or name in CONTROL_TYPES:
+        if name in BUILT_IN_TYPES or name in RESERVED_NAMES:
             return Rejected(
                 "invalid_event",
                 f"event: {name!r} is the name of a leadscore event type; rules would read "

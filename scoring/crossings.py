@@ -104,6 +104,8 @@ class Crossing:
 def crossing_to_dict(crossing: Crossing) -> dict[str, Any]:
     """JSON-able form of a crossing (the Redis outbox stores these)."""
     data = {name: getattr(crossing, name) for name in Crossing.__slots__}
+    if data["merged_into"] is None:
+        del data["merged_into"]  # (the format an older leadscore reads)
     data["reasons"] = [r.model_dump() for r in crossing.reasons]
     return data
 

@@ -9,15 +9,19 @@ At the link's time ``t`` (its ``occurred_at``, or the later of the two clocks):
 2. the two states add up: forward-decayed sums rule by rule (forward decay is linear:
    both are re-based to the later landmark; sums of rules no longer in the file are
    dropped), profiles field by field (the newer stamp wins, as for profile events),
-   dedupe windows and last offsets united, the later reset floor, both event counts (an
-   absorbed lead whose every event is dated before the canonical lead's reset adds no
-   points);
+   dedupe windows united, both event counts. The canonical lead keeps its own offsets
+   and reset floor; an absorbed lead whose every event is dated at or before that floor
+   adds no points (one with events on both sides adds all of them: sums cannot be split
+   by time, so a merge across a reset is exact only then);
 3. the link is applied to the sum as an event that matches no rule: it moves the clock to
    ``t``, is remembered like any event (its id and offset), and runs step 3 of the state
    machine, so a merge that takes the canonical lead over ``hot`` emits
    ``lead_became_hot`` triggered by the link;
 4. the absorbed lead gets a ``lead_merged`` record naming the canonical id, so that
-   downstream copies drop it.
+   downstream copies drop it (:attr:`Merge.record`: the caller writes it under the
+   absorbed lead, whose record it is).
+
+A link already applied changes nothing (a retried merge is harmless).
 
 The score after a merge is the sum of both scores at ``t`` (up to rounding and caps,
 which apply to the sum): merging is order-independent for scores, and merging then
@@ -28,17 +32,20 @@ How the live worker gets both states to one place is docs/architecture.md's
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from schemas.events import LEAD_LINKED
+
 from .crossings import MERGED, Crossing, crossing_id
 from .rules import RuleSet
 from .state import LeadState, Position, ProfileEntry
-from .state_machine import LeadBatch, advance, apply_lead_events, decay_to
+from .state_machine import LeadBatch, advance, apply_link, decay_to, id_hash
 
-#: The type of the link event the merge applies (it matches no rule).
-LINK_TYPE = "lead_linked"
+#: The type of the link event the merge applies (reserved: no rule may name it).
+LINK_TYPE = LEAD_LINKED
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,30 +65,57 @@ class Link:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class Merge:
+    """What a merge yields: the canonical lead's new state and crossings (to be written
+    like any lead's), and the absorbed lead's ``lead_merged`` record (its own: it goes out
+    under the absorbed id)."""
+
+    canonical: LeadBatch
+    record: Crossing
+
+
 def merge_leads(
     canonical: LeadState | None,
     absorbed: LeadState,
     link: Link,
     rules: RuleSet,
     position: Position | None = None,
-) -> LeadBatch:
-    """The canonical lead after absorbing ``absorbed`` (see the module docstring); its
-    crossings, then the absorbed lead's ``lead_merged`` record."""
+) -> Merge:
+    """The canonical lead after absorbing ``absorbed`` (see the module docstring). A link
+    already applied (its id in the canonical lead's dedupe window, or its offset at or
+    before the canonical lead's last one) changes nothing: merging is idempotent."""
     t = max(link.occurred_at_ms, absorbed.clock_ms, canonical.clock_ms if canonical else 0)
+    record = _merged_record(absorbed, link, rules, t)
+    if canonical is not None and _already_applied(canonical, link, position):
+        return Merge(LeadBatch(canonical, (), (), 1), record)
     cooled: tuple[Crossing, ...] = ()
     if canonical is not None:
         step = advance(canonical, rules, t)
         canonical, cooled = step.state, step.crossings
     merged = _add(canonical, absorbed, rules, link.lead_id, t)
-    # (dated t: a link is never "before" a reset floor, which is at most the clock)
-    applied = apply_lead_events(merged, [(replace(link, occurred_at_ms=t), position)], rules)
-    record = _merged_record(absorbed, link, rules, t)
-    return LeadBatch(
-        applied.state,
-        (*cooled, *applied.crossings, record),
-        applied.applied_event_ids,
-        applied.duplicates,
+    # The link is applied whatever the floor (dated just after it if need be) and the
+    # offsets (checked above): the merge has happened, its event must be remembered.
+    floor = merged.floor_ms if merged.floor_ms is not None else t - 1
+    at = replace(link, occurred_at_ms=max(t, floor + 1))
+    applied = apply_link(merged, at, position, rules)
+    return Merge(
+        LeadBatch(
+            applied.state,
+            (*cooled, *applied.crossings),
+            applied.applied_event_ids,
+            applied.duplicates,
+        ),
+        record,
     )
+
+
+def _already_applied(canonical: LeadState, link: Link, position: Position | None) -> bool:
+    if position is not None and canonical.positions.get(position.stream, -1) >= position.offset:
+        return True
+    wanted = id_hash(link.event_id)
+    recent = canonical.recent_ids
+    return any(struct.unpack_from("<Q", recent, i)[0] == wanted for i in range(0, len(recent), 16))
 
 
 def _add(
@@ -101,7 +135,6 @@ def _add(
                 continue  # a rule no longer in the file counts 0
             value = decay_to(acc, state.landmark_ms, landmark, params[0])
             sums[rule_id] = sums.get(rule_id, 0.0) + value
-    floors = [s.floor_ms for s in states if s.floor_ms is not None]
     return LeadState(
         lead_id=lead_id,
         clock_ms=t,
@@ -110,10 +143,12 @@ def _add(
         hot=canonical is not None and canonical.hot,
         crossings=0 if canonical is None else canonical.crossings,
         profile=_newest(*(s.profile for s in states)),
-        positions=_latest(*(s.positions for s in states)),
+        # (the canonical lead's only: the absorbed lead's partitions are not its own, and
+        # its event ids are in the window)
+        positions={} if canonical is None else dict(canonical.positions),
         events_applied=sum(s.events_applied for s in states),
         recent_ids=b"".join(s.recent_ids for s in states),
-        floor_ms=max(floors) if floors else None,
+        floor_ms=None if canonical is None else canonical.floor_ms,
     )
 
 
@@ -125,14 +160,6 @@ def _newest(*profiles: Mapping[str, ProfileEntry]) -> dict[str, ProfileEntry]:
             kept = out.get(name)
             if kept is None or (entry[0], entry[1]) > (kept[0], kept[1]):
                 out[name] = entry
-    return out
-
-
-def _latest(*positions: Mapping[str, int]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for mapping in positions:
-        for stream, offset in mapping.items():
-            out[stream] = max(offset, out.get(stream, offset))
     return out
 
 

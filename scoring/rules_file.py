@@ -51,7 +51,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from schemas.events import BUILT_IN_TYPES, CONTROL_TYPES, EVENT_MODELS, PROFILE_FIELDS, event_fields
+from schemas import events
 from schemas.times import parse_duration_ms
 
 from .rules import (
@@ -293,7 +293,7 @@ def _misspelt_type(name: str) -> str | None:
     if " " in name:
         return None  # "Page View": a track event's name, as Segment-style tracking names them
     squashed = re.sub(r"[_\-]", "", name).casefold()
-    for built_in in BUILT_IN_TYPES:
+    for built_in in events.BUILT_IN_TYPES:
         if squashed == built_in.replace("_", ""):
             return built_in
         if name.startswith(built_in) or abs(len(name) - len(built_in)) > 1:
@@ -307,7 +307,9 @@ def _fields_of(event: str, label: str) -> frozenset[str]:
     """The fields a behaviour rule on ``event`` may test. An ``event:`` that is no built-in
     type names a track event, exactly as sent; one that looks like a misspelt built-in type
     (``pageview``) is more likely a typo: an error."""
-    if event in CONTROL_TYPES:
+    if event == events.LEAD_LINKED:
+        raise RulesError(f"{label}: event: {event} is reserved (identity merges apply it)")
+    if event in events.CONTROL_TYPES:
         raise RulesError(
             f"{label}: event: {event} is a control event: manual adjustments are scored "
             "by the rules file's `adjustments:` section (half_life), resets by no rule"
@@ -317,16 +319,16 @@ def _fields_of(event: str, label: str) -> frozenset[str]:
             f"{label}: event: name the track event as it is sent, e.g. "
             "`event: Product Added` (every track event has type track)"
         )
-    if event in EVENT_MODELS:
-        return event_fields(event)
+    if event in events.EVENT_MODELS:
+        return events.event_fields(event)
     close = _misspelt_type(event)
     if close is not None:
         raise RulesError(
             f"{label}: event: unknown event type {event!r}: did you mean {close!r}? "
-            f"(the types are {', '.join(BUILT_IN_TYPES)}; any other name is a track "
+            f"(the types are {', '.join(events.BUILT_IN_TYPES)}; any other name is a track "
             "event's, exactly as sent)"
         )
-    return event_fields("track")
+    return events.event_fields("track")
 
 
 def _compile(pattern: str, where_label: str) -> re.Pattern[str]:
@@ -350,8 +352,7 @@ def _duration(value: str | int | float, where_label: str) -> int:
 
 
 def _adjustment_half_life(model: _AdjustmentsModel, default_ms: int, source: str) -> int:
-    """How ``score_adjusted`` points fade: ``adjustments.half_life`` (default: the file's
-    ``half_life``); ``none`` keeps them (:data:`NO_DECAY_HALF_LIFE_MS`)."""
+    """``adjustments.half_life`` (default: ``half_life``; ``none``: no fading)."""
     value = model.half_life
     if isinstance(value, str) and value.strip().lower() == "none":
         return NO_DECAY_HALF_LIFE_MS
@@ -415,7 +416,7 @@ def build_ruleset(raw: Any, source: str = "<memory>") -> RuleSet:
                 raise RulesError(f"{label}: fit rules do not decay; remove half_life/cap")
             # Fit rules read the profile: lead_profile fields, and the properties.NAME
             # of lead_profile events (Segment: any other trait) that they test.
-            conditions = _conditions(fit_model, frozenset(PROFILE_FIELDS), label)
+            conditions = _conditions(fit_model, frozenset(events.PROFILE_FIELDS), label)
             if not conditions:
                 raise RulesError(f"{label}: a fit rule needs at least one condition")
             fit_rules.append(Rule(fit_model.id, None, fit_model.points, 0, None, tuple(conditions)))

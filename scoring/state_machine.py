@@ -211,6 +211,19 @@ def apply_event(
     return Step(batch.state, batch.crossings)
 
 
+def apply_link(
+    state: LeadState, link: Scorable, position: Position | None, rules: RuleSet
+) -> LeadBatch:
+    """Apply an identity link to a merged lead (:mod:`scoring.merge`): as an event that
+    matches no rule, never skipped as a duplicate (the merge checked that)."""
+    return _apply(state, [(link, position)], rules, check_duplicates=False)
+
+
+def id_hash(event_id: str) -> int:
+    """The 64-bit hash a dedupe window remembers an event id by."""
+    return _native.id_hash(event_id)
+
+
 def advance(state: LeadState, rules: RuleSet, to_ms: int) -> Step:
     """Step 1 alone: emit the ``lead_cooled`` that decay caused by ``to_ms``, if any.
     The lead's clock (event time of its latest event) does not move."""

@@ -124,8 +124,20 @@ def ensure_topics(
         return []
     counts = dict.fromkeys(missing, settings.topic_partitions)
     first_input = listed.get(settings.input_topics[0])
-    if settings.control_topic in counts and first_input is not None:
-        counts[settings.control_topic] = len(first_input.partitions)
+    inputs = len(first_input.partitions) if first_input is not None else 0
+    if settings.control_topic in counts and inputs:
+        counts[settings.control_topic] = inputs
+    control = listed.get(settings.control_topic)
+    if control is not None and inputs and len(control.partitions) != inputs:
+        log.warning(
+            "the control topic %s has %d partitions, the input topic %s %d: a lead's "
+            "control events may then be read by another worker than its tracking events "
+            "(harmless, but the cooling sweep of such a lead waits for its own worker)",
+            settings.control_topic,
+            len(control.partitions),
+            settings.input_topics[0],
+            inputs,
+        )
     futures = admin.create_topics(
         [NewTopic(t, n, settings.topic_replication_factor) for t, n in counts.items()]
     )

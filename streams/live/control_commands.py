@@ -78,8 +78,13 @@ def _send(
     try:  # (only the control topic: with least-privilege ACLs the others are not ours)
         ensure_topics(settings, only=[topic], timeout=CONNECT_TIMEOUT_S)
         AckedProducer(settings).send_all(topic, [(lead_id.encode(), value)])
-    except (KafkaUnavailableError, KafkaException, ProduceError, RuntimeError) as exc:
+    except (KafkaUnavailableError, KafkaException, ProduceError) as exc:
         raise click.ClickException(f"not sent: {exc}") from None
+    except RuntimeError as exc:  # not acknowledged in time: it may have gone out
+        raise click.ClickException(
+            f"maybe not sent ({exc}): send it again with --id {event['event_id']} (the same "
+            "id twice changes nothing)"
+        ) from None
     click.echo(
         f"{event_type} for {lead_id} at {format_ms(at_ms)} (id {event['event_id']}) -> {topic}"
     )
