@@ -74,10 +74,8 @@ class LeadCooled(_ScoreCrossing):
     )
 
 
-class LeadErased(BaseModel):
-    """A lead was erased (``leadscore erase``, GDPR art. 17): forget every copy of it.
-    Its score, profile and event ids are gone from leadscore's store; new events for the
-    id start a fresh lead."""
+class _LeadNotice(BaseModel):
+    """What happened to a lead that is no threshold crossing (no score, no reasons)."""
 
     model_config = ConfigDict(
         strict=True,
@@ -85,40 +83,34 @@ class LeadErased(BaseModel):
         extra="forbid",
         json_schema_serialization_defaults_required=True,
     )
+
+    event_id: str = Field(description="Deterministic id of this record.")
+    lead_id: str = Field(description="The lead it is about; also the Kafka key.")
+    occurred_at: AwareDatetime = Field(description="When it took effect (event time).")
+    trigger_event_id: str = Field(description="The event that did it.")
+    rules_version: str = Field(description="`version` of the rules file in force.")
+    emitted_at: AwareDatetime = Field(description="Wall-clock time the record was produced.")
+
+
+class LeadErased(_LeadNotice):
+    """A lead was erased (``leadscore erase``, GDPR art. 17): forget every copy of it.
+    Its score, profile and event ids are gone from leadscore's store; new events for the
+    id start a fresh lead. ``trigger_event_id``: the ``lead_erased`` control event."""
 
     type: Literal["lead_erased"] = Field(
         default="lead_erased", description="Record type (discriminator)."
     )
-    event_id: str = Field(description="Deterministic id of this record.")
-    lead_id: str = Field(description="The erased lead; also the Kafka key.")
-    occurred_at: AwareDatetime = Field(description="When the erasure took effect (event time).")
-    trigger_event_id: str = Field(description="The `lead_erased` control event.")
-    rules_version: str = Field(description="`version` of the rules file in force.")
-    emitted_at: AwareDatetime = Field(description="Wall-clock time the record was produced.")
 
 
-class LeadMerged(BaseModel):
+class LeadMerged(_LeadNotice):
     """An anonymous lead was linked to a known one (Segment ``alias``, or ``identify``
-    with both ids) and its history merged into it: drop this id, the known lead carries
-    on (``merged_into``)."""
-
-    model_config = ConfigDict(
-        strict=True,
-        frozen=True,
-        extra="forbid",
-        json_schema_serialization_defaults_required=True,
-    )
+    with both ids) and its history merged into it: drop this id (``lead_id``), the known
+    lead carries on (``merged_into``). ``trigger_event_id``: the linking event."""
 
     type: Literal["lead_merged"] = Field(
         default="lead_merged", description="Record type (discriminator)."
     )
-    event_id: str = Field(description="Deterministic id of this record.")
-    lead_id: str = Field(description="The absorbed lead (drop it); also the Kafka key.")
     merged_into: str = Field(description="The lead that absorbed it.")
-    occurred_at: AwareDatetime = Field(description="When the merge took effect (event time).")
-    trigger_event_id: str = Field(description="The event that linked the two ids.")
-    rules_version: str = Field(description="`version` of the rules file in force.")
-    emitted_at: AwareDatetime = Field(description="Wall-clock time the record was produced.")
 
 
 HotLeadEvent = LeadBecameHot | LeadCooled | LeadErased | LeadMerged

@@ -128,46 +128,45 @@ def adjust(
     )
 
 
-@click.command()
-@_LEAD
-@_REASON
-@_AUTHOR
-@_AT
-@_ID
-@click.pass_context
-def reset(
-    ctx: click.Context,
-    lead_id: str,
-    reason: str,
-    author: str,
-    at_text: str | None,
-    event_id: str | None,
-) -> None:
-    """Set a lead's behaviour score to zero as of now (or --at): events dated at or before
-    it never count again, even if they arrive later. The profile (fit) stays.
+def _lead_command(event_type: str, name: str, help_text: str) -> click.Command:
+    """A command that sends one ``event_type`` about a lead, with a reason and author."""
+
+    @click.command(name=name, help=help_text)
+    @_LEAD
+    @_REASON
+    @_AUTHOR
+    @_AT
+    @_ID
+    @click.pass_context
+    def command(
+        ctx: click.Context,
+        lead_id: str,
+        reason: str,
+        author: str,
+        at_text: str | None,
+        event_id: str | None,
+    ) -> None:
+        at = _parse_at(at_text)
+        _send(ctx, event_type, lead_id, at, event_id, reason=reason, author=author)
+
+    return command
+
+
+reset = _lead_command(
+    SCORE_RESET,
+    "reset",
+    """Set a lead's behaviour score to zero as of now (or --at): events dated at or
+    before it never count again, even if they arrive later. The profile (fit) stays.
 
     \b
     Example:
-      leadscore reset lead-7f3c9a --reason "deal closed; score upsell from zero"
-    """
-    _send(ctx, SCORE_RESET, lead_id, _parse_at(at_text), event_id, reason=reason, author=author)
+      leadscore reset lead-7f3c9a --reason 'deal closed; score upsell from zero'
+    """,
+)
 
-
-@click.command()
-@_LEAD
-@_REASON
-@_AUTHOR
-@_AT
-@_ID
-@click.pass_context
-def erase(
-    ctx: click.Context,
-    lead_id: str,
-    reason: str,
-    author: str,
-    at_text: str | None,
-    event_id: str | None,
-) -> None:
+erase = _lead_command(
+    LEAD_ERASED,
+    "erase",
     """Erase a lead (GDPR art. 17): its score, profile and event ids are deleted from
     Redis, leaving a tombstone under a hashed key, and a lead_erased record on the hot
     topic tells downstream copies to forget it. Its old messages, re-delivered, change
@@ -178,6 +177,6 @@ def erase(
 
     \b
     Example:
-      leadscore erase lead-7f3c9a --reason "erasure request #4711"
-    """
-    _send(ctx, LEAD_ERASED, lead_id, _parse_at(at_text), event_id, reason=reason, author=author)
+      leadscore erase lead-7f3c9a --reason 'erasure request #4711'
+    """,
+)
