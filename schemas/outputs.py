@@ -17,17 +17,20 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+#: Every output record's pydantic configuration: strict, immutable, no unknown field, and
+#: schemas that describe what we write (we always write every field).
+OUTPUT_CONFIG = ConfigDict(
+    strict=True,
+    frozen=True,
+    extra="forbid",
+    json_schema_serialization_defaults_required=True,
+)
+
 
 class Reason(BaseModel):
     """One rule's part in a score, as decayed points at the moment of the crossing."""
 
-    model_config = ConfigDict(
-        strict=True,
-        frozen=True,
-        extra="forbid",
-        # Output schemas describe what we write, and we always write every field.
-        json_schema_serialization_defaults_required=True,
-    )
+    model_config = OUTPUT_CONFIG
 
     rule_id: str = Field(description="Rule id from the rules file (or `fit-grade`).")
     points: float = Field(description="Current (decayed, capped) points of this rule.")
@@ -35,13 +38,7 @@ class Reason(BaseModel):
 
 
 class _ScoreCrossing(BaseModel):
-    model_config = ConfigDict(
-        strict=True,
-        frozen=True,
-        extra="forbid",
-        # Output schemas describe what we write, and we always write every field.
-        json_schema_serialization_defaults_required=True,
-    )
+    model_config = OUTPUT_CONFIG
 
     event_id: str = Field(description="Deterministic id of this crossing.")
     lead_id: str = Field(description="The lead whose score crossed; also the Kafka key.")
@@ -77,12 +74,7 @@ class LeadCooled(_ScoreCrossing):
 class _LeadNotice(BaseModel):
     """What happened to a lead that is no threshold crossing (no score, no reasons)."""
 
-    model_config = ConfigDict(
-        strict=True,
-        frozen=True,
-        extra="forbid",
-        json_schema_serialization_defaults_required=True,
-    )
+    model_config = OUTPUT_CONFIG
 
     event_id: str = Field(description="Deterministic id of this record.")
     lead_id: str = Field(description="The lead it is about; also the Kafka key.")
@@ -133,13 +125,7 @@ ErrorKind = Literal[
 class DeadLetter(BaseModel):
     """An input message the worker could not apply, with the reason."""
 
-    model_config = ConfigDict(
-        strict=True,
-        frozen=True,
-        extra="forbid",
-        # Output schemas describe what we write, and we always write every field.
-        json_schema_serialization_defaults_required=True,
-    )
+    model_config = OUTPUT_CONFIG
 
     type: Literal["dead_letter"] = Field(
         default="dead_letter", description="Record type (discriminator)."

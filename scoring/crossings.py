@@ -65,27 +65,20 @@ class Crossing:
 
     def to_record(self, emitted_at: datetime) -> HotLeadEvent:
         """The output record, stamped with the (caller's) wall-clock ``emitted_at``."""
-        if self.kind == MERGED:
-            assert self.trigger_event_id is not None and self.merged_into is not None
-            return LeadMerged(
-                event_id=self.event_id,
-                lead_id=self.lead_id,
-                merged_into=self.merged_into,
-                occurred_at=ms_to_datetime(self.occurred_at_ms),
-                trigger_event_id=self.trigger_event_id,
-                rules_version=self.rules_version,
-                emitted_at=emitted_at,
-            )
-        if self.kind == "lead_erased":
+        if self.kind in (MERGED, ERASED):  # no score, threshold or reasons
             assert self.trigger_event_id is not None
-            return LeadErased(
-                event_id=self.event_id,
-                lead_id=self.lead_id,
-                occurred_at=ms_to_datetime(self.occurred_at_ms),
-                trigger_event_id=self.trigger_event_id,
-                rules_version=self.rules_version,
-                emitted_at=emitted_at,
-            )
+            notice = {
+                "event_id": self.event_id,
+                "lead_id": self.lead_id,
+                "occurred_at": ms_to_datetime(self.occurred_at_ms),
+                "trigger_event_id": self.trigger_event_id,
+                "rules_version": self.rules_version,
+                "emitted_at": emitted_at,
+            }
+            if self.kind == ERASED:
+                return LeadErased(**notice)
+            assert self.merged_into is not None
+            return LeadMerged(**notice, merged_into=self.merged_into)
         model = LeadBecameHot if self.kind == "lead_became_hot" else LeadCooled
         return model(
             event_id=self.event_id,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,26 @@ def hot_records(stack: WorkerStack, count: int) -> list[dict[str, Any]]:
         assert time.monotonic() < deadline, records
         time.sleep(0.3)
     return records
+
+
+def replayed_hot(
+    stack: WorkerStack, config: Any, rules: Path, at: str, out: Path, *sources: str
+) -> list[dict[str, Any]]:
+    """``leadscore replay SOURCES --at AT``'s hot records, without ``emitted_at``."""
+    stack.run_cli(
+        "replay",
+        *sources,
+        "--rules",
+        str(rules),
+        "--out",
+        str(out),
+        "--at",
+        at,
+        "--no-progress",
+        config=config,
+    )
+    records = [json.loads(x) for x in (out / "hot.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "emitted_at"} for r in records]
 
 
 def test_adjust_and_reset_live_exactly_once_and_as_replayed(
@@ -134,45 +155,17 @@ def test_adjust_and_reset_live_exactly_once_and_as_replayed(
     log = tmp_path / "accepted.jsonl"
     log.write_text("".join(json.dumps(e) + "\n" for e in accepted))
     last = max(e["occurred_at"] for e in accepted)
-    out = tmp_path / "replay"
-    stack.run_cli(
-        "replay",
-        str(log),
-        "--rules",
-        str(rules),
-        "--out",
-        str(out),
-        "--at",
-        last,
-        "--no-progress",
-        config=config,
-    )
-    want = [json.loads(x) for x in (out / "hot.jsonl").read_text().splitlines()]
-    live = hot_records(stack, len(want))
-    strip = [{k: v for k, v in r.items() if k != "emitted_at"} for r in want]
-    assert live == strip
+    replay = partial(replayed_hot, stack, config, rules, last)
+    want = replay(tmp_path / "replay", str(log))
+    assert hot_records(stack, len(want)) == want
 
     # From Kafka: the input topic, and the control topic merged in by event time (the
     # misrouted records are refused as the worker refused them).
     out = tmp_path / "replay-kafka"
-    replayed = stack.run_cli(
-        "replay",
-        f"kafka:{stack.input_topic}",
-        "--control",
-        f"kafka:{stack.control_topic}",
-        "--rules",
-        str(rules),
-        "--out",
-        str(out),
-        "--at",
-        last,
-        "--no-progress",
-        config=config,
-    )
-    from_kafka = [json.loads(x) for x in (out / "hot.jsonl").read_text().splitlines()]
-    assert [{k: v for k, v in r.items() if k != "emitted_at"} for r in from_kafka] == strip
+    kafka = f"kafka:{stack.input_topic}"
+    assert replay(out, kafka, "--control", f"kafka:{stack.control_topic}") == want
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["bad_by_kind"] == {"invalid_event": 2}, replayed.stdout
+    assert summary["bad_by_kind"] == {"invalid_event": 2}, summary
     assert worker.stop() == 0
 
 
