@@ -28,6 +28,7 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
+    ValidationInfo,
     field_validator,
 )
 
@@ -195,6 +196,12 @@ class LeadProfile(BaseEvent):
     seniority: ShortText | None = Field(
         default=None, description="Seniority band, e.g. `director`, `c-level`."
     )
+    anonymous_id: LeadId | None = Field(
+        default=None,
+        description="An anonymous id this lead used before being known (Segment `identify` "
+        "with both `userId` and `anonymousId`): with identity merges on, that id's history "
+        "joins this lead, unless the id already belongs to another lead.",
+    )
 
     @property
     def email_domain(self) -> str | None:
@@ -210,11 +217,15 @@ SCORE_ADJUSTED = "score_adjusted"
 SCORE_RESET = "score_reset"
 LEAD_ERASED = "lead_erased"
 CONTROL_TYPES: frozenset[str] = frozenset({SCORE_ADJUSTED, SCORE_RESET, LEAD_ERASED})
-#: The event an identity merge applies to the canonical lead (``scoring.merge``): never
-#: sent, and no rule or track event may take its name.
+#: The identity events (:mod:`scoring.identity`): ``lead_linked`` says two ids are one
+#: person (a Segment ``alias``, or derived from an ``identify`` with both ids);
+#: ``lead_absorbed`` carries a linked lead's state to its canonical lead, on the worker's
+#: identity topic only. No rule or track event may take their names.
 LEAD_LINKED = "lead_linked"
+LEAD_ABSORBED = "lead_absorbed"
+IDENTITY_TYPES: frozenset[str] = frozenset({LEAD_LINKED, LEAD_ABSORBED})
 #: Names neither a track event nor a rule's ``event:`` may use.
-RESERVED_NAMES: frozenset[str] = CONTROL_TYPES | {LEAD_LINKED}
+RESERVED_NAMES: frozenset[str] = CONTROL_TYPES | IDENTITY_TYPES
 #: The largest adjustment one ``score_adjusted`` may make, up or down.
 MAX_ADJUSTMENT = 1_000_000.0
 Reason = Annotated[str, Field(min_length=1, max_length=500)]
@@ -260,6 +271,35 @@ class LeadErasedEvent(BaseEvent):
     author: Author = Field(description="Who: a person or a system.")
 
 
+class LeadLinked(BaseEvent):
+    """``lead_id`` and ``canonical_id`` are one person, who goes on as ``canonical_id``:
+    ``lead_id``'s history (an anonymous visitor's) joins it, and its later events count
+    for it. Explicit (a Segment ``alias``: ``previousId`` -> ``userId``): it joins two
+    known leads too. Needs identity merges on (``LEADSCORE_IDENTITY_MERGES``)."""
+
+    type: Literal["lead_linked"]
+    canonical_id: LeadId = Field(description="The lead that goes on (Segment: `userId`).")
+
+    @field_validator("canonical_id")
+    @classmethod
+    def _another_lead(cls, value: str, info: ValidationInfo) -> str:
+        if value == info.data.get("lead_id"):
+            raise ValueError("the same as lead_id: a lead is linked to another one")
+        return value
+
+
+class LeadAbsorbed(BaseEvent):
+    """Internal: the state of lead ``absorbed_id`` as it was linked into ``lead_id``,
+    written by the worker to its identity topic (never sent by producers, refused on
+    every other topic). The canonical lead's partition owner merges it
+    (:func:`scoring.merge.merge_leads`)."""
+
+    type: Literal["lead_absorbed"]
+    absorbed_id: LeadId = Field(description="The lead that was linked into `lead_id`.")
+    link_event_id: EventId = Field(description="The `lead_linked` event that linked them.")
+    state: dict[str, Any] = Field(description="The absorbed lead's state (`LeadState.to_dict`).")
+
+
 #: Fit attributes a ``lead_profile`` event can carry (``email_domain`` is derived).
 PROFILE_FIELDS: tuple[str, ...] = (
     "email",
@@ -284,7 +324,9 @@ LeadEvent = Annotated[
     | Track
     | ScoreAdjusted
     | ScoreReset
-    | LeadErasedEvent,
+    | LeadErasedEvent
+    | LeadLinked
+    | LeadAbsorbed,
     Field(discriminator="type"),
 ]
 
@@ -301,12 +343,14 @@ EVENT_MODELS: dict[str, type[BaseEvent]] = {
     SCORE_ADJUSTED: ScoreAdjusted,
     SCORE_RESET: ScoreReset,
     LEAD_ERASED: LeadErasedEvent,
+    LEAD_LINKED: LeadLinked,
+    LEAD_ABSORBED: LeadAbsorbed,
 }
 
 #: The built-in tracking event types besides ``track`` (a ``track`` event may not take
 #: their names, nor those of the control types).
 BUILT_IN_TYPES: tuple[str, ...] = tuple(
-    t for t in EVENT_MODELS if t != "track" and t not in CONTROL_TYPES
+    t for t in EVENT_MODELS if t != "track" and t not in RESERVED_NAMES
 )
 
 

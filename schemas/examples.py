@@ -126,6 +126,34 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "reason": "erasure request #4711",
         "author": "privacy@example.com",
     },
+    "lead_linked": {
+        "event_id": "ali-01JD8ZR2M7B4",
+        "type": "lead_linked",
+        "lead_id": "anon-5d2e41c0",
+        "occurred_at": "2026-11-23T10:04:51Z",
+        "canonical_id": EXAMPLE_LEAD_ID,
+    },
+    "lead_absorbed": {
+        "event_id": "0b1f6c52-52a4-5b8e-9e0c-7f1d2a3b4c5d",
+        "type": "lead_absorbed",
+        "lead_id": EXAMPLE_LEAD_ID,
+        "occurred_at": "2026-11-23T10:04:51Z",
+        "absorbed_id": "anon-5d2e41c0",
+        "link_event_id": "ali-01JD8ZR2M7B4",
+        "state": {
+            "lead_id": "anon-5d2e41c0",
+            "clock_ms": 1795428291000,
+            "landmark_ms": 1795428000000,
+            "sums": {"pricing-page": 10.0},
+            "hot": False,
+            "crossings": 0,
+            "profile": {},
+            "positions": {},
+            "events_applied": 3,
+            "recent_ids": "",
+            "floor_ms": None,
+        },
+    },
 }
 
 #: One example of each output record, keyed by its ``type``, as leadscore writes it.

@@ -16,6 +16,11 @@ Segment        leadscore event
                51-200, 201-1000, 1001-5000, 5000+); ``country`` (or ``address.country``);
                ``job_title`` from ``title``; ``seniority``; every other trait is a
                profile property (``properties.plan``), kept when a fit rule tests it.
+               With both ``userId`` and ``anonymousId``: ``anonymous_id`` too (identity
+               merges: the anonymous history joins the known lead, unless that
+               anonymous id already belongs to another one)
+``alias``      ``lead_linked``: ``previousId`` (``lead_id``) joins ``userId``
+               (``canonical_id``), even when both are known leads
 ``group``      ``lead_profile``: the lead's account. ``groupId`` is the property
                ``account_id``, each trait ``account.<trait>`` (``properties.account.plan``);
                ``name``, ``industry`` and ``employees`` (as a band) also fill ``company``,
@@ -24,10 +29,9 @@ Segment        leadscore event
 
 Every message: lead id = ``userId``, else ``anonymousId``; event id = ``messageId``; time =
 ``timestamp``, else ``originalTimestamp``; ``properties`` kept (nested objects flattened to
-dotted names, ``properties.product.price``; lists of objects left out). ``alias`` and
-``screen`` are dead-lettered as not supported yet (identity merges come with the re-keying
-stage). A message that breaks the spec is rejected naming the Segment field
-(``messageId: missing``).
+dotted names, ``properties.product.price``; lists of objects left out). ``screen`` is
+dead-lettered as not supported yet. A message that breaks the spec is rejected naming the
+Segment field (``messageId: missing``).
 """
 
 from __future__ import annotations
@@ -39,12 +43,13 @@ import orjson
 from pydantic import ValidationError
 
 from . import _native
+from .describe import describe_errors
 from .events import BUILT_IN_TYPES, EVENT_ADAPTER, RESERVED_NAMES, LeadEvent
-from .validation import MAX_EVENT_BYTES, Rejected, check_key, describe_errors, message_bytes
+from .validation import MAX_EVENT_BYTES, Rejected, check_key, message_bytes
 
 #: Segment call types read, and those dead-lettered as not supported (yet).
-SUPPORTED = ("page", "track", "identify", "group")
-UNSUPPORTED = ("alias", "screen")
+SUPPORTED = ("page", "track", "identify", "alias", "group")
+UNSUPPORTED = ("screen",)
 #: Traits read into profile fields; every other trait is a profile property
 #: (``properties.plan``), kept when a fit rule tests it.
 _PROFILE_TRAITS = frozenset(
@@ -107,8 +112,7 @@ def _map(message: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]] | 
     if kind in UNSUPPORTED:
         return Rejected(
             "invalid_event",
-            f"type: {kind} is not supported yet (leadscore reads {', '.join(SUPPORTED)}); "
-            "identity merges come with the re-keying stage",
+            f"type: {kind} is not supported yet (leadscore reads {', '.join(SUPPORTED)})",
         )
     if kind not in SUPPORTED:
         got = f"{kind!r}" if isinstance(kind, str) else "nothing" if kind is None else "not text"
@@ -119,14 +123,9 @@ def _map(message: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]] | 
     data, origins = envelope
     context = _object(message.get("context"))
     if kind == "identify":
-        traits = message.get("traits", context.get("traits", {}))
-        if not isinstance(traits, dict):
-            return Rejected("invalid_event", "traits: expected an object")
-        data["type"] = "lead_profile"
-        data.update(_profile(traits, origins))
-        others = {k: v for k, v in traits.items() if k not in _PROFILE_TRAITS}
-        data["properties"] = _flat(others)
-        return data, origins
+        return _identify(message, context, data, origins)
+    if kind == "alias":
+        return _alias(message, data, origins)
     if kind == "group":
         return _account(message, data, origins)
     properties = message.get("properties", {})
@@ -160,6 +159,41 @@ def _map(message: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]] | 
         if "url" not in data:
             return Rejected("invalid_event", "properties.url: missing (and no context.page.url)")
     data["properties"] = _flat(properties)
+    return data, origins
+
+
+def _identify(
+    message: Mapping[str, Any],
+    context: Mapping[str, Any],
+    data: dict[str, Any],
+    origins: dict[str, str],
+) -> tuple[dict[str, Any], dict[str, str]] | Rejected:
+    """An ``identify`` call: the profile, and the anonymous id it was known by, if any."""
+    traits = message.get("traits", context.get("traits", {}))
+    if not isinstance(traits, dict):
+        return Rejected("invalid_event", "traits: expected an object")
+    data["type"] = "lead_profile"
+    data.update(_profile(traits, origins))
+    others = {k: v for k, v in traits.items() if k not in _PROFILE_TRAITS}
+    data["properties"] = _flat(others)
+    anonymous = message.get("anonymousId")
+    if origins["lead_id"] == "userId" and anonymous not in (None, "", data["lead_id"]):
+        data["anonymous_id"] = anonymous
+        origins["anonymous_id"] = "anonymousId"
+    return data, origins
+
+
+def _alias(
+    message: Mapping[str, Any], data: dict[str, Any], origins: dict[str, str]
+) -> tuple[dict[str, Any], dict[str, str]] | Rejected:
+    """An ``alias`` call: ``previousId`` joins ``userId``."""
+    previous = message.get("previousId")
+    if previous is None or previous == "":
+        return Rejected("invalid_event", "previousId: missing")
+    if origins["lead_id"] != "userId":
+        return Rejected("invalid_event", "userId: missing (an alias joins previousId to it)")
+    data.update(type="lead_linked", lead_id=previous, canonical_id=data["lead_id"])
+    origins.update(lead_id="previousId", canonical_id="userId")
     return data, origins
 
 

@@ -33,11 +33,16 @@ CROSSING_ID_NAMESPACE = uuid.UUID("5d0f8a3e-6b1c-4f4e-9a51-1e3c2b7d9f10")
 #: How many rules a crossing's ``reasons`` lists (the core picks them).
 TOP_REASONS: int = _native.TOP_REASONS
 
-CrossingKind = Literal["lead_became_hot", "lead_cooled", "lead_erased", "lead_merged"]
+CrossingKind = Literal[
+    "lead_became_hot", "lead_cooled", "lead_erased", "lead_merged", "lead_absorbed"
+]
 #: The kinds of an erasure's and an identity merge's records (not threshold crossings;
 #: counted apart).
 ERASED: CrossingKind = "lead_erased"
 MERGED: CrossingKind = "lead_merged"
+#: Not a record for downstream: a linked lead's state on its way to its canonical lead
+#: (``scoring.identity``), which takes the outbox too, to the worker's identity topic.
+ABSORBED: CrossingKind = "lead_absorbed"
 
 #: (became_hot, at_ms, score, sequence, trigger index, [(rule index, points)], fit_score,
 #: fit_allows_hot, erased): a crossing as the native core reports it.
@@ -60,11 +65,30 @@ class Crossing:
     reasons: tuple[Reason, ...]
     fit_grade: str | None
     rules_version: str
-    #: ``lead_merged``: the canonical lead that absorbed this one.
+    #: ``lead_merged``, ``lead_absorbed``: the canonical lead that absorbed this one.
     merged_into: str | None = None
+    #: ``lead_absorbed``: the absorbed lead's state (``LeadState.to_dict``).
+    payload: Mapping[str, Any] | None = None
+
+    def absorbed_event(self) -> dict[str, Any]:
+        """A ``lead_absorbed`` crossing as the ``lead_absorbed`` event the canonical
+        lead's owner applies (``schemas.events.LeadAbsorbed``, JSON-able)."""
+        assert self.kind == ABSORBED and self.merged_into is not None
+        assert self.trigger_event_id is not None and self.payload is not None
+        return {
+            "event_id": self.event_id,
+            "type": ABSORBED,
+            "lead_id": self.merged_into,
+            "occurred_at": ms_to_datetime(self.occurred_at_ms).isoformat(),
+            "absorbed_id": self.lead_id,
+            "link_event_id": self.trigger_event_id,
+            "state": dict(self.payload),
+        }
 
     def to_record(self, emitted_at: datetime) -> HotLeadEvent:
         """The output record, stamped with the (caller's) wall-clock ``emitted_at``."""
+        if self.kind == ABSORBED:
+            raise ValueError("lead_absorbed goes to the identity topic: see absorbed_event")
         if self.kind in (MERGED, ERASED):  # no score, threshold or reasons
             assert self.trigger_event_id is not None
             notice = {
@@ -97,8 +121,9 @@ class Crossing:
 def crossing_to_dict(crossing: Crossing) -> dict[str, Any]:
     """JSON-able form of a crossing (the Redis outbox stores these)."""
     data = {name: getattr(crossing, name) for name in Crossing.__slots__}
-    if data["merged_into"] is None:
-        del data["merged_into"]  # (the format an older leadscore reads)
+    for optional in ("merged_into", "payload"):
+        if data[optional] is None:
+            del data[optional]  # (the format an older leadscore reads)
     data["reasons"] = [r.model_dump() for r in crossing.reasons]
     return data
 

@@ -86,7 +86,7 @@ def merge_leads(
     already applied (its id in the canonical lead's dedupe window, or its offset at or
     before the canonical lead's last one) changes nothing: merging is idempotent."""
     t = max(link.occurred_at_ms, absorbed.clock_ms, canonical.clock_ms if canonical else 0)
-    record = _merged_record(absorbed, link, rules, t)
+    record = merged_record(absorbed, link, rules, t)
     if canonical is not None and _already_applied(canonical, link, position):
         return Merge(LeadBatch(canonical, (), (), 1), record)
     cooled: tuple[Crossing, ...] = ()
@@ -163,7 +163,7 @@ def _newest(*profiles: Mapping[str, ProfileEntry]) -> dict[str, ProfileEntry]:
     return out
 
 
-def _merged_record(absorbed: LeadState, link: Link, rules: RuleSet, t: int) -> Crossing:
+def merged_record(absorbed: LeadState, link: Link, rules: RuleSet, t: int) -> Crossing:
     return Crossing(
         kind=MERGED,
         event_id=crossing_id(rules.version, absorbed.lead_id, MERGED, t, absorbed.crossings),

@@ -13,15 +13,23 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from schemas.events import Scorable
+from schemas.events import LEAD_LINKED, Scorable
 
-from .crossings import Crossing
+from .crossings import ABSORBED, Crossing
+from .identity import MAX_HOPS, absorbed_event, apply_identity_items, is_identity_event, rekey
 from .rules import RuleSet
 from .state import LeadState, Position
-from .state_machine import advance, apply_lead_events, cool_due_ms, group_by_lead, score_at
+from .state_machine import (
+    advance,
+    apply_lead_events,
+    cool_due_ms,
+    group_by_lead,
+    is_tombstone,
+    score_at,
+)
 
 EventItem = tuple[Scorable, Position | None]
 
@@ -61,6 +69,21 @@ class LeadStore(Protocol):
         ...
 
 
+@dataclass(slots=True)
+class _Totals:
+    crossings: list[Crossing] = field(default_factory=list)
+    applied: int = 0
+    duplicates: int = 0
+
+    def add(self, result: BatchResult) -> None:
+        self.crossings += result.crossings
+        self.applied += result.applied
+        self.duplicates += result.duplicates
+
+    def result(self) -> BatchResult:
+        return BatchResult(tuple(self.crossings), self.applied, self.duplicates)
+
+
 class MemoryStore:
     """In-memory :class:`LeadStore`. Synchronous ``*_sync`` methods for the reference
     replay path and calibration; the async methods satisfy the interface."""
@@ -68,19 +91,63 @@ class MemoryStore:
     def __init__(self, rules: RuleSet) -> None:
         self.rules = rules
         self.states: dict[str, LeadState] = {}
+        #: Retired (linked) lead -> the lead it joined: where its late events go.
+        self.aliases: dict[str, str] = {}
 
     # -- synchronous core
     def apply_batch_sync(self, items: Sequence[EventItem]) -> BatchResult:
-        crossings: list[Crossing] = []
-        applied = duplicates = 0
+        """Apply ``items``; an identity event (``scoring.identity``) takes effect where it
+        stands: what precedes it first, then it (and the merge it makes), then the rest."""
+        out = _Totals()
+        start = 0
+        for i, (event, _) in enumerate(items):
+            if is_identity_event(event):
+                out.add(self._apply_groups(items[start:i]))
+                out.add(self._apply_groups(items[i : i + 1]))
+                start = i + 1
+        out.add(self._apply_groups(items[start:] if start else items))
+        return out.result()
+
+    def _apply_groups(self, items: Sequence[EventItem]) -> BatchResult:
+        out = _Totals()
+        absorbed: list[Crossing] = []
+        forward: list[EventItem] = []
         for lead_id, lead_items in group_by_lead(items).items():
-            result = apply_lead_events(self.states.get(lead_id), lead_items, self.rules)
+            state = self.states.get(lead_id)
+            if lead_id in self.aliases and (state is None or is_tombstone(state)):
+                into = self.canonical(lead_id)
+                forward += [
+                    (rekey(event, into), position)
+                    for event, position in lead_items
+                    if event.type != LEAD_LINKED  # (it was applied: a redelivery)
+                ]
+                continue
+            if any(is_identity_event(event) for event, _ in lead_items):
+                result = apply_identity_items(state, lead_items, self.rules)
+            else:
+                result = apply_lead_events(state, lead_items, self.rules)
             if result.state is not None:
                 self.states[lead_id] = result.state
-            crossings.extend(result.crossings)
-            applied += len(result.applied_event_ids)
-            duplicates += result.duplicates
-        return BatchResult(tuple(crossings), applied, duplicates)
+            for c in result.crossings:
+                (absorbed if c.kind == ABSORBED else out.crossings).append(c)
+            out.applied += len(result.applied_event_ids)
+            out.duplicates += result.duplicates
+        for c in absorbed:  # a retired lead: its state joins the canonical lead now
+            assert c.merged_into is not None
+            self.aliases[c.lead_id] = c.merged_into
+            forward.append((absorbed_event(c), None))
+        if forward:
+            out.add(self._apply_groups(forward))
+        return out.result()
+
+    def canonical(self, lead_id: str) -> str:
+        """Where a retired lead's events go now (following its aliases)."""
+        for _ in range(MAX_HOPS):
+            nxt = self.aliases.get(lead_id)
+            if nxt is None:
+                break
+            lead_id = nxt
+        return lead_id
 
     def cool_due_sync(self, until_ms: int, lead_ids: Iterable[str] | None = None) -> BatchResult:
         crossings: list[Crossing] = []

@@ -80,6 +80,7 @@ _REQUIRED_DEFAULTS: dict[str, dict[str, Any]] = {
     "score_adjusted": {"points": 10, "reason": "met at a fair", "author": "sales"},
     "score_reset": {"reason": "deal closed", "author": "crm-sync"},
     "lead_erased": {"reason": "erasure request", "author": "privacy"},
+    "lead_linked": {"canonical_id": "lead-0"},
 }
 
 

@@ -41,6 +41,7 @@ from schemas.validation import (
     Rejected,
     dead_letter,
     dead_letter_key,
+    identity_off,
     not_control,
     parse_control_event,
     parse_for_scoring,
@@ -161,6 +162,7 @@ class Processor:
                             parsed.occurred_at_ms, message.timestamp_ms, self.max_clock_skew_ms
                         )
                         or (None if control else not_control(parsed, self.control_topic))
+                        or identity_off(parsed)
                         or parsed
                     )
                 if isinstance(parsed, Rejected):

@@ -210,6 +210,15 @@ def _rules_option(help_text: str) -> Callable[[F], F]:
     "reset, erase) merged in by event time, as the worker meets them.",
 )
 @_format_option
+@click.option(
+    "--merge-identities/--no-merge-identities",
+    "merge_identities",
+    default=None,
+    envvar="LEADSCORE_IDENTITY_MERGES",
+    help="Merge identities: route events to their known lead (anonymous ids linked by a "
+    "Segment identify with both ids, alias or lead_linked events) [default: off, like the "
+    "live worker today] (LEADSCORE_IDENTITY_MERGES).",
+)
 @_progress_option
 def replay(
     sources: tuple[str, ...],
@@ -225,6 +234,7 @@ def replay(
     max_event_bytes: int | None,
     control_specs: tuple[str, ...],
     input_format: InputFormat,
+    merge_identities: bool | None,
     progress: bool,
 ) -> None:
     """Replay event logs through the live engine (in memory) and backtest the rules.
@@ -269,6 +279,7 @@ def replay(
             max_event_bytes=_max_event_bytes(sources, max_event_bytes),
             progress=progress,
             control=control,
+            merge_identities=bool(merge_identities),
         )
     except ReplayError as exc:
         raise click.ClickException(str(exc)) from None

@@ -20,7 +20,13 @@ import click
 
 from schemas.events import LeadEvent
 from schemas.formats import event_decoder
-from schemas.validation import MAX_EVENT_BYTES, Rejected, not_control, too_far_ahead
+from schemas.validation import (
+    MAX_EVENT_BYTES,
+    Rejected,
+    identity_off,
+    not_control,
+    too_far_ahead,
+)
 from streams.jsonl import is_blank
 
 from .sources import Chunk, Source
@@ -97,38 +103,53 @@ def read_events(
     *,
     max_event_bytes: int = MAX_EVENT_BYTES,
     progress: bool = False,
+    identities: bool = False,
 ) -> Iterator[list[LeadEvent]]:
     """Validate every record of ``sources`` (in order) and yield the valid events in
     chunks. Bad records go to ``stats``; reading never stops for them.
 
     Files are validated like un-keyed messages (control events in them are applied where
     they stand), Kafka messages exactly like the worker (the key must be the event's
-    ``lead_id``; control events are refused: they come from the control topic). With
+    ``lead_id``; control events are refused: they come from the control topic). Identity
+    events are refused unless ``identities`` (as a worker that does not merge them). With
     ``progress``, a bar per source is drawn on stderr.
     """
     for source, chunk in source_chunks(sources, progress):
         started = time.perf_counter()
-        events = _validate_chunk(source.name, chunk, stats, max_event_bytes)
+        events = _validate_chunk(source.name, chunk, stats, max_event_bytes, identities)
         stats.seconds += time.perf_counter() - started
         yield events
 
 
 def _validate_chunk(
-    name: str, chunk: Chunk, stats: ReadStats, max_event_bytes: int
+    name: str, chunk: Chunk, stats: ReadStats, max_event_bytes: int, identities: bool
 ) -> list[LeadEvent]:
     """The hot loop of reading: one ``parse_event`` per record."""
     stats.records += len(chunk.values)
     events = [
         event
         for i in range(len(chunk.values))
-        if (event := validate_record(name, chunk, i, stats, max_event_bytes)) is not None
+        if (event := validate_record(name, chunk, i, stats, max_event_bytes, identities))
+        is not None
     ]
     stats.valid += len(events)
     return events
 
 
+def _where(chunk: Chunk, index: int) -> dict[str, int]:
+    if chunk.positions is None:
+        return {"line": chunk.first_line + index}
+    partition, offset = chunk.positions[index]
+    return {"partition": partition, "offset": offset}
+
+
 def validate_record(
-    name: str, chunk: Chunk, index: int, stats: ReadStats, max_event_bytes: int
+    name: str,
+    chunk: Chunk,
+    index: int,
+    stats: ReadStats,
+    max_event_bytes: int,
+    identities: bool = False,
 ) -> LeadEvent | None:
     """Record ``index`` of ``chunk`` as an event, or None (a blank line or a bad record,
     counted in ``stats``). Files: blank lines are skipped, as ``leadscore produce`` skips
@@ -156,6 +177,11 @@ def validate_record(
             assert chunk.positions is not None
             partition, offset = chunk.positions[index]
             where = {"partition": partition, "offset": offset}
+            result = refused
+    if not identities and not isinstance(result, Rejected):
+        refused = identity_off(result)
+        if refused is not None:
+            where = _where(chunk, index)
             result = refused
     if chunk.timestamps is not None and not isinstance(result, Rejected):
         rejected = too_far_ahead(result.occurred_at_ms, chunk.timestamps[index], chunk.max_skew_ms)

@@ -1,23 +1,27 @@
 """One whole ``leadscore replay``, start to end (:func:`run_replay`): load the
-conversions, read and apply the sources on the native path, write the outputs."""
+conversions, read and apply the sources on the native path (the reference path when
+identities are merged), write the outputs."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+from schemas.events import LeadEvent
 from schemas.validation import MAX_EVENT_BYTES
 from scoring import backtest
+from scoring.identity import Router
 from scoring.rules import RuleSet
 
-from .control import read_control
+from .control import merge_control, read_control
 from .conversions import load_conversions
 from .errors import ReplayError
 from .fast import replay_sources
 from .outputs import RunOutputs, write_outputs
-from .reading import ReadStats
+from .reading import ReadStats, read_events
+from .reference import replay_events
 from .results import gc_paused
 from .sources import Source
 
@@ -37,12 +41,16 @@ def run_replay(
     max_event_bytes: int = MAX_EVENT_BYTES,
     progress: bool = False,
     control: Sequence[Source] = (),
+    merge_identities: bool = False,
 ) -> dict[str, Any]:
     """Read, apply, write: the whole ``leadscore replay``. ``rules`` is ``(ruleset, file
     name)``, the first one the main rules, a second one the ``--compare`` rules (its files
     go to ``out_dir/compare/``). ``control``: sources of control events, merged in by
-    event time (:mod:`streams.replay.control`). Returns the summary (also in
-    ``summary.json``)."""
+    event time (:mod:`streams.replay.control`). ``merge_identities``: route events to
+    their canonical leads first (:mod:`scoring.identity`, step 1), as the worker does.
+    That runs on the reference apply path (the native lead table does not merge leads);
+    without it, identity events are refused like the worker refuses them.
+    Returns the summary (also in ``summary.json``)."""
     started = time.perf_counter()
     conversions = None
     if conversions_path is not None:
@@ -56,16 +64,33 @@ def run_replay(
     ]
     with gc_paused():  # millions of acyclic objects: see gc_paused
         control_events = read_control(control, stats, max_event_bytes)
-        replay = replay_sources(
-            sources,
-            [ruleset for ruleset, _ in rules],
-            stats,
-            at_ms=at_ms,
-            cutoff_ms=cutoff_ms,
-            max_event_bytes=max_event_bytes,
-            progress=progress,
-            control=control_events,
-        )
+        rulesets = [ruleset for ruleset, _ in rules]
+        if not merge_identities:
+            replay = replay_sources(
+                sources,
+                rulesets,
+                stats,
+                at_ms=at_ms,
+                cutoff_ms=cutoff_ms,
+                max_event_bytes=max_event_bytes,
+                progress=progress,
+                control=control_events,
+            )
+        else:  # (the native lead table does not merge leads)
+            batches = merge_control(
+                read_events(
+                    sources,
+                    stats,
+                    max_event_bytes=max_event_bytes,
+                    progress=progress,
+                    identities=True,
+                ),
+                control_events,
+                at_ms,
+            )
+            router = Router()
+            routed = (cast(list[LeadEvent], router.route(b)) for b in batches)
+            replay = replay_events(routed, rulesets, at_ms=at_ms, cutoff_ms=cutoff_ms)
         return write_outputs(
             replay,
             stats,

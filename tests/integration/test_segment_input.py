@@ -1,7 +1,7 @@
 """Segment-spec tracking through the live worker (LEADSCORE_INPUT_FORMAT=segment): the
 example log produced with ``leadscore produce`` gives the same hot-lead records as
 ``leadscore replay --format segment`` on the file, a track event no rule mentions is
-counted, and the call it cannot read yet is dead-lettered naming it."""
+counted, and the alias (identity merges are replay-only so far) is dead-lettered naming it."""
 
 from __future__ import annotations
 
@@ -75,6 +75,6 @@ def test_segment_tracking_live_equals_replay(stack: WorkerStack, tmp_path: Path)
     assert metrics["leadscore_events_unscored_total{type=track}"] == 1
     dead = [r.json() for r in stack.read_dlq()]
     assert [(d["error_kind"], d["error"].split(" (")[0]) for d in dead] == [
-        ("invalid_event", "type: alias is not supported yet")
+        ("invalid_event", "type: lead_linked: this worker does not merge identities")
     ]
     assert worker.stop() == 0

@@ -36,9 +36,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 EVENT_TYPES = BUILT_IN_TYPES  # what the fast path takes (track events go to pydantic)
 ENVELOPE = ("event_id", "type", "lead_id", "occurred_at", "properties")
+#: Fields the fast path declines on purpose (pydantic reads them): a profile's
+#: ``anonymous_id`` (identity merges, rare: once per identified visitor).
+DECLINED = ("anonymous_id",)
 #: Type-specific fields of each model (all ``str`` or ``str | None``).
 OWN_FIELDS = {
-    event_type: tuple(name for name in model.model_fields if name not in ENVELOPE)
+    event_type: tuple(
+        name for name in model.model_fields if name not in ENVELOPE and name not in DECLINED
+    )
     for event_type, model in EVENT_MODELS.items()
 }
 ALL_FIELDS = sorted({name for names in OWN_FIELDS.values() for name in names})

@@ -30,7 +30,7 @@ from schemas.validation import (
 
 EVENT_TYPES = (
     "page_view, email_open, email_click, download, form_submit, webinar, unsubscribe, "
-    "lead_profile, track, score_adjusted, score_reset, lead_erased"
+    "lead_profile, track, score_adjusted, score_reset, lead_erased, lead_linked, lead_absorbed"
 )
 
 #: Passed as a field value to `message()` to leave the field out.

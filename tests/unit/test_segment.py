@@ -31,9 +31,10 @@ def message(kind: str, **fields: Any) -> bytes:
     return json.dumps({k: v for k, v in base.items() if v is not None}).encode()
 
 
-def replay_segment(log: Path, out: Path) -> None:
+def replay_segment(log: Path, out: Path, *extra: str) -> None:
     """``leadscore replay LOG --format segment`` with the example's rules, into ``out``."""
     args = ["replay", str(log), "--format", "segment", "--rules", str(EXAMPLE / "rules.yaml")]
+    args += extra
     result = CliRunner().invoke(cli, [*args, "--out", str(out), "--no-progress"])
     assert result.exit_code == 0, result.output
 
@@ -152,11 +153,15 @@ def test_anonymous_id_and_original_timestamp_are_the_fallbacks() -> None:
         (message("page"), "properties.url: missing (and no context.page.url)"),
         (message("page", properties={"url": 5}), "properties.url: expected"),
         (message("identify", traits={"email": "x" * 3000}), "traits.email: "),
-        (message("alias", previousId="anon-1"), "type: alias is not supported yet"),
+        (message("alias", previousId="anon-1", userId="anon-1"), "userId: the same as lead_id"),
+        (message("alias", userId="u-1"), "previousId: missing"),
         (message("group"), "groupId: missing"),
         (message("group", groupId="g", traits=[1]), "traits: expected an object"),
         (message("screen"), "type: screen is not supported yet"),
-        (message("launch"), "type: expected one of page, track, identify, group, got 'launch'"),
+        (
+            message("launch"),
+            "type: expected one of page, track, identify, alias, group, got 'launch'",
+        ),
         (b"[1, 2]", "expected a JSON object"),
         (b'{"type": "page\xff"}', "not valid UTF-8: byte 0xff at offset 14"),
         ("{\udcff}", "not valid UTF-8: byte 0xff at offset 1"),
@@ -180,16 +185,28 @@ def test_the_kafka_key_must_be_the_lead_id() -> None:
 
 
 def test_the_example_replays_with_format_segment(tmp_path: Path) -> None:
-    replay_segment(EXAMPLE / "events.jsonl", tmp_path)
-    hot = [json.loads(line) for line in (tmp_path / "hot.jsonl").read_text().splitlines()]
+    replay_segment(EXAMPLE / "events.jsonl", tmp_path / "plain")
+    hot = [json.loads(line) for line in (tmp_path / "plain/hot.jsonl").read_text().splitlines()]
     assert [(r["type"], r["lead_id"], r["trigger_event_id"]) for r in hot] == [
         ("lead_became_hot", "u-1024", "seg-009")
     ]
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    bad = summary["bad_records"]
-    assert [(b["line"], b["error"].split(" (")[0]) for b in bad] == [
-        (12, "type: alias is not supported yet")
+    bad = json.loads((tmp_path / "plain/summary.json").read_text())["bad_records"]
+    assert [b["line"] for b in bad] == [12]  # the alias: identity merges are off
+    assert bad[0]["error"].startswith("type: lead_linked: this worker does not merge")
+
+
+def test_the_example_replays_with_identities_merged(tmp_path: Path) -> None:
+    replay_segment(EXAMPLE / "events.jsonl", tmp_path, "--merge-identities")
+    hot = [json.loads(line) for line in (tmp_path / "hot.jsonl").read_text().splitlines()]
+    # The anonymous visit (pricing page, before the identify) counts for u-1024: it turns
+    # hot a day earlier than on its own events (seg-009); the alias repeats the link.
+    assert [(r["type"], r["lead_id"], r["trigger_event_id"]) for r in hot] == [
+        ("lead_merged", "anon-7f3c", "seg-004>anon-7f3c"),
+        ("lead_became_hot", "u-1024", "seg-008"),
     ]
+    assert hot[0]["merged_into"] == "u-1024"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["bad_records"] == []
     assert summary["counts"]["duplicates"] == 1  # seg-012 re-sends seg-009's messageId
 
 

@@ -1,0 +1,123 @@
+"""Identity routing and merging (scoring.identity): an anonymous visitor's history joins
+the known lead it identifies as; a shared device never merges two known leads; explicit
+links join known leads and chains resolve; a repeated (redelivered) link changes nothing;
+late events of a retired lead are forwarded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas.events import LeadEvent
+from scoring.identity import LinkRecord, Routed, Router, route
+from scoring.state_machine import is_tombstone, score_at
+from scoring.store import MemoryStore
+from tests.strategies import BASE_MS, MINUTE_MS, make_event, page_view, rules_from
+
+T0 = BASE_MS
+RULES = rules_from(
+    [
+        {"id": "pv", "event": "page_view", "points": 20},
+        {"id": "demo", "event": "form_submit", "points": 30},
+    ],
+    hot=70,
+    cool=50,
+    half_life="30d",
+)
+
+
+def identify(user: str, anonymous: str | None, at_ms: int, event_id: str, **kw: Any) -> LeadEvent:
+    fields = {"anonymous_id": anonymous} if anonymous else {}
+    return make_event("lead_profile", user, at_ms, event_id, **fields, **kw)
+
+
+def alias(previous: str, user: str, at_ms: int, event_id: str) -> LeadEvent:
+    return make_event("lead_linked", previous, at_ms, event_id, canonical_id=user)
+
+
+def replay(events: list[LeadEvent], batch: int = 1000) -> tuple[MemoryStore, list[Any]]:
+    """Step 1 then step 2, in one process, as ``leadscore replay`` runs them."""
+    router, store, records = Router(), MemoryStore(RULES), []
+    for i in range(0, len(events), batch):
+        routed = router.route(events[i : i + batch])
+        records += store.apply_batch_sync([(e, None) for e in routed]).crossings
+    return store, records
+
+
+def test_the_anonymous_history_counts_for_the_known_lead_and_makes_it_hot() -> None:
+    events = [
+        page_view("anon-1", T0, event_id="p1"),
+        page_view("anon-1", T0 + MINUTE_MS, event_id="p2"),
+        page_view("anon-1", T0 + 2 * MINUTE_MS, event_id="p3"),
+        identify("u-1", "anon-1", T0 + 3 * MINUTE_MS, "id-1"),
+        page_view("anon-1", T0 + 4 * MINUTE_MS, event_id="p4"),  # after: counts for u-1
+    ]
+    store, records = replay(events)
+    kinds = [(r.kind, r.lead_id, r.trigger_event_id) for r in records]
+    assert ("lead_merged", "anon-1", "id-1>anon-1") in kinds
+    assert ("lead_became_hot", "u-1", "p4") in kinds
+    assert is_tombstone(store.states["anon-1"])
+    u1 = store.states["u-1"]
+    assert u1.events_applied == 6  # three page views, the link, the profile, the fourth view
+    assert round(score_at(u1, RULES, T0 + 4 * MINUTE_MS)) == 80
+
+
+def test_batch_boundaries_do_not_change_the_result() -> None:
+    events = [page_view("anon-1", T0 + i * MINUTE_MS, event_id=f"p{i}") for i in range(3)]
+    events += [identify("u-1", "anon-1", T0 + 5 * MINUTE_MS, "id-1")]
+    events += [page_view("anon-1", T0 + (6 + i) * MINUTE_MS, event_id=f"q{i}") for i in range(3)]
+    results = {
+        size: [(r.kind, r.lead_id, r.trigger_event_id) for r in replay(events, size)[1]]
+        for size in (1, 2, 3, 100)
+    }
+    assert len(set(map(tuple, results.values()))) == 1, results
+
+
+def test_a_shared_device_never_merges_two_known_leads() -> None:
+    plan = route(
+        [identify("u-1", "dev", T0, "a"), identify("u-2", "dev", T0 + 1, "b")],
+        {},
+    )
+    assert plan.writes == {"dev": "u-1"}
+    links = [r for r in plan.out if isinstance(r, LinkRecord)]
+    assert [(r.absorbed, r.canonical) for r in links] == [("dev", "u-1")]
+    # later anonymous events of the device go to the first known lead
+    later = route([page_view("dev", T0 + 2, event_id="c")], plan.writes)
+    assert [(r.lead_id) for r in later.out if isinstance(r, Routed)] == ["u-1"]
+
+
+def test_an_explicit_link_joins_known_leads_and_chains_resolve() -> None:
+    events = [
+        page_view("a", T0, event_id="pa"),
+        page_view("b", T0 + 1, event_id="pb"),
+        page_view("c", T0 + 2, event_id="pc"),
+        alias("a", "b", T0 + 3, "l1"),
+        alias("b", "c", T0 + 4, "l2"),
+        page_view("a", T0 + 5, event_id="pa2"),
+    ]
+    store, records = replay(events)
+    merged = sorted((r.lead_id, r.merged_into) for r in records if r.kind == "lead_merged")
+    assert merged == [("a", "b"), ("b", "c")]
+    c = store.states["c"]
+    assert c.events_applied == 6  # pa, pb, pc, pa2 and the two links
+    assert round(score_at(c, RULES, T0 + 5)) == 80
+
+
+def test_a_redelivered_link_changes_nothing() -> None:
+    events = [page_view("anon", T0, event_id="p"), identify("u", "anon", T0 + 1, "i")]
+    router, store = Router(), MemoryStore(RULES)
+    first = store.apply_batch_sync([(e, None) for e in router.route(events)])
+    again = store.apply_batch_sync([(e, None) for e in router.route(events[1:])])
+    assert [c.kind for c in first.crossings] == ["lead_merged"]
+    assert again.crossings == ()
+    assert store.states["u"].events_applied == 3  # the view, the link, the profile
+
+
+def test_late_events_of_a_retired_lead_are_forwarded() -> None:
+    """Step 2 alone (the identity topic replayed): an event routed to the anonymous lead
+    before the alias existed, applied after the link, counts for the known lead."""
+    store = MemoryStore(RULES)
+    link = make_event("lead_linked", "anon", T0 + 1, "i>anon", canonical_id="u")
+    store.apply_batch_sync([(page_view("anon", T0, event_id="p1"), None), (link, None)])
+    store.apply_batch_sync([(page_view("anon", T0 + 2, event_id="p2"), None)])
+    assert store.states["u"].events_applied == 3  # p1 (merged), the link, p2 (forwarded)
+    assert is_tombstone(store.states["anon"])
