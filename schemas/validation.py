@@ -205,8 +205,8 @@ def identity_off(event: Scorable) -> Rejected | None:
         return None
     return Rejected(
         "invalid_event",
-        f"type: {event.type}: this worker does not merge identities (the live identity "
-        "stage is not built yet; `leadscore replay --merge-identities` applies them)",
+        f"type: {event.type}: identity merges are off (LEADSCORE_IDENTITY_MERGES; on by "
+        "default for the segment input format)",
     )
 
 

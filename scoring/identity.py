@@ -158,6 +158,7 @@ def route(events: Sequence[Scorable], aliases: Mapping[str, str]) -> Plan:
             link(event.lead_id, canonical(str(event.field_value("canonical_id"))), event)
             continue
         lead = canonical(event.lead_id)
+        plan.out.append(Routed(event, lead))  # (before its links: live, the merge comes later)
         anonymous = event.field_value("anonymous_id")
         # Only an anonymous id without an alias joins (or one that joined this very lead
         # before: a redelivery); one that belongs to another lead stays there.
@@ -168,7 +169,6 @@ def route(events: Sequence[Scorable], aliases: Mapping[str, str]) -> Plan:
             and (known.get(anonymous) is None or canonical(anonymous) == lead)
         ):
             link(anonymous, lead, event)
-        plan.out.append(Routed(event, lead))
     return plan
 
 

@@ -41,6 +41,9 @@ class BatchResult:
     crossings: tuple[Crossing, ...] = ()
     applied: int = 0
     duplicates: int = 0
+    #: Events of retired leads (identity merges), not applied: each with the lead it
+    #: goes to now (the live worker sends them on through its identity topic).
+    forwarded: tuple[tuple[EventItem, str], ...] = ()
 
 
 class LeadStore(Protocol):
@@ -88,11 +91,15 @@ class MemoryStore:
     """In-memory :class:`LeadStore`. Synchronous ``*_sync`` methods for the reference
     replay path and calibration; the async methods satisfy the interface."""
 
-    def __init__(self, rules: RuleSet) -> None:
+    def __init__(self, rules: RuleSet, *, routed: bool = False) -> None:
         self.rules = rules
         self.states: dict[str, LeadState] = {}
         #: Retired (linked) lead -> the lead it joined: where its late events go.
         self.aliases: dict[str, str] = {}
+        #: The events are the live worker's identity topic: its ``lead_absorbed`` records
+        #: and forwarded events are in it, applied where they stand (as live); otherwise
+        #: a link's merge and a retired lead's late events are applied at once.
+        self.routed = routed
 
     # -- synchronous core
     def apply_batch_sync(self, items: Sequence[EventItem]) -> BatchResult:
@@ -115,6 +122,8 @@ class MemoryStore:
         for lead_id, lead_items in group_by_lead(items).items():
             state = self.states.get(lead_id)
             if lead_id in self.aliases and (state is None or is_tombstone(state)):
+                if self.routed:
+                    continue  # (forwarded live: the copies come later in the topic)
                 into = self.canonical(lead_id)
                 forward += [
                     (rekey(event, into), position)
@@ -135,7 +144,8 @@ class MemoryStore:
         for c in absorbed:  # a retired lead: its state joins the canonical lead now
             assert c.merged_into is not None
             self.aliases[c.lead_id] = c.merged_into
-            forward.append((absorbed_event(c), None))
+            if not self.routed:  # (routed: the record is in the topic)
+                forward.append((absorbed_event(c), None))
         if forward:
             out.add(self._apply_groups(forward))
         return out.result()

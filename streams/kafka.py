@@ -57,10 +57,11 @@ _AUTH_ERRORS = frozenset({KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICA
 def ensure_topics(
     settings: Settings, *, timeout: float = 120.0, only: Sequence[str] | None = None
 ) -> list[str]:
-    """Create the input, control, hot-lead and dead-letter topics (or ``only`` these) if
-    missing (retrying while the broker is unreachable, up to ``timeout`` seconds). The
-    control topic gets the first input topic's partition count, so that a lead's control
-    and tracking events have the same partition number. Returns the topics created.
+    """Create the input, control, identity (identity merges on), hot-lead and dead-letter
+    topics (or ``only`` these) if missing (retrying while the broker is unreachable, up to
+    ``timeout`` seconds). The control and identity topics get the first input topic's
+    partition count, so that a lead's events have the same partition number in each.
+    Returns the topics created.
     Raises :class:`KafkaCredentialsError` at once when the broker refuses the SASL
     credentials, :class:`KafkaUnavailableError` when it stays unreachable."""
     wanted = (
@@ -69,6 +70,7 @@ def ensure_topics(
         else [
             *settings.input_topics,
             settings.control_topic,
+            *([settings.identity_topic_name] if settings.merges_identities else []),
             settings.hot_topic,
             settings.dlq_topic,
         ]
@@ -125,8 +127,9 @@ def ensure_topics(
     counts = dict.fromkeys(missing, settings.topic_partitions)
     first_input = listed.get(settings.input_topics[0])
     inputs = len(first_input.partitions) if first_input is not None else 0
-    if settings.control_topic in counts and inputs:
-        counts[settings.control_topic] = inputs
+    for aligned in (settings.control_topic, settings.identity_topic_name):
+        if aligned in counts and inputs:
+            counts[aligned] = inputs
     control = listed.get(settings.control_topic)
     if control is not None and inputs and len(control.partitions) != inputs:
         log.warning(

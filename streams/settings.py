@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from schemas.formats import InputFormat
@@ -106,6 +112,11 @@ class Settings(BaseSettings):
         "adjust|reset|erase`), "
         "read only from here so that ACLs can keep tracking producers from sending them.",
     )
+    identity_topic: str | None = Field(
+        None,
+        description="With identity merges on: the worker's internal topic of events "
+        "re-keyed to their canonical lead (default: <app_id>-identity).",
+    )
     hot_topic: str = Field("lead-hot", description="Output: lead_became_hot / lead_cooled.")
     dlq_topic: str = Field("lead-events-dlq", description="Dead letters (rejected input).")
     topic_partitions: int = Field(6, ge=1, le=10_000, description="Partitions of new topics.")
@@ -131,6 +142,13 @@ class Settings(BaseSettings):
         "leadscore",
         description="What the input topic carries: leadscore events, or Segment-spec "
         "messages (segment: analytics.js, RudderStack, ...).",
+    )
+
+    identity_merges: bool | None = Field(
+        None,
+        description="Merge identities (an anonymous visitor's history joins the known lead "
+        "it identifies as; Segment identify with both ids, alias): events are re-keyed "
+        "through the identity topic. Default: on for input_format segment, else off.",
     )
 
     # Worker
@@ -187,6 +205,26 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{value!r} is also an input topic: control events need a topic of their own"
             )
+        return value
+
+    @property
+    def merges_identities(self) -> bool:
+        """Whether the worker runs the identity stage (``identity_merges``, or its default)."""
+        if self.identity_merges is None:
+            return self.input_format == "segment"
+        return self.identity_merges
+
+    @property
+    def identity_topic_name(self) -> str:
+        """The identity topic (``identity_topic``, default ``<app_id>-identity``)."""
+        return self.identity_topic or f"{self.app_id}-identity"
+
+    @field_validator("identity_topic")
+    @classmethod
+    def _identity_topic_of_its_own(cls, value: str | None, info: ValidationInfo) -> str | None:
+        others = (*info.data.get("input_topics", ()), info.data.get("control_topic"))
+        if value is not None and value in others:
+            raise ValueError(f"{value!r} is also an input or the control topic")
         return value
 
     @field_validator("idle_lead_retention", "max_clock_skew", mode="before")

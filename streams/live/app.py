@@ -32,6 +32,7 @@ from ..kafka import DEFAULT_MAX_MESSAGE_BYTES, ensure_topics, topic_max_message_
 from ..redaction import LeadIdsInLogs
 from ..settings import Settings
 from .consumer import BatchConsumer
+from .identity_stage import IdentityStage
 from .metrics import Metrics
 from .processor import Processor
 from .redis_store import RedisStore
@@ -111,6 +112,11 @@ def build_app(
         mentioned=rules.by_event.__contains__,
         control_topic=settings.control_topic,
         lead_ids=LeadIdsInLogs(settings.log_lead_ids),
+        identity=(
+            (settings.identity_topic_name, IdentityStage(store.aliases))
+            if settings.merges_identities
+            else None
+        ),
     )
     # Crossings a crash left in the outbox go out before any new batch is processed.
     outbox_relayed = asyncio.Event()

@@ -66,6 +66,8 @@ class BatchConsumer:
         #: offset; None: no commit yet, or revoked): what the store checks its marks with.
         self.on_assigned = on_assigned
         self.topics = [*settings.input_topics, settings.control_topic]
+        if settings.merges_identities:
+            self.topics.append(settings.identity_topic_name)
         self.batch_size = settings.batch_size
         self.batch_timeout = settings.batch_timeout
         session_ms = round(settings.broker_session_timeout * 1000)

@@ -43,6 +43,22 @@ class Metrics:
         self.erased = Counter(
             "leadscore_erased_emitted", "lead_erased records produced", registry=r
         )
+        self.routed = Counter(
+            "leadscore_identity_routed",
+            "Input events re-keyed to their canonical lead (identity merges)",
+            registry=r,
+        )
+        self.linked = Counter(
+            "leadscore_identity_links", "Links sent (one id joined another)", registry=r
+        )
+        self.merged = Counter(
+            "leadscore_merged_emitted", "lead_merged records produced", registry=r
+        )
+        self.forwarded = Counter(
+            "leadscore_identity_forwarded",
+            "Events of a retired (linked) lead sent on to its canonical lead",
+            registry=r,
+        )
         self.retries = Counter(
             "leadscore_retries",
             "Retried operations (Redis/Kafka failures)",

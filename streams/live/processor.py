@@ -32,7 +32,7 @@ from typing import TypeVar
 
 import orjson
 
-from schemas.events import CONTROL_TYPES, rule_event_of
+from schemas.events import CONTROL_TYPES, IDENTITY_TYPES, Scorable, rule_event_of
 from schemas.formats import Decode
 from schemas.times import datetime_to_ms
 from schemas.validation import (
@@ -41,28 +41,27 @@ from schemas.validation import (
     Rejected,
     dead_letter,
     dead_letter_key,
-    identity_off,
     not_control,
     parse_control_event,
     parse_for_scoring,
     too_far_ahead,
 )
-from scoring.crossings import Crossing
-from scoring.state import LeadState
+from scoring.crossings import ABSORBED, Crossing
 from scoring.state_machine import group_by_lead
 from scoring.store import BatchResult, EventItem
 
 from ..log_limits import RateLimitedLog
 from ..redaction import LeadIdsInLogs
+from .identity_stage import IdentityStage, absorbed_records, forwarded_records, identity_check
 from .interfaces import (
     DurableStore,
     RawMessage,
     Sink,
     StoreRolledBack,
     position_of,
-    topic_partition_of,
 )
 from .metrics import Metrics
+from .sweep import sweep_limit
 
 log = logging.getLogger("leadscore.worker")
 
@@ -98,8 +97,12 @@ class Processor:
         mentioned: Callable[[str], bool] | None = None,
         control_topic: str | None = None,
         lead_ids: LeadIdsInLogs | None = None,
+        identity: tuple[str, IdentityStage] | None = None,
     ) -> None:
         self.store = store
+        #: Identity merges: the identity topic and step 1 (None: off).
+        self.identity_topic: str | None = identity[0] if identity else None
+        self.identity: IdentityStage | None = identity[1] if identity else None
         #: How log lines name leads (LEADSCORE_LOG_LEAD_IDS).
         self.lead_ids = lead_ids or LeadIdsInLogs()
         #: Where control events (``score_adjusted``, ``score_reset``) are read from; they
@@ -147,10 +150,13 @@ class Processor:
             items: list[EventItem] = []
             item_partitions: list[tuple[str, int]] = []
             dead: list[tuple[bytes, bytes]] = []
+            to_route: list[tuple[Scorable, RawMessage]] = []  # identity merges, step 1
             seen_at = self.clock()
             for message in messages:
                 control = message.topic == self.control_topic
-                parsed = (parse_control_event if control else self.decode)(
+                routed = message.topic == self.identity_topic
+                decode = parse_control_event if control else self.decode
+                parsed = (parse_for_scoring if routed else decode)(
                     message.value,
                     message.key,
                     require_key=True,
@@ -162,16 +168,19 @@ class Processor:
                             parsed.occurred_at_ms, message.timestamp_ms, self.max_clock_skew_ms
                         )
                         or (None if control else not_control(parsed, self.control_topic))
-                        or identity_off(parsed)
+                        or identity_check(parsed, message.topic, self.identity_topic)
                         or parsed
                     )
                 if isinstance(parsed, Rejected):
                     dead.append(self._dead_letter(message, parsed, seen_at))
+                elif self.identity is not None and not (control or routed):
+                    to_route.append((parsed, message))
                 else:
                     if (
                         self.mentioned is not None
                         and parsed.type != "lead_profile"
                         and parsed.type not in CONTROL_TYPES
+                        and parsed.type not in IDENTITY_TYPES
                         and not self.mentioned(rule_event_of(parsed))
                     ):
                         self.metrics.unscored.labels(type=parsed.type).inc()
@@ -179,9 +188,14 @@ class Processor:
                     item_partitions.append((message.topic, message.partition))
             if dead:
                 await self._send_dead_letters(dead)
+            if to_route:
+                await self._route(to_route)
             result, failed = await self._apply(items)
             if failed:
                 await self._dead_letter_failed(messages, failed, seen_at)
+            if result.forwarded:
+                await self._to_identity_topic(forwarded_records(result.forwarded, messages))
+                self.metrics.forwarded.inc(len(result.forwarded))
             await self._publish(result.crossings)
             self.metrics.applied.inc(result.applied)
             self.metrics.duplicates.inc(result.duplicates)
@@ -213,6 +227,7 @@ class Processor:
                 log.exception("batch failed (%s); isolating the failing lead(s)", exc)
         crossings: list[Crossing] = []
         applied = duplicates = 0
+        forwarded: list[tuple[EventItem, str]] = []
         failed: list[tuple[EventItem, str]] = []
         for lead_items in group_by_lead(items).values():
             try:
@@ -236,7 +251,27 @@ class Processor:
             crossings += part.crossings
             applied += part.applied
             duplicates += part.duplicates
-        return BatchResult(tuple(crossings), applied, duplicates), failed
+            forwarded += part.forwarded
+        return BatchResult(tuple(crossings), applied, duplicates, tuple(forwarded)), failed
+
+    async def _route(self, events: Sequence[tuple[Scorable, RawMessage]]) -> None:
+        """Identity merges, step 1: route the input events to their canonical leads through
+        the identity topic (acknowledged before the batch's offsets are committed)."""
+        assert self.identity is not None
+        stage = self.identity
+        records = await self._retry(
+            "route events (identity aliases)", lambda: stage.route(events), poison_check=True
+        )
+        await self._to_identity_topic(records)
+        self.metrics.routed.inc(len(events))
+        self.metrics.linked.inc(len(records) - len(events))
+
+    async def _to_identity_topic(self, records: Sequence[tuple[bytes, bytes]]) -> None:
+        assert self.identity_topic is not None
+        topic = self.identity_topic
+        await self._retry(
+            "produce to the identity topic", lambda: self.sink.send_all(topic, records)
+        )
 
     async def _dead_letter_failed(
         self,
@@ -322,19 +357,26 @@ class Processor:
         if not crossings:
             return
         emitted_at = self.clock()
+        absorbed = absorbed_records(crossings)  # (identity merges: to the identity topic)
+        if absorbed:
+            await self._to_identity_topic(absorbed)
         records = [
             (c.lead_id.encode(), c.to_record(emitted_at).model_dump_json().encode())
             for c in crossings
+            if c.kind != ABSORBED
         ]
         await self._retry(
             "produce hot-lead events", lambda: self.sink.send_all(self.hot_topic, records)
         )
         for c in crossings:
+            if c.kind == ABSORBED:
+                continue
             if c.kind == "lead_erased":  # (the erased lead's id is not logged)
                 self.metrics.erased.inc()
                 log.info("lead_erased (trigger %s)", c.trigger_event_id)
                 continue
             if c.kind == "lead_merged":
+                self.metrics.merged.inc()
                 into = self.lead_ids(c.merged_into or "")
                 log.info("lead_merged %s into %s", self.lead_ids(c.lead_id), into)
                 continue
@@ -392,36 +434,10 @@ class Processor:
                     # maybe no longer in the group): cooling them is not our call.
                     log.info("cooling sweep skipped: partition ownership not confirmed")
                     return relayed
-                limit = partial(self._sweep_limit, lags, now_ms)
+                limit = partial(sweep_limit, lags, now_ms, self.event_time, self.control_topic)
             result = await self._retry("cooling sweep", lambda: self.store.cool_due(now_ms, limit))
             await self._publish(result.crossings)
         return relayed + len(result.crossings)
-
-    def _sweep_limit(
-        self, lags: dict[tuple[str, int], int], now_ms: int, state: LeadState
-    ) -> int | None:
-        """How far the sweep may cool this lead now. Decay alone can only be trusted up to
-        the event time its partition has been read to: a worker catching up on a backlog
-        (after downtime) must not cool a lead whose older events are still queued, or the
-        lead would cool, then re-heat on those events, unlike a replay. So: a caught-up
-        partition allows ``now``; a lagging one, the newest event time processed from it;
-        a partition of one of our input topics that another worker owns: not this worker's
-        call (a control partition owned elsewhere is no reason to hold back)."""
-        ours = {topic for topic, _ in lags}
-        limit = now_ms
-        for stream in state.positions:
-            tp = topic_partition_of(stream)
-            if tp is None or tp[0] not in ours:
-                continue  # a topic no longer consumed: no events will come from it
-            if tp not in lags:
-                if tp[0] == self.control_topic:
-                    continue  # its control partition is another worker's: rare, by hand
-                return None
-            if lags[tp] > 0:
-                limit = min(limit, self.event_time.get(tp, -1))
-                if limit < 0:
-                    return None  # lagging and nothing read from it yet
-        return limit
 
     # ------------------------------------------------------------------ retries
     async def _retry(

@@ -21,6 +21,9 @@ key                     type   content
                                read when ``P lead:{T}`` is missing; ``H``: the first 32
                                hex digits of the lead id's SHA-256, ``S``: a tag of the
                                lead's own Cluster slot (written in one script with it)
+``P alias:{S}:H``       string identity merges: the lead a linked id joined (its
+                               canonical lead id), written first-wins (``SET NX``) by
+                               the identity stage; ``S``, ``H`` as for ``erased:``
 ``P idx:outbox``        set    lead ids that may have undelivered outbox entries
 ``P idx:cool-due``      zset   hot lead id -> millisecond it cools if nothing happens
                                (the cooling sweep reads the due ones, no scan)
@@ -133,6 +136,15 @@ class KeySpace:
         slot = key_slot(_hash_tag(lead_id).encode())
         digest = hashlib.sha256(lead_id.encode()).hexdigest()[:32]
         key = f"{self.prefix}erased:{{{slot_tag(slot)}}}:{digest}"
+        return LeadKeys(lead_id, key, f"{key}:outbox")
+
+    def alias(self, lead_id: str) -> LeadKeys:
+        """Where a linked lead's alias is kept (identity merges): ``P alias:{S}:<sha256>``
+        -> the lead it joined; named and placed like :meth:`tombstone` (no lead id in
+        the name, the lead's own Cluster slot). Its outbox is never used."""
+        key = self.tombstone(lead_id).state.replace(
+            f"{self.prefix}erased:", f"{self.prefix}alias:", 1
+        )
         return LeadKeys(lead_id, key, f"{key}:outbox")
 
     def node_applied(self, tag: str) -> str:

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import orjson
 import redis.exceptions
 from redis.asyncio import Redis, RedisCluster
 
-from schemas.events import PROFILE_FIELDS
-from scoring.crossings import ERASED, Crossing, crossing_from_dict
+from schemas.events import LEAD_LINKED, PROFILE_FIELDS
+from scoring.crossings import Crossing
+from scoring.identity import apply_identity_items, is_identity_event
 from scoring.rules import RuleSet
 from scoring.state import LeadState
 from scoring.state_machine import (
@@ -35,11 +35,13 @@ from scoring.store import BatchResult, EventItem
 
 from ..settings import Settings
 from .interfaces import StoreRolledBack
+from .redis_aliases import AliasTable
 from .redis_checks import durability_findings
 from .redis_keys import KeySpace, slot_tag
 from .redis_migrate import convert_format_1, stored_format
 from .redis_names import give_numbers, read_names
 from .redis_nodes import ClusterNodes, StandaloneNodes, TopologyChangedError
+from .redis_outbox import Outbox
 from .redis_rank import RankIndex, texts
 from .redis_scripts import AFTER_PREVIOUS, LeadWrite, write_indexes
 from .state_format import (
@@ -89,6 +91,8 @@ class _Loaded:
     state: LeadState | None
     #: The stored version bytes (b"": not stored): what the compare-and-set expects.
     version: bytes
+    #: Identity merges: the lead a retired (linked) lead joined, read with its tombstone.
+    alias: str | None = None
 
 
 #: One compare-and-set round: load the given leads, return them and their new results.
@@ -106,6 +110,7 @@ class RedisStore:
         prefix: str = "leadscore:",
         *,
         idle_lead_retention_ms: int = 0,
+        identity_merges: bool = False,
     ) -> None:
         # (redis-py's reply annotations are unions of all replies: checked where decoded)
         self.client: Any = client
@@ -124,6 +129,10 @@ class RedisStore:
         self.known_applied: dict[str, int] = {}
         self._ready = False
         self.rank = RankIndex(self.client, self.keys, rules)
+        self.outbox = Outbox(self.client, self.keys, self.nodes)
+        #: Whether leads may be retired (linked) and their late events forwarded.
+        self.identity_merges = identity_merges
+        self.aliases = AliasTable(self.client, self.keys, self.nodes)
 
     @classmethod
     def connect(cls, settings: Settings, rules: RuleSet) -> RedisStore:
@@ -147,6 +156,7 @@ class RedisStore:
             rules,
             settings.redis_key_prefix,
             idle_lead_retention_ms=settings.idle_lead_retention or 0,
+            identity_merges=settings.merges_identities,
         )
 
     async def aclose(self) -> None:
@@ -279,7 +289,8 @@ class RedisStore:
 
     async def _load(self, lead_ids: Sequence[str], tombstones: bool = False) -> dict[str, _Loaded]:
         """One round trip: the leads' states and stored versions; with ``tombstones`` (to
-        apply events), an erased lead's tombstone, which guards its past, in its place."""
+        apply events; one more round trip for leads without a state), an erased or retired
+        lead's tombstone, which guards its past, in its place, and its alias."""
         await self._ensure_ready()
         found = await self.nodes.load([self.keys.lead(lead) for lead in lead_ids])
         loaded: dict[str, _Loaded] = {}
@@ -289,10 +300,15 @@ class RedisStore:
             else:
                 loaded[lead_id] = _Loaded(await self.decode(raw, lead_id), raw[VERSION_SLICE])
         missing = [lead for lead, item in loaded.items() if item.state is None and tombstones]
-        stones = await self.nodes.load([self.keys.tombstone(lead) for lead in missing])
-        for lead_id, raw in zip(missing, stones, strict=True):
-            if raw is not None:
-                loaded[lead_id] = _Loaded(await self.decode(raw, lead_id), b"")
+        keys = [self.keys.tombstone(lead) for lead in missing]
+        if self.identity_merges:
+            keys += [self.keys.alias(lead) for lead in missing]
+        found = await self.nodes.load(keys)
+        stones, aliases = found[: len(missing)], found[len(missing) :] or [None] * len(missing)
+        for lead_id, raw, alias in zip(missing, stones, aliases, strict=True):
+            if raw is not None or alias is not None:
+                state = None if raw is None else await self.decode(raw, lead_id)
+                loaded[lead_id] = _Loaded(state, b"", None if alias is None else alias.decode())
         return loaded
 
     # ------------------------------------------------------------------ writes
@@ -304,7 +320,8 @@ class RedisStore:
         for _, position in items:
             if position is not None:
                 marks[position.stream] = max(marks.get(position.stream, 0), position.offset + 1)
-        step = partial(self._apply_step, groups)
+        forward: dict[str, str] = {}
+        step = partial(self._apply_step, groups, forward)
         try:
             written = await self._compare_and_set(list(groups), step, marks)
         except StoreRolledBack as exc:
@@ -315,15 +332,29 @@ class RedisStore:
             tuple(c for r in written.values() for c in r.crossings),
             sum(len(r.applied_event_ids) for r in written.values()),
             sum(r.duplicates for r in written.values()),
+            tuple(
+                (item, into)
+                for lead, into in forward.items()
+                for item in groups[lead]
+                if item[0].type != LEAD_LINKED  # (applied before: a redelivery)
+            ),
         )
 
     async def _apply_step(
-        self, groups: dict[str, list[EventItem]], leads: list[str]
+        self, groups: dict[str, list[EventItem]], forward: dict[str, str], leads: list[str]
     ) -> tuple[dict[str, _Loaded], dict[str, LeadBatch]]:
+        """Apply each lead's events; a retired lead's go to ``forward`` (lead -> where)."""
         loaded = await self._load(leads, tombstones=True)
-        return loaded, {
-            lead: apply_lead_events(loaded[lead].state, groups[lead], self.rules) for lead in leads
-        }
+        results: dict[str, LeadBatch] = {}
+        for lead in leads:
+            item, events = loaded[lead], groups[lead]
+            if item.alias is not None and (item.state is None or is_tombstone(item.state)):
+                forward[lead] = item.alias
+            elif any(is_identity_event(event) for event, _ in events):
+                results[lead] = apply_identity_items(item.state, events, self.rules)
+            else:
+                results[lead] = apply_lead_events(item.state, events, self.rules)
+        return loaded, results
 
     async def _compare_and_set(
         self, lead_ids: Sequence[str], step: _Step, marks: dict[str, int] | None = None
@@ -393,47 +424,12 @@ class RedisStore:
 
     # ------------------------------------------------------------------ outbox
     async def mark_delivered(self, crossings: Sequence[Crossing]) -> None:
-        """Crossings were produced and acknowledged: drop them from the outbox, and drop a
-        lead from the outbox index only once its outbox is empty (an older entry left by a
-        crash must stay findable by the relay)."""
-        if not crossings:
-            return
-        by_lead: dict[str, list[str]] = {}
-        for c in crossings:
-            by_lead.setdefault(c.lead_id, []).append(c.event_id)
-        async with self.client.pipeline(transaction=False) as pipe:
-            for lead, ids in by_lead.items():
-                outbox = self.keys.lead(lead).outbox
-                pipe.hdel(outbox, *ids)
-                pipe.hlen(outbox)
-            replies = await pipe.execute()
-        empty = [lead for lead, left in zip(by_lead, replies[1::2], strict=True) if left == 0]
-        await self._drop_from_outbox_index([(self.nodes.outbox_index_of(x), x) for x in empty])
+        """:meth:`Outbox.mark_delivered`: drop produced crossings from the outbox."""
+        await self.outbox.mark_delivered(crossings)
 
     async def undelivered(self, limit: int = 1000) -> list[Crossing]:
-        """Crossings written but not confirmed produced (a crash fell in between), oldest
-        first. Leads whose outbox turns out empty are dropped from the outbox index."""
-        entries = await self.nodes.outbox_leads(limit)
-        if not entries:
-            return []
-        async with self.client.pipeline(transaction=False) as pipe:
-            for _, lead in entries:
-                pipe.hvals(self.keys.lead(lead).outbox)
-            replies = await pipe.execute()
-        crossings = [crossing_from_dict(orjson.loads(v)) for vals in replies for v in vals]
-        await self._drop_from_outbox_index(
-            [entry for entry, vals in zip(entries, replies, strict=True) if not vals]
-        )
-        # (at one time: a lead's cooling before its erasure, which must come last)
-        return sorted(crossings, key=lambda c: (c.occurred_at_ms, c.lead_id, c.kind == ERASED))
-
-    async def _drop_from_outbox_index(self, entries: Sequence[tuple[str, str]]) -> None:
-        """Remove (index key, lead id) entries: leads whose outbox is empty."""
-        by_index: dict[str, list[str]] = {}
-        for index, lead in entries:
-            by_index.setdefault(index, []).append(lead)
-        for index, leads in by_index.items():
-            await self.client.srem(index, *leads)
+        """:meth:`Outbox.undelivered`: crossings a crash left in the outbox."""
+        return await self.outbox.undelivered(limit)
 
     # ------------------------------------------------------------------ cooling sweep
     async def cool_due(

@@ -215,9 +215,17 @@ def _rules_option(help_text: str) -> Callable[[F], F]:
     "merge_identities",
     default=None,
     envvar="LEADSCORE_IDENTITY_MERGES",
-    help="Merge identities: route events to their known lead (anonymous ids linked by a "
-    "Segment identify with both ids, alias or lead_linked events) [default: off, like the "
-    "live worker today] (LEADSCORE_IDENTITY_MERGES).",
+    help="Merge identities as the worker does: route events to their known lead (anonymous "
+    "ids linked by a Segment identify with both ids, alias or lead_linked events) "
+    "[default: on for --format segment] (LEADSCORE_IDENTITY_MERGES). Off for a replay of "
+    "the worker's identity topic (its events are routed already).",
+)
+@click.option(
+    "--routed",
+    is_flag=True,
+    help="The sources are the worker's identity topic (kafka:<app id>-identity, leadscore "
+    "format whatever --format says): events routed already, identity events applied where "
+    "they stand, as live.",
 )
 @_progress_option
 def replay(
@@ -235,6 +243,7 @@ def replay(
     control_specs: tuple[str, ...],
     input_format: InputFormat,
     merge_identities: bool | None,
+    routed: bool,
     progress: bool,
 ) -> None:
     """Replay event logs through the live engine (in memory) and backtest the rules.
@@ -253,6 +262,7 @@ def replay(
       leadscore replay kafka:lead-events --control kafka:lead-control --rules r.yaml --out out/
       leadscore replay examples/segment/events.jsonl --format segment \\
           --rules examples/segment/rules.yaml --out out/segment
+      leadscore replay kafka:leadscore-identity --routed --rules r.yaml --out out/
     """
     started = time.perf_counter()
     at_ms = _time(at_text, "--at")
@@ -262,6 +272,8 @@ def replay(
     if compare_path is not None:
         rulesets.append((_rules(compare_path), str(compare_path)))
     from_ms, to_ms = _time(from_text, "--from"), _time(to_text, "--to")
+    if routed:
+        input_format = "leadscore"  # (what the worker writes to its identity topic)
     opened = _sources(sources, from_ms, to_ms, input_format)
     control: list[Source] = []  # (leadscore's format; --from/--to apply to kafka: ones)
     for spec in control_specs:
@@ -279,7 +291,10 @@ def replay(
             max_event_bytes=_max_event_bytes(sources, max_event_bytes),
             progress=progress,
             control=control,
-            merge_identities=bool(merge_identities),
+            merge_identities=(
+                input_format == "segment" if merge_identities is None else merge_identities
+            ),
+            routed=routed,
         )
     except ReplayError as exc:
         raise click.ClickException(str(exc)) from None

@@ -66,9 +66,11 @@ class StatesView:
 class _Stores:
     """One :class:`MemoryStore` per run, fed in batches."""
 
-    def __init__(self, runs: list[RuleRun], span: Span, batch_size: int) -> None:
+    def __init__(
+        self, runs: list[RuleRun], span: Span, batch_size: int, routed: bool = False
+    ) -> None:
         self.runs = runs
-        self.stores = [MemoryStore(run.rules) for run in runs]
+        self.stores = [MemoryStore(run.rules, routed=routed) for run in runs]
         self.span = span
         self.batch_size = batch_size
         self.pending: list[tuple[LeadEvent, None]] = []
@@ -111,17 +113,19 @@ def replay_events(
     at_ms: int | None = None,
     cutoff_ms: int | None = None,
     batch_size: int = BATCH_SIZE,
+    routed: bool = False,
 ) -> Replay:
     """Apply events in order to one :class:`MemoryStore` per rule set, then emit the
     coolings due at the end time (``at_ms``, else the latest event time).
 
     * events with ``occurred_at > at_ms`` are skipped (and counted);
     * with ``cutoff_ms``, each store's states are kept (``RuleRun.snapshot``) just before
-      the first event later than the cut-off is applied.
+      the first event later than the cut-off is applied;
+    * ``routed``: the events are the worker's identity topic (``MemoryStore(routed=)``).
     """
     runs = [RuleRun(rules) for rules in rulesets]
     span = Span()
-    stores = _Stores(runs, span, batch_size)
+    stores = _Stores(runs, span, batch_size, routed)
     limit = NEVER if at_ms is None else at_ms
     snapshot_after = NEVER if cutoff_ms is None else cutoff_ms
     with gc_paused():

@@ -42,14 +42,17 @@ def run_replay(
     progress: bool = False,
     control: Sequence[Source] = (),
     merge_identities: bool = False,
+    routed: bool = False,
 ) -> dict[str, Any]:
     """Read, apply, write: the whole ``leadscore replay``. ``rules`` is ``(ruleset, file
     name)``, the first one the main rules, a second one the ``--compare`` rules (its files
     go to ``out_dir/compare/``). ``control``: sources of control events, merged in by
     event time (:mod:`streams.replay.control`). ``merge_identities``: route events to
     their canonical leads first (:mod:`scoring.identity`, step 1), as the worker does.
-    That runs on the reference apply path (the native lead table does not merge leads);
-    without it, identity events are refused like the worker refuses them.
+    ``routed``: the sources are the worker's identity topic (routed already: its identity
+    events are applied where they stand). Either runs on the reference apply path (the
+    native lead table does not merge leads); without them, identity events are refused
+    like a worker without identity merges refuses them.
     Returns the summary (also in ``summary.json``)."""
     started = time.perf_counter()
     conversions = None
@@ -65,7 +68,7 @@ def run_replay(
     with gc_paused():  # millions of acyclic objects: see gc_paused
         control_events = read_control(control, stats, max_event_bytes)
         rulesets = [ruleset for ruleset, _ in rules]
-        if not merge_identities:
+        if not (merge_identities or routed):
             replay = replay_sources(
                 sources,
                 rulesets,
@@ -88,9 +91,12 @@ def run_replay(
                 control_events,
                 at_ms,
             )
-            router = Router()
-            routed = (cast(list[LeadEvent], router.route(b)) for b in batches)
-            replay = replay_events(routed, rulesets, at_ms=at_ms, cutoff_ms=cutoff_ms)
+            if merge_identities and not routed:
+                router = Router()
+                batches = (cast(list[LeadEvent], router.route(b)) for b in batches)
+            replay = replay_events(
+                batches, rulesets, at_ms=at_ms, cutoff_ms=cutoff_ms, routed=routed
+            )
         return write_outputs(
             replay,
             stats,

@@ -163,7 +163,7 @@ def test_live_worker_and_replay_publish_the_same_hot_and_cooled_events(
 ) -> None:
     """``one-worker``: a single worker with a 1 s sweep consumes the whole backlog, as after
     downtime. Its sweep may only cool a lead up to the event time its partition has been
-    read to (streams.live.processor.Processor._sweep_limit); without that limit the sweep
+    read to (streams.live.sweep.sweep_limit); without that limit the sweep
     cooled leads whose older events were still queued and they re-heated (90 of 169
     leads differed from the replay)."""
     started = time.monotonic()

@@ -97,6 +97,8 @@ class WorkerConfig:
     sweep_interval: float = 1.0
     #: The control topic (None: ``<app_id>-control``, so that tests never share one).
     control_topic: str | None = None
+    #: The identity topic (identity merges; None: ``<app_id>-identity``).
+    identity_topic: str | None = None
     #: Further LEADSCORE_* (or other) variables, e.g. {"LEADSCORE_MAX_EVENT_BYTES": "1024"}.
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
@@ -117,6 +119,7 @@ class WorkerConfig:
                 "LEADSCORE_HOT_TOPIC": self.hot_topic,
                 "LEADSCORE_DLQ_TOPIC": self.dlq_topic,
                 "LEADSCORE_CONTROL_TOPIC": self.control_topic or f"{self.app_id}-control",
+                "LEADSCORE_IDENTITY_TOPIC": self.identity_topic or f"{self.app_id}-identity",
                 "LEADSCORE_REDIS_KEY_PREFIX": self.key_prefix,
                 "LEADSCORE_WEB_PORT": str(web_port),
                 "LEADSCORE_SWEEP_INTERVAL": str(self.sweep_interval),
@@ -715,14 +718,16 @@ class WorkerStack:
         self.hot_topic = f"{name}-hot"
         self.dlq_topic = f"{name}-dlq"
         self.control_topic = f"{name}-control"
+        self.identity_topic = f"{name}-identity"
         self._topics_made = False
 
     def make_topics(self, partitions: int = 2) -> None:
-        """Create the input and control (``partitions`` each), hot and DLQ topics (deleted
-        at teardown)."""
+        """Create the input, control and identity (``partitions`` each), hot and DLQ topics
+        (deleted at teardown)."""
         if not self._topics_made:
             self._create_topic(self.input_topic, partitions)
             self._create_topic(self.control_topic, partitions)
+            self._create_topic(self.identity_topic, partitions)
             self._create_topic(self.hot_topic, 2)
             self._create_topic(self.dlq_topic, 1)
             self._topics_made = True
@@ -739,6 +744,7 @@ class WorkerStack:
             key_prefix=self.key_prefix,
             partitions=getattr(self, "partitions", 2),
             control_topic=self.control_topic,
+            identity_topic=self.identity_topic,
         )
         return base.with_(**changes)
 

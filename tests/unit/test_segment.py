@@ -184,19 +184,19 @@ def test_the_kafka_key_must_be_the_lead_id() -> None:
     assert isinstance(wrong, Rejected) and wrong.kind == "key_mismatch"
 
 
-def test_the_example_replays_with_format_segment(tmp_path: Path) -> None:
-    replay_segment(EXAMPLE / "events.jsonl", tmp_path / "plain")
+def test_the_example_replays_without_identity_merges(tmp_path: Path) -> None:
+    replay_segment(EXAMPLE / "events.jsonl", tmp_path / "plain", "--no-merge-identities")
     hot = [json.loads(line) for line in (tmp_path / "plain/hot.jsonl").read_text().splitlines()]
     assert [(r["type"], r["lead_id"], r["trigger_event_id"]) for r in hot] == [
         ("lead_became_hot", "u-1024", "seg-009")
     ]
     bad = json.loads((tmp_path / "plain/summary.json").read_text())["bad_records"]
     assert [b["line"] for b in bad] == [12]  # the alias: identity merges are off
-    assert bad[0]["error"].startswith("type: lead_linked: this worker does not merge")
+    assert bad[0]["error"].startswith("type: lead_linked: identity merges are off")
 
 
-def test_the_example_replays_with_identities_merged(tmp_path: Path) -> None:
-    replay_segment(EXAMPLE / "events.jsonl", tmp_path, "--merge-identities")
+def test_the_example_replays_with_format_segment(tmp_path: Path) -> None:
+    replay_segment(EXAMPLE / "events.jsonl", tmp_path)
     hot = [json.loads(line) for line in (tmp_path / "hot.jsonl").read_text().splitlines()]
     # The anonymous visit (pricing page, before the identify) counts for u-1024: it turns
     # hot a day earlier than on its own events (seg-009); the alias repeats the link.

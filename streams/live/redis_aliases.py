@@ -1,0 +1,62 @@
+"""The identity stage's alias table in Redis (identity merges, :mod:`scoring.identity`):
+``P alias:{S}:H`` -> the canonical lead a linked id joined (key layout:
+:mod:`streams.live.redis_keys`). Written first-wins (``SET NX``), never changed after;
+read in rounds, one per hop of a chain."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from scoring.identity import MAX_HOPS
+
+from .redis_keys import KeySpace
+from .redis_nodes import ClusterNodes, StandaloneNodes
+
+
+class AliasTable:
+    """Aliases of one key prefix (standalone Redis or a cluster)."""
+
+    def __init__(self, client: Any, keys: KeySpace, nodes: StandaloneNodes | ClusterNodes) -> None:
+        self.client = client
+        self.keys = keys
+        self.nodes = nodes
+
+    async def resolve(self, ids: Iterable[str]) -> dict[str, str]:
+        """The aliases of ``ids`` and of the ids they point to (chains), at most
+        :data:`~scoring.identity.MAX_HOPS` round trips (one when no id has an alias)."""
+        found: dict[str, str] = {}
+        asked: set[str] = set()
+        todo = set(ids)
+        for _ in range(MAX_HOPS):
+            todo -= asked
+            if not todo:
+                break
+            order = sorted(todo)
+            asked.update(order)
+            values = await self.nodes.load([self.keys.alias(lead) for lead in order])
+            todo = set()
+            for lead, value in zip(order, values, strict=True):
+                if value is not None:
+                    found[lead] = target = value.decode()
+                    todo.add(target)
+        return found
+
+    async def write(self, writes: Mapping[str, str]) -> dict[str, str]:
+        """Write each alias unless the id has one already (first wins); returns those
+        that lost: id -> the alias that won (to route again on it)."""
+        lost: dict[str, str] = {}
+        for lead, canonical in writes.items():
+            key = self.keys.alias(lead).state
+            if await self.client.set(key, canonical, nx=True):
+                continue
+            current = await self.client.get(key)
+            if current is not None and current.decode() != canonical:
+                lost[lead] = current.decode()
+        return lost
+
+    async def get(self, lead_ids: Iterable[str]) -> dict[str, str]:
+        """The direct aliases of ``lead_ids`` that have one (one round trip)."""
+        order = list(lead_ids)
+        values = await self.nodes.load([self.keys.alias(lead) for lead in order])
+        return {lead: v.decode() for lead, v in zip(order, values, strict=True) if v is not None}

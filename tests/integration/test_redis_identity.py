@@ -1,0 +1,112 @@
+"""Identity merges in the Redis store, standalone and Redis Cluster: a link retires its
+lead (tombstone, ``lead_merged`` and ``lead_absorbed`` in the outbox, the lead key gone),
+the absorb merges at the canonical lead once (a repeat changes nothing), a retired lead's
+late events are forwarded, and the alias table is first-wins and follows chains."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from redis.crc import key_slot
+
+from schemas.events import EVENT_ADAPTER
+from scoring.crossings import ABSORBED
+from scoring.state import Position
+from scoring.state_machine import is_tombstone
+from scoring.store import EventItem, MemoryStore
+from streams.live.redis_store import RedisStore
+from tests.integration.conftest import NewClient
+from tests.strategies import event_from_dict, rules_from
+
+pytestmark = pytest.mark.integration
+
+RULES = rules_from(
+    [{"id": "pv", "event": "page_view", "points": 20}], hot=50, cool=30, half_life="30d"
+)
+T = "2030-01-01T00:0{}:00Z"
+
+
+def view(lead: str, minute: int, event_id: str) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "type": "page_view",
+        "lead_id": lead,
+        "occurred_at": T.format(minute),
+        "url": "https://x.example/",
+    }
+
+
+def at(data: dict[str, Any], stream: str, offset: int) -> EventItem:
+    return (event_from_dict(data), Position(stream, offset))
+
+
+def test_link_retires_absorb_merges_and_late_events_are_forwarded(
+    new_store_client: NewClient, key_prefix: str
+) -> None:
+    link = {
+        "event_id": "id-1>anon",
+        "type": "lead_linked",
+        "lead_id": "anon",
+        "occurred_at": T.format(3),
+        "canonical_id": "known",
+    }
+
+    async def scenario() -> None:
+        client = new_store_client()
+        try:
+            store = RedisStore(client, RULES, key_prefix, identity_merges=True)
+            memory = MemoryStore(RULES, routed=True)
+            first = [at(view("anon", m, f"v{m}"), "id:0", m) for m in range(2)]
+            first.append(at(view("known", 2, "k1"), "id:1", 0))
+            await store.apply_batch(first)
+            memory.apply_batch_sync(first)
+            assert await store.aliases.write({"anon": "known"}) == {}
+            assert await store.aliases.write({"anon": "other"}) == {"anon": "known"}
+
+            retired = await store.apply_batch([at(link, "id:0", 2)])
+            kinds = sorted(c.kind for c in retired.crossings)
+            assert kinds == ["lead_absorbed", "lead_merged"]
+            assert await store.get("anon") is None  # the lead key is gone
+            stone = store.keys.tombstone("anon")
+            assert await client.exists(stone.state)
+            assert key_slot(store.keys.alias("anon").state.encode()) == key_slot(
+                stone.state.encode()
+            )
+            assert sorted(c.kind for c in await store.undelivered()) == kinds
+            memory.apply_batch_sync([at(link, "id:0", 2)])
+
+            absorb = next(c for c in retired.crossings if c.kind == ABSORBED)
+            event = EVENT_ADAPTER.validate_python(absorb.absorbed_event())
+            for _ in range(2):  # the second time: a redelivered absorb changes nothing
+                merged = await store.apply_batch([(event, Position("id:1", 1))])
+                memory.apply_batch_sync([(event, Position("id:1", 1))])
+            assert merged.duplicates == 1
+            known = await store.get("known")
+            assert known is not None and known.hot and known.events_applied == 4
+            assert [c.kind for c in (await store.apply_batch([])).crossings] == []
+
+            late = at(view("anon", 4, "v-late"), "id:0", 3)
+            result = await store.apply_batch([late])
+            assert result.forwarded == ((late, "known"),) and result.applied == 0
+            state = memory.states["anon"]
+            assert is_tombstone(state)
+            assert known.events_applied == memory.states["known"].events_applied
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_aliases_resolve_chains(new_store_client: NewClient, key_prefix: str) -> None:
+    async def scenario() -> None:
+        client = new_store_client()
+        try:
+            store = RedisStore(client, RULES, key_prefix, identity_merges=True)
+            assert await store.aliases.write({"a": "b", "b": "c"}) == {}
+            assert await store.aliases.resolve({"a", "x"}) == {"a": "b", "b": "c"}
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
