@@ -135,6 +135,11 @@ class Settings(BaseSettings):
     idle_lead_retention: int | None = Field(
         None, description="Delete leads that are not hot after this long unwritten (off)."
     )
+    unidentified_lead_retention: int | None = Field(
+        None,
+        description="Delete leads that are not hot and have no profile (never identified: "
+        "one-time anonymous visitors) after this long unwritten (off: as other leads).",
+    )
 
     # Scoring
     rules_file: Path = Field(default_factory=default_rules_path)
@@ -227,7 +232,9 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is also an input or the control topic")
         return value
 
-    @field_validator("idle_lead_retention", "max_clock_skew", mode="before")
+    @field_validator(
+        "idle_lead_retention", "unidentified_lead_retention", "max_clock_skew", mode="before"
+    )
     @classmethod
     def _duration(cls, value: object) -> object:
         """From the environment, ``90d``, ``12h``, ... (or seconds) -> ms; empty or ``off``:

@@ -68,7 +68,7 @@ class StandaloneNodes:
         return await load_states(self.client, keys)
 
     async def save(
-        self, writes: Sequence[LeadWrite], marks: Mapping[str, tuple[int, int]], ttl_ms: int
+        self, writes: Sequence[LeadWrite], marks: Mapping[str, tuple[int, int]], ttl_ms: int | str
     ) -> list[str]:
         return await compare_and_set_leads(
             self.client,
@@ -214,7 +214,7 @@ class ClusterNodes:
         return found
 
     async def save(
-        self, writes: Sequence[LeadWrite], marks: Mapping[str, tuple[int, int]], ttl_ms: int
+        self, writes: Sequence[LeadWrite], marks: Mapping[str, tuple[int, int]], ttl_ms: int | str
     ) -> list[str]:
         """Every master node's leads and the marks, one script per node, all at once.
         Nodes that found their marks behind write nothing and are reported together

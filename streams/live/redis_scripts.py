@@ -51,7 +51,9 @@ if #behind > 0 then
   return behind
 end
 local out = {}
-local ttl = tonumber(ARGV[1])
+local ttl_text, unidentified_text = string.match(ARGV[1], '^(%d+)/?(%d*)$')
+local ttl = tonumber(ttl_text)
+local unidentified_ttl = tonumber(unidentified_text) or 0
 local key = 1
 local previous_written = true
 while a <= #ARGV do
@@ -67,8 +69,17 @@ while a <= #ARGV do
   else
     if state == '' then
       redis.call('DEL', lead_key(key))
-    elseif ttl > 0 and string.byte(state, 22) % 2 == 0 then
-      redis.call('SET', lead_key(key), state, 'PX', ttl)
+    elseif string.byte(state, 22) % 2 == 0 and (ttl > 0 or unidentified_ttl > 0) then
+      local expire = ttl
+      local unidentified = math.floor(string.byte(state, 22) / 8) % 2 == 1
+      if unidentified and unidentified_ttl > 0 and (expire == 0 or unidentified_ttl < expire) then
+        expire = unidentified_ttl
+      end
+      if expire > 0 then
+        redis.call('SET', lead_key(key), state, 'PX', expire)
+      else
+        redis.call('SET', lead_key(key), state)
+      end
     else
       redis.call('SET', lead_key(key), state)
     end
@@ -112,7 +123,8 @@ SAVE_LEADS_SCRIPT = (
 -- KEYS[3] = P meta       (hash; exists once the store holds anything)
 -- then per lead, in ARGV order: P lead:{T} (string: state), and only for a lead with
 --   crossings, P lead:{T}:outbox (hash: crossing id -> crossing JSON)
--- ARGV[1] = TTL in ms for leads that are not hot ("0": none); ARGV[2] = k; then k marks
+-- ARGV[1] = TTL in ms for leads that are not hot ("0": none), optionally "/" and a TTL
+--   for those of them without a profile (flag 8: unidentified); ARGV[2] = k; then k marks
 --   (stream, next offset, offset the caller knows was applied or -1); then per lead:
 --   expected version (state bytes 2-5, "" when not stored yet, "+": write only if the
 --   lead before it was written), new state (byte 22: flags, 1 = hot; "": delete the
@@ -292,12 +304,12 @@ class LeadWrite:
 
 
 def _save_arguments(
-    writes: Sequence[LeadWrite], applied_marks: Mapping[str, tuple[int, int]], idle_ttl_ms: int
+    writes: Sequence[LeadWrite], applied_marks: Mapping[str, tuple[int, int]], idle_ttl: int | str
 ) -> tuple[list[str], list[Any], list[Any]]:
     """The lead keys, the marks' arguments and the leads' arguments of a save script call
     (its ARGV is marks + [what the variant adds] + leads)."""
     lead_keys: list[str] = []
-    marks: list[Any] = [idle_ttl_ms, len(applied_marks)]
+    marks: list[Any] = [idle_ttl, len(applied_marks)]
     for stream, (offset, known) in applied_marks.items():
         marks += [stream, offset, known]
     leads: list[Any] = []
@@ -331,7 +343,7 @@ async def compare_and_set_leads(
     applied_key: str,
     meta_key: str,
     applied_marks: Mapping[str, tuple[int, int]],
-    idle_ttl_ms: int = 0,
+    idle_ttl_ms: int | str = 0,
 ) -> list[str]:
     """Run :data:`SAVE_LEADS_SCRIPT` for all ``writes`` in one round trip. A lead whose
     crossings are written joins ``outbox_index`` in the same atomic step, so the outbox
@@ -366,7 +378,7 @@ async def compare_and_set_node_leads(
     node: NodeMarks,
     *,
     applied_marks: Mapping[str, tuple[int, int]],
-    idle_ttl_ms: int = 0,
+    idle_ttl_ms: int | str = 0,
 ) -> list[str]:
     """:func:`compare_and_set_leads` for the leads of one cluster node, run by ``run``
     (routes the script to the node); the node's marks are written even with no leads."""

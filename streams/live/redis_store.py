@@ -110,6 +110,7 @@ class RedisStore:
         prefix: str = "leadscore:",
         *,
         idle_lead_retention_ms: int = 0,
+        unidentified_lead_retention_ms: int = 0,
         identity_merges: bool = False,
     ) -> None:
         # (redis-py's reply annotations are unions of all replies: checked where decoded)
@@ -121,8 +122,9 @@ class RedisStore:
         self.nodes = (
             ClusterNodes(client, self.keys) if cluster else StandaloneNodes(client, self.keys)
         )
-        #: Cold leads expire after this long without a write (0: never).
-        self.idle_lead_retention_ms = idle_lead_retention_ms
+        #: The save script's TTL (ms) of cold leads, and of those without a profile after
+        #: a "/": expire after so long unwritten (0: never).
+        self.ttl = f"{idle_lead_retention_ms}/{unidentified_lead_retention_ms}"
         self.names = Names()
         #: Stream -> offset known to be applied (Kafka's committed offset at assignment,
         #: then each saved mark): a stored mark behind it means Redis lost writes.
@@ -156,6 +158,7 @@ class RedisStore:
             rules,
             settings.redis_key_prefix,
             idle_lead_retention_ms=settings.idle_lead_retention or 0,
+            unidentified_lead_retention_ms=settings.unidentified_lead_retention or 0,
             identity_merges=settings.merges_identities,
         )
 
@@ -396,7 +399,7 @@ class RedisStore:
                 state = await self.encode(r.state, int.from_bytes(expected, "little") + 1)
                 writes.append(LeadWrite(self.keys.lead(lead), expected, state, r.crossings))
         marks_known = {s: (o, known.get(s, -1)) for s, o in marks.items()}
-        lost = set(await self.nodes.save(writes, marks_known, self.idle_lead_retention_ms))
+        lost = set(await self.nodes.save(writes, marks_known, self.ttl))
         states = [r.state for lead, r in results.items() if lead not in lost]
         await self._update_indexes([s for s in states if s is not None])
         return lost

@@ -4,7 +4,8 @@ one Redis string (``P lead:{T}``, see :mod:`streams.live.redis_keys`).
 Format 2, little-endian, about 100-250 bytes for a typical lead::
 
     header   B format (2) | I version | q clock_ms | q landmark_ms
-             | B flags (1: hot, 2: dedupe window packed, 4: reset floor)
+             | B flags (1: hot, 2: dedupe window packed, 4: reset floor, 8: no
+               profile: an unidentified lead, for LEADSCORE_UNIDENTIFIED_LEAD_RETENTION)
              | I crossings | I events_applied | B n_sums | B n_positions | B n_stamps
              | B n_profile | H n_recent                                    (37 bytes)
     floor    with flag 4 only: q the latest score_reset's occurred_ms (events dated at
@@ -55,8 +56,8 @@ _FIELD = struct.Struct("<HBH")
 _RECENT_BYTES = 16
 _PACKED_RECENT_BYTES = 12
 #: Flags byte: the lead is hot; its dedupe window is packed; a reset floor follows the
-#: header.
-_HOT, _PACKED, _FLOOR = 1, 2, 4
+#: header; the lead has no profile (read by the save script only: decoding ignores it).
+_HOT, _PACKED, _FLOOR, _UNIDENTIFIED = 1, 2, 4, 8
 _FLOOR_MS = struct.Struct("<q")
 _MAX_NUMBER = 0xFFFF
 _KINDS = ("rule", "stream", "field")
@@ -124,7 +125,8 @@ def encode_state(state: LeadState, version: int, names: Names) -> bytes:
             state.landmark_ms,
             (_HOT if state.hot else 0)
             | (0 if packed is None else _PACKED)
-            | (0 if state.floor_ms is None else _FLOOR),
+            | (0 if state.floor_ms is None else _FLOOR)
+            | (0 if state.profile else _UNIDENTIFIED),
             state.crossings,
             state.events_applied,
             len(state.sums),

@@ -92,6 +92,31 @@ def test_idle_lead_retention_expires_cold_leads_only(redis_url: str, key_prefix:
     asyncio.run(scenario())
 
 
+def test_unidentified_lead_retention_expires_cold_leads_without_a_profile(
+    redis_url: str, key_prefix: str
+) -> None:
+    """One-time anonymous visitors (no profile) expire sooner; identified leads, and hot
+    ones, keep the general rule (here: never)."""
+    items = items_for(generate_event_log(5, 2_000, 50))
+
+    async def scenario() -> None:
+        client = Redis.from_url(redis_url)
+        try:
+            day_ms = 24 * 3600 * 1000
+            store = RedisStore(client, RULES, key_prefix, unidentified_lead_retention_ms=day_ms)
+            await store.apply_batch(items)
+            states = await store.get_many(sorted({e.lead_id for e, _ in items}))
+            ttls = {lead: await client.pttl(store.keys.lead(lead).state) for lead in states}
+            cold_anonymous = {lead for lead, s in states.items() if not s.hot and not s.profile}
+            assert cold_anonymous and len(cold_anonymous) < len(states)
+            assert all(0 < ttls[lead] <= day_ms for lead in cold_anonymous)
+            assert all(ttls[lead] == -1 for lead in states if lead not in cold_anonymous)
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
+
+
 async def _write_format_1(client: Redis, prefix: str, memory: MemoryStore) -> None:
     """What leadscore wrote before format 2, for the states of ``memory``."""
     keys = KeySpace(prefix)
