@@ -18,7 +18,8 @@ Aliases are written first-wins (the store's ``SET NX``): a route whose alias wri
 planned again on what won. Each alias made (or found already made by this event: a
 redelivery) yields a *link*: ``lead_linked(lead_id=absorbed, canonical_id=canonical)``,
 addressed to the absorbed lead. Chains (A->B, then B->C) resolve by following aliases, at
-most :data:`MAX_HOPS`.
+most :data:`MAX_HOPS`. An erasure (``lead_erased``, routed like any event) deletes every
+alias that leads to the erased lead: the ids the person was known by start afresh.
 
 **Step 2, applying** (:func:`apply_identity_items`, per lead, in order, wherever the
 lead's state lives):
@@ -51,6 +52,7 @@ from schemas.events import (
     EVENT_ADAPTER,
     IDENTITY_TYPES,
     LEAD_ABSORBED,
+    LEAD_ERASED,
     LEAD_LINKED,
     LeadEvent,
     LeadLinked,
@@ -110,6 +112,8 @@ class Plan:
 
     out: list[Routed | LinkRecord] = field(default_factory=list)
     writes: dict[str, str] = field(default_factory=dict)
+    #: Erased leads: every alias that leads to them is deleted (once ``out`` is sent).
+    forget: list[str] = field(default_factory=list)
 
 
 def ids_to_resolve(events: Sequence[Scorable]) -> set[str]:
@@ -153,7 +157,19 @@ def route(events: Sequence[Scorable], aliases: Mapping[str, str]) -> Plan:
         for node in path(source)[:-1]:
             plan.out.append(LinkRecord(link_id(event.event_id, node), node, into, _ms(event)))
 
+    def erase(lead: str) -> None:
+        """The person is forgotten: the ids that led to ``lead`` are new leads from now."""
+        for alias in [a for a in known if canonical(a) == lead]:
+            del known[alias]
+            plan.writes.pop(alias, None)
+        plan.forget.append(lead)
+
     for event in events:
+        if event.type == LEAD_ERASED:
+            lead = canonical(event.lead_id)
+            plan.out.append(Routed(event, lead))
+            erase(lead)
+            continue
         if event.type == LEAD_LINKED:
             link(event.lead_id, canonical(str(event.field_value("canonical_id"))), event)
             continue
@@ -322,7 +338,24 @@ class Router:
     def route(self, events: Sequence[Scorable]) -> list[Scorable]:
         plan = route(events, self.aliases)
         self.aliases.update(plan.writes)
+        for lead in plan.forget:
+            self.forget(lead)
         return [
             link_event(r) if isinstance(r, LinkRecord) else rekey(r.event, r.lead_id)
             for r in plan.out
         ]
+
+    def forget(self, lead: str) -> None:
+        forget_aliases(self.aliases, lead)
+
+
+def forget_aliases(aliases: dict[str, str], lead: str) -> None:
+    """Delete from ``aliases`` every alias that leads to ``lead`` (an erasure)."""
+    gone = {lead}
+    while True:
+        more = [a for a, b in aliases.items() if b in gone]
+        if not more:
+            return
+        for alias in more:
+            del aliases[alias]
+        gone.update(more)

@@ -18,8 +18,15 @@ from typing import Protocol
 
 from schemas.events import LEAD_LINKED, Scorable
 
-from .crossings import ABSORBED, Crossing
-from .identity import MAX_HOPS, absorbed_event, apply_identity_items, is_identity_event, rekey
+from .crossings import ABSORBED, ERASED, Crossing
+from .identity import (
+    MAX_HOPS,
+    absorbed_event,
+    apply_identity_items,
+    forget_aliases,
+    is_identity_event,
+    rekey,
+)
 from .rules import RuleSet
 from .state import LeadState, Position
 from .state_machine import (
@@ -139,6 +146,8 @@ class MemoryStore:
                 self.states[lead_id] = result.state
             for c in result.crossings:
                 (absorbed if c.kind == ABSORBED else out.crossings).append(c)
+                if c.kind == ERASED:  # (live: the identity stage deletes them)
+                    forget_aliases(self.aliases, lead_id)
             out.applied += len(result.applied_event_ids)
             out.duplicates += result.duplicates
         for c in absorbed:  # a retired lead: its state joins the canonical lead now

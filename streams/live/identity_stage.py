@@ -2,8 +2,8 @@
 worker's identity topic (``LEADSCORE_IDENTITY_TOPIC``, default ``<app_id>-identity``)
 between them, as Kafka Streams repartitions (docs/architecture.md, "Identity merges").
 
-* **Step 1** (:class:`IdentityStage`), for the messages of the input topics: their
-  events are routed to their canonical leads (aliases read from and written first-wins to
+* **Step 1** (:class:`IdentityStage`), for the messages of the input and control topics:
+  their events are routed to their canonical leads (aliases read from and written first-wins to
   Redis, :mod:`.redis_aliases`) and produced to the identity topic keyed by that lead, in
   the leadscore format; links (``lead_linked``) keyed by the absorbed lead. The input
   offsets are committed only once those records are acknowledged.
@@ -46,6 +46,7 @@ class Aliases(Protocol):
 
     async def resolve(self, ids: set[str]) -> dict[str, str]: ...
     async def write(self, writes: Mapping[str, str]) -> dict[str, str]: ...
+    async def forget(self, lead_id: str) -> int: ...
 
 
 class AliasConflictError(StoreConflictError):
@@ -58,7 +59,11 @@ class IdentityStage:
     def __init__(self, aliases: Aliases) -> None:
         self.aliases = aliases
 
-    async def route(self, events: Sequence[tuple[Scorable, RawMessage]]) -> list[Record]:
+    async def route(
+        self, events: Sequence[tuple[Scorable, RawMessage]]
+    ) -> tuple[list[Record], list[str]]:
+        """The identity topic's records for ``events``, and the erased leads whose aliases
+        :meth:`forget` deletes once those records are acknowledged."""
         scorables = [event for event, _ in events]
         known = await self.aliases.resolve(ids_to_resolve(scorables))
         for _ in range(MAX_ROUTE_ATTEMPTS):
@@ -77,7 +82,11 @@ class IdentityStage:
                 records.append((out.absorbed.encode(), _link_json(out)))
             else:
                 records.append((out.lead_id.encode(), _event_json(out, message_of[id(out.event)])))
-        return records
+        return records, plan.forget
+
+    async def forget(self, leads: Sequence[str]) -> None:
+        for lead in leads:
+            await self.aliases.forget(lead)
 
 
 def _link_json(link: LinkRecord) -> bytes:

@@ -167,13 +167,13 @@ class Processor:
                         too_far_ahead(
                             parsed.occurred_at_ms, message.timestamp_ms, self.max_clock_skew_ms
                         )
-                        or (None if control else not_control(parsed, self.control_topic))
+                        or (None if control or routed else not_control(parsed, self.control_topic))
                         or identity_check(parsed, message.topic, self.identity_topic)
                         or parsed
                     )
                 if isinstance(parsed, Rejected):
                     dead.append(self._dead_letter(message, parsed, seen_at))
-                elif self.identity is not None and not (control or routed):
+                elif self.identity is not None and not routed:
                     to_route.append((parsed, message))
                 else:
                     if (
@@ -255,14 +255,17 @@ class Processor:
         return BatchResult(tuple(crossings), applied, duplicates, tuple(forwarded)), failed
 
     async def _route(self, events: Sequence[tuple[Scorable, RawMessage]]) -> None:
-        """Identity merges, step 1: route the input events to their canonical leads through
-        the identity topic (acknowledged before the batch's offsets are committed)."""
+        """Identity merges, step 1: route the input and control events to their canonical
+        leads through the identity topic (acknowledged before the batch's offsets are
+        committed); an erasure's aliases are deleted then."""
         assert self.identity is not None
         stage = self.identity
-        records = await self._retry(
+        records, erased = await self._retry(
             "route events (identity aliases)", lambda: stage.route(events), poison_check=True
         )
         await self._to_identity_topic(records)
+        if erased:  # (the erasures' records are out: their aliases go)
+            await self._retry("forget aliases", lambda: stage.forget(erased), poison_check=True)
         self.metrics.routed.inc(len(events))
         self.metrics.linked.inc(len(records) - len(events))
 

@@ -13,6 +13,16 @@ from scoring.identity import MAX_HOPS
 from .redis_keys import KeySpace
 from .redis_nodes import ClusterNodes, StandaloneNodes
 
+#: Aliases an erasure deletes at most (a bound: a person is known by a few ids).
+MAX_FORGOTTEN = 10_000
+
+#: KEYS[1] = an alias key; ARGV[1] = the lead it must lead to. Deletes it only then
+#: (an id listed under a lead may have been aliased to another: first-wins).
+_DELETE_IF = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 
 class AliasTable:
     """Aliases of one key prefix (standalone Redis or a cluster)."""
@@ -48,12 +58,35 @@ class AliasTable:
         lost: dict[str, str] = {}
         for lead, canonical in writes.items():
             key = self.keys.alias(lead).state
+            # (first the way back, for an erasure: a stale entry there is harmless)
+            await self.client.sadd(self.keys.aliases_of(canonical), lead)
             if await self.client.set(key, canonical, nx=True):
                 continue
             current = await self.client.get(key)
             if current is not None and current.decode() != canonical:
                 lost[lead] = current.decode()
         return lost
+
+    async def forget(self, lead_id: str) -> int:
+        """An erasure: delete every alias that leads to ``lead_id`` (through chains), and
+        the sets that list them. Returns how many. Idempotent."""
+        deleted = 0
+        todo = [lead_id]
+        for _ in range(MAX_FORGOTTEN):
+            if not todo:
+                return deleted
+            target = todo.pop()
+            listed = self.keys.aliases_of(target)
+            for member in await self.client.smembers(listed):
+                alias = member.decode()
+                if await self._delete_if(self.keys.alias(alias).state, target):
+                    deleted += 1
+                    todo.append(alias)
+            await self.client.delete(listed)
+        raise RuntimeError(f"more than {MAX_FORGOTTEN} aliases lead to one lead")
+
+    async def _delete_if(self, key: str, value: str) -> bool:
+        return bool(await self.client.eval(_DELETE_IF, 1, key, value))
 
     async def get(self, lead_ids: Iterable[str]) -> dict[str, str]:
         """The direct aliases of ``lead_ids`` that have one (one round trip)."""

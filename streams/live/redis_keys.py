@@ -24,6 +24,8 @@ key                     type   content
 ``P alias:{S}:H``       string identity merges: the lead a linked id joined (its
                                canonical lead id), written first-wins (``SET NX``) by
                                the identity stage; ``S``, ``H`` as for ``erased:``
+``P aliases:{T}``       set    identity merges: the ids aliased to the lead (written
+                               before the alias), so that erasing it deletes them
 ``P idx:outbox``        set    lead ids that may have undelivered outbox entries
 ``P idx:cool-due``      zset   hot lead id -> millisecond it cools if nothing happens
                                (the cooling sweep reads the due ones, no scan)
@@ -146,6 +148,11 @@ class KeySpace:
             f"{self.prefix}erased:", f"{self.prefix}alias:", 1
         )
         return LeadKeys(lead_id, key, f"{key}:outbox")
+
+    def aliases_of(self, lead_id: str) -> str:
+        """Set of the ids aliased to ``lead_id`` (identity merges): what an erasure of the
+        lead deletes the aliases of. In the lead's slot."""
+        return f"{self.prefix}aliases:{{{_hash_tag(lead_id)}}}"
 
     def node_applied(self, tag: str) -> str:
         """A cluster node's "applied up to" marks (hash, like :attr:`applied`)."""

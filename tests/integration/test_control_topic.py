@@ -169,6 +169,28 @@ def test_adjust_and_reset_live_exactly_once_and_as_replayed(
     assert worker.stop() == 0
 
 
+def assert_unreadable(client: Any, prefix: str, *secrets: str | bytes) -> None:
+    """No key under ``prefix`` names or holds any of ``secrets`` (lead ids, profile
+    values)."""
+    wanted = [s.encode() if isinstance(s, str) else s for s in secrets]
+    keys = all_keys(client, prefix)
+    assert not [k for k in keys if any(s in k for s in wanted)], keys
+    for key in keys:
+        kind = client.type(key)
+        if kind == b"string":
+            value = client.get(key)
+        elif kind == b"hash":
+            value = b"".join(k + v for k, v in client.hgetall(key).items())
+        elif kind == b"zset":
+            value = b"".join(m for m, _ in client.zrange(key, 0, -1, withscores=True))
+        elif kind == b"set":
+            value = b"".join(client.smembers(key))
+        else:
+            value = b""
+        for secret in wanted:
+            assert secret not in value, (key, kind, secret)
+
+
 def all_keys(client: Any, prefix: str) -> list[bytes]:
     """Every key under ``prefix`` (on a cluster, redis-py scans every master)."""
     return list(client.scan_iter(match=f"{prefix}*", count=1000))
@@ -218,22 +240,7 @@ def test_erase_leaves_nothing_readable_and_old_messages_change_nothing(
     client = sync_client(stack.redis_url)
     space = key_space(stack.redis_url, stack.key_prefix)
     try:
-        keys = all_keys(client, stack.key_prefix)
-        assert not [k for k in keys if lead.encode() in k], keys
-        for key in keys:  # no value holds the id or the profile either
-            kind = client.type(key)
-            if kind == b"string":
-                value = client.get(key)
-            elif kind == b"hash":
-                value = b"".join(k + v for k, v in client.hgetall(key).items())
-            elif kind == b"zset":
-                value = b"".join(m for m, _ in client.zrange(key, 0, -1, withscores=True))
-            elif kind == b"set":
-                value = b"".join(client.smembers(key))
-            else:
-                value = b""
-            for secret in (lead.encode(), b"ada@analytical", b"Analytical Engines"):
-                assert secret not in value, (key, kind)
+        assert_unreadable(client, stack.key_prefix, lead, b"ada@analytical", b"Analytical Engines")
         assert client.exists(space.tombstone(lead).state)
         assert client.exists(space.lead("other").state)  # the neighbour is untouched
     finally:

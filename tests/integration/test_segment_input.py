@@ -12,13 +12,16 @@ from typing import Any
 
 import pytest
 
+from tests.integration.test_control_topic import assert_unreadable
 from tests.integration.worker_harness import (
     REPO_ROOT,
     WorkerProcess,
     WorkerStack,
+    close_client,
     now_ms,
     processed_count,
     record_payload,
+    sync_client,
     to_iso,
 )
 
@@ -121,4 +124,51 @@ def test_segment_tracking_live_equals_replay(stack: WorkerStack, tmp_path: Path)
     )
     assert unscored == 1
     assert stack.read_dlq() == []
+    assert all(w.stop() == 0 for w in workers)
+
+
+@pytest.mark.parametrize("stack", ["standalone", "cluster"], indirect=True)
+def test_erasing_a_merged_person_forgets_every_id(stack: WorkerStack, tmp_path: Path) -> None:
+    """``leadscore erase`` of a known lead that absorbed an anonymous visitor: no key
+    names or holds either id or the profile afterwards (aliases included), the
+    ``lead_erased`` record is out, and the anonymous id starts afresh."""
+    stack.make_topics(partitions=2)
+    config = stack.config(
+        extra_env={
+            "LEADSCORE_INPUT_FORMAT": "segment",
+            "LEADSCORE_RULES_FILE": str(EXAMPLE / "rules.yaml"),
+        }
+    )
+    workers = [stack.start(config)]
+    lines = [line for line in (EXAMPLE / "events.jsonl").read_bytes().splitlines() if line]
+    done = 0
+    for phase in (lines[:2], lines[3:4]):  # anon-7f3c browses, then identifies as u-1024
+        part = tmp_path / f"part-{done}.jsonl"
+        part.write_bytes(b"\n".join(phase) + b"\n")
+        stack.run_cli("produce", str(part), config=config)
+        done += len(phase)
+        wait_quiet(workers, done)
+    out = stack.run_cli("erase", "anon-7f3c", "--reason", "request #4711", config=config)
+    assert "u-1024" not in out.stdout  # (the CLI names the id it was given)
+    deadline = time.monotonic() + 30
+    while workers[0].metrics().get("leadscore_erased_emitted_total", 0) < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    kinds = [(r["type"], r["lead_id"]) for r in map(record_payload, stack.read_hot())]
+    assert kinds == [("lead_merged", "anon-7f3c"), ("lead_erased", "u-1024")]
+
+    client = sync_client(stack.redis_url)
+    try:
+        assert_unreadable(client, stack.key_prefix, "u-1024", "anon-7f3c", "jane.doe@globex")
+    finally:
+        close_client(client)
+
+    later = json.loads(lines[1])
+    later.update(messageId="seg-new", timestamp="2026-11-23T08:00:00Z")
+    part = tmp_path / "later.jsonl"
+    part.write_text(json.dumps(later) + "\n")
+    stack.run_cli("produce", str(part), config=config)
+    wait_quiet(workers, done + 2)
+    score = json.loads(stack.run_cli("score", "anon-7f3c", "--json", config=config).stdout)
+    assert score["events_applied"] == 1  # a fresh anonymous lead, not the erased person
     assert all(w.stop() == 0 for w in workers)

@@ -121,3 +121,25 @@ def test_late_events_of_a_retired_lead_are_forwarded() -> None:
     store.apply_batch_sync([(page_view("anon", T0 + 2, event_id="p2"), None)])
     assert store.states["u"].events_applied == 3  # p1 (merged), the link, p2 (forwarded)
     assert is_tombstone(store.states["anon"])
+
+
+def test_an_erasure_forgets_every_id_that_led_to_the_person() -> None:
+    erase = make_event("lead_erased", "anon-1", T0 + 3, "era", reason="r", author="a")
+    events = [
+        page_view("anon-1", T0, event_id="p1"),
+        identify("u-1", "anon-1", T0 + 1, "i1"),
+        alias("old-id", "u-1", T0 + 2, "l1"),
+        erase,  # sent for the anonymous id: it erases the person it joined
+        page_view("anon-1", T0 + 4, event_id="p2"),
+    ]
+    router, store = Router(), MemoryStore(RULES)
+    routed = router.route(events)
+    assert [e.lead_id for e in routed if e.type == "lead_erased"] == ["u-1"]
+    assert routed[-1].lead_id == "anon-1"  # afterwards the id starts afresh
+    assert router.aliases == {}
+    records = store.apply_batch_sync([(e, None) for e in routed]).crossings
+    assert [(r.kind, r.lead_id) for r in records] == [
+        ("lead_merged", "anon-1"),
+        ("lead_erased", "u-1"),
+    ]
+    assert store.states["anon-1"].events_applied == 1
