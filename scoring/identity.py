@@ -114,6 +114,8 @@ class Plan:
     writes: dict[str, str] = field(default_factory=dict)
     #: Erased leads: every alias that leads to them is deleted (once ``out`` is sent).
     forget: list[str] = field(default_factory=list)
+    #: Aliases that closed a cycle (:func:`resolve`): deleted if they still hold the value.
+    repairs: dict[str, str] = field(default_factory=dict)
 
 
 def ids_to_resolve(events: Sequence[Scorable]) -> set[str]:
@@ -128,23 +130,60 @@ def ids_to_resolve(events: Sequence[Scorable]) -> set[str]:
     return ids
 
 
+class _Known:
+    """The aliases as a route sees them: the store's (read-only), overlaid with what this
+    route wrote or deleted (no copy of a replay's whole table per batch)."""
+
+    def __init__(self, base: Mapping[str, str]) -> None:
+        self.base = base
+        self.over: dict[str, str | None] = {}
+
+    def get(self, lead: str) -> str | None:
+        return self.over[lead] if lead in self.over else self.base.get(lead)
+
+    def set(self, lead: str, into: str | None) -> None:
+        self.over[lead] = into
+
+    def ids(self) -> list[str]:
+        return [k for k in {*self.base, *self.over} if self.get(k) is not None]
+
+
+def resolve(lead: str, aliases: Mapping[str, str] | _Known) -> tuple[list[str], dict[str, str]]:
+    """``lead``'s path to its canonical lead (the last id), and the aliases that close a
+    cycle, to delete: two workers may link A into B and B into A at once (different keys,
+    both first); the smallest id of a cycle keeps no alias, so every worker breaks it the
+    same way. A path longer than :data:`MAX_HOPS` is cut there."""
+    get = aliases.get
+    repairs: dict[str, str] = {}
+    hops = [lead]
+    while len(hops) <= MAX_HOPS:
+        nxt = get(hops[-1])
+        if nxt is None or nxt in repairs:
+            break
+        if nxt in hops:
+            smallest = min(hops[hops.index(nxt) :])
+            repairs[smallest] = str(get(smallest))
+            hops = hops[: hops.index(smallest) + 1]
+            break
+        hops.append(nxt)
+    return hops, repairs
+
+
 def route(events: Sequence[Scorable], aliases: Mapping[str, str]) -> Plan:
     """Step 1 on ``events`` in order, given the aliases known (``id -> id``, at least those
     of :func:`ids_to_resolve` and what they point to)."""
-    known = dict(aliases)
+    known = _Known(aliases)
     plan = Plan()
+
+    def path(lead: str) -> list[str]:
+        hops, repairs = resolve(lead, known)
+        for broken, value in repairs.items():
+            known.set(broken, None)
+            plan.repairs.setdefault(broken, value)
+        return hops
 
     def canonical(lead: str) -> str:
         return path(lead)[-1]
-
-    def path(lead: str) -> list[str]:
-        hops = [lead]
-        while len(hops) <= MAX_HOPS:
-            nxt = known.get(hops[-1])
-            if nxt is None or nxt in hops:
-                break
-            hops.append(nxt)
-        return hops
 
     def link(source: str, into: str, event: Scorable) -> None:
         """``source``'s canonical lead joins ``into`` (first-wins), and a link for every id
@@ -152,15 +191,15 @@ def route(events: Sequence[Scorable], aliases: Mapping[str, str]) -> Plan:
         the alias was written, sends them again: harmless)."""
         top = canonical(source)
         if top != into:
-            known[top] = into
+            known.set(top, into)
             plan.writes[top] = into
         for node in path(source)[:-1]:
             plan.out.append(LinkRecord(link_id(event.event_id, node), node, into, _ms(event)))
 
     def erase(lead: str) -> None:
         """The person is forgotten: the ids that led to ``lead`` are new leads from now."""
-        for alias in [a for a in known if canonical(a) == lead]:
-            del known[alias]
+        for alias in [a for a in known.ids() if canonical(a) == lead]:
+            known.set(alias, None)
             plan.writes.pop(alias, None)
         plan.forget.append(lead)
 
@@ -210,9 +249,11 @@ def is_identity_event(event: Scorable) -> bool:
 
 def apply_identity_items(
     state: LeadState | None, items: Sequence[EventItem], rules: RuleSet
-) -> LeadBatch:
+) -> tuple[LeadBatch, list[EventItem]]:
     """One lead's items in order (step 2 of the module docstring). Both stores call this
-    for a lead whose items include an identity event."""
+    for a lead whose items include an identity event. Returns the result and, once a
+    link retired the lead, the items after it: they go where it went (the link's
+    ``canonical_id``), not here."""
     crossings: list[Crossing] = []
     applied: list[str] = []
     duplicates = 0
@@ -233,7 +274,50 @@ def apply_identity_items(
         applied += part.applied_event_ids
         duplicates += part.duplicates
         start = i + 1
-    return LeadBatch(state, tuple(crossings), tuple(applied), duplicates)
+        if event is not None and event.type == LEAD_LINKED:
+            rest = [item for item in items[start:] if item[0].type != LEAD_LINKED]
+            return LeadBatch(state, tuple(crossings), tuple(applied), duplicates), rest
+    return LeadBatch(state, tuple(crossings), tuple(applied), duplicates), []
+
+
+def apply_or_forward(
+    state: LeadState | None, alias: str | None, items: Sequence[EventItem], rules: RuleSet
+) -> tuple[LeadBatch, list[tuple[EventItem, str]]]:
+    """Step 2 for one lead of a store that read its alias with its state (live): a retired
+    lead (a tombstone with an alias) forwards its events; otherwise they are applied,
+    and those after a link that retires it now are forwarded. Returns the result and
+    the events to forward, each with where."""
+    if alias is not None and state is not None and is_tombstone(state):
+        late, duplicates = late_items(state, items)
+        return LeadBatch(state, (), (), duplicates), [(item, alias) for item in late]
+    if not any(is_identity_event(event) for event, _ in items):
+        return apply_lead_events(state, items, rules), []
+    batch, rest = apply_identity_items(state, items, rules)
+    links = [e.field_value("canonical_id") for e, _ in items if e.type == LEAD_LINKED]
+    return batch, [(item, str(links[0])) for item in rest] if rest else []
+
+
+def late_items(
+    tombstone: LeadState | None, items: Sequence[EventItem]
+) -> tuple[list[EventItem], int]:
+    """A retired lead's events to forward (links aside: no-ops now), and how many are
+    duplicates: at or before an offset its tombstone keeps (a redelivered batch whose
+    events were absorbed with the lead)."""
+    late: list[EventItem] = []
+    duplicates = 0
+    for event, position in items:
+        if event.type == LEAD_LINKED:
+            continue
+        done = (
+            -1
+            if tombstone is None or position is None
+            else tombstone.positions.get(position.stream, -1)
+        )
+        if position is not None and position.offset <= done:
+            duplicates += 1
+        else:
+            late.append((event, position))
+    return late, duplicates
 
 
 def _then(first: LeadBatch, second: LeadBatch) -> LeadBatch:
@@ -263,12 +347,18 @@ def _identity_step(
 def retire(
     state: LeadState | None, event: Scorable, position: Position | None, rules: RuleSet
 ) -> LeadBatch:
-    """A link at the absorbed lead: its tombstone, ``lead_merged`` and ``lead_absorbed``
-    (nothing when it has no state, or only a tombstone: nothing to absorb; nothing when
-    the link was applied before)."""
+    """A link at the absorbed lead: its tombstone, ``lead_merged`` and ``lead_absorbed``.
+    A lead without a state gets a tombstone alone (so that its events routed before the
+    alias existed, arriving later, are forwarded: a tombstone with an alias is a retired
+    lead); a tombstone stays as it is; a link applied before changes nothing."""
     into = str(event.field_value("canonical_id"))
-    if state is None or is_tombstone(state) or into == state.lead_id:
+    if state is not None and (is_tombstone(state) or into == state.lead_id):
         return LeadBatch(state, (), (), 0)
+    if state is None:
+        t = event.occurred_at_ms
+        positions = {} if position is None else {position.stream: position.offset}
+        stone = LeadState(event.lead_id, t, t, positions=positions, floor_ms=t)
+        return LeadBatch(stone, (), (event.event_id,), 0)
     if position is not None and state.positions.get(position.stream, -1) >= position.offset:
         return LeadBatch(state, (), (), 1)
     link = Link(event.event_id, into, state.lead_id, event.occurred_at_ms)
@@ -287,7 +377,7 @@ def retire(
         fit_grade=None,
         rules_version=rules.version,
         merged_into=into,
-        payload={**state.to_dict(), "positions": {}},
+        payload=_carried(state),
     )
     positions = dict(state.positions)
     if position is not None:
@@ -337,6 +427,8 @@ class Router:
 
     def route(self, events: Sequence[Scorable]) -> list[Scorable]:
         plan = route(events, self.aliases)
+        for broken in plan.repairs:
+            self.aliases.pop(broken, None)
         self.aliases.update(plan.writes)
         for lead in plan.forget:
             self.forget(lead)
@@ -347,6 +439,25 @@ class Router:
 
     def forget(self, lead: str) -> None:
         forget_aliases(self.aliases, lead)
+
+
+#: Event ids of an absorbed lead's dedupe window carried to the canonical lead at most
+#: (the newest): bounds a ``lead_absorbed`` record (16 bytes, 32 hex digits an id).
+MAX_CARRIED_IDS = 8192
+
+
+def _carried(state: LeadState) -> dict[str, Any]:
+    """``state`` as a ``lead_absorbed`` record carries it: no positions (the canonical
+    lead keeps its own), at most :data:`MAX_CARRIED_IDS` event ids (the newest)."""
+    data = {**state.to_dict(), "positions": {}}
+    recent = state.recent_ids
+    if len(recent) > 16 * MAX_CARRIED_IDS:
+        entries = sorted(
+            (recent[i : i + 16] for i in range(0, len(recent), 16)),
+            key=lambda e: int.from_bytes(e[8:], "little", signed=True),
+        )
+        data["recent_ids"] = b"".join(entries[-MAX_CARRIED_IDS:]).hex()
+    return data
 
 
 def forget_aliases(aliases: dict[str, str], lead: str) -> None:

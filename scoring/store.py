@@ -20,12 +20,13 @@ from schemas.events import LEAD_LINKED, Scorable
 
 from .crossings import ABSORBED, ERASED, Crossing
 from .identity import (
-    MAX_HOPS,
     absorbed_event,
     apply_identity_items,
     forget_aliases,
     is_identity_event,
+    late_items,
     rekey,
+    resolve,
 )
 from .rules import RuleSet
 from .state import LeadState, Position
@@ -128,18 +129,18 @@ class MemoryStore:
         forward: list[EventItem] = []
         for lead_id, lead_items in group_by_lead(items).items():
             state = self.states.get(lead_id)
-            if lead_id in self.aliases and (state is None or is_tombstone(state)):
-                if self.routed:
-                    continue  # (forwarded live: the copies come later in the topic)
-                into = self.canonical(lead_id)
-                forward += [
-                    (rekey(event, into), position)
-                    for event, position in lead_items
-                    if event.type != LEAD_LINKED  # (it was applied: a redelivery)
-                ]
+            if lead_id in self.aliases and state is not None and is_tombstone(state):
+                # retired: its events go where it went (skipped duplicates aside)
+                late, out.duplicates = self._late(state, lead_items, out.duplicates)
+                forward += late
                 continue
+            rest: list[EventItem] = []
             if any(is_identity_event(event) for event, _ in lead_items):
-                result = apply_identity_items(state, lead_items, self.rules)
+                result, rest = apply_identity_items(state, lead_items, self.rules)
+                for event, _ in lead_items:  # (live: the identity stage wrote the alias)
+                    into = event.field_value("canonical_id")
+                    if event.type == LEAD_LINKED and into != lead_id:
+                        self.aliases[lead_id] = str(into)
             else:
                 result = apply_lead_events(state, lead_items, self.rules)
             if result.state is not None:
@@ -150,23 +151,27 @@ class MemoryStore:
                     forget_aliases(self.aliases, lead_id)
             out.applied += len(result.applied_event_ids)
             out.duplicates += result.duplicates
-        for c in absorbed:  # a retired lead: its state joins the canonical lead now
-            assert c.merged_into is not None
-            self.aliases[c.lead_id] = c.merged_into
-            if not self.routed:  # (routed: the record is in the topic)
-                forward.append((absorbed_event(c), None))
+            forward += self._late(None, rest, 0)[0]
+        if not self.routed:  # (routed: the topic holds the absorbs)
+            forward += [(absorbed_event(c), None) for c in absorbed]
         if forward:
             out.add(self._apply_groups(forward))
         return out.result()
 
+    def _late(
+        self, tombstone: LeadState | None, items: Sequence[EventItem], duplicates: int
+    ) -> tuple[list[EventItem], int]:
+        """A retired lead's events, for the lead it joined (none when routed: live
+        forwarded them, and the copies come later in the topic)."""
+        late, more = late_items(tombstone, items)
+        if self.routed:
+            return [], duplicates + more
+        into = [(rekey(e, self.canonical(e.lead_id)), p) for e, p in late]
+        return into, duplicates + more
+
     def canonical(self, lead_id: str) -> str:
         """Where a retired lead's events go now (following its aliases)."""
-        for _ in range(MAX_HOPS):
-            nxt = self.aliases.get(lead_id)
-            if nxt is None:
-                break
-            lead_id = nxt
-        return lead_id
+        return resolve(lead_id, self.aliases)[0][-1]
 
     def cool_due_sync(self, until_ms: int, lead_ids: Iterable[str] | None = None) -> BatchResult:
         crossings: list[Crossing] = []

@@ -19,7 +19,7 @@ replay of it (``leadscore replay kafka:<identity topic>``) is the live run.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 import orjson
@@ -29,14 +29,17 @@ from schemas.events import IDENTITY_TYPES, LEAD_ABSORBED, Scorable
 from schemas.times import ms_to_datetime
 from schemas.validation import Rejected, identity_off
 from scoring.crossings import ABSORBED, Crossing
-from scoring.identity import LinkRecord, Routed, ids_to_resolve, route
+from scoring.identity import LinkRecord, Routed, ids_to_resolve, resolve, route
 from scoring.store import EventItem
 
 from .interfaces import RawMessage, position_of
-from .redis_store import StoreConflictError
 
 #: Rounds of routing again after an alias write lost to another worker's.
 MAX_ROUTE_ATTEMPTS = 5
+#: Largest record of the identity topic step 2 reads: the worker's own, and a
+#: ``lead_absorbed`` carries a whole state (up to
+#: :data:`scoring.identity.MAX_CARRIED_IDS` event ids); Kafka's default message limit.
+IDENTITY_RECORD_MAX_BYTES = 1_048_576
 
 Record = tuple[bytes, bytes]
 
@@ -45,12 +48,14 @@ class Aliases(Protocol):
     """The alias table (:class:`streams.live.redis_aliases.AliasTable`)."""
 
     async def resolve(self, ids: set[str]) -> dict[str, str]: ...
-    async def write(self, writes: Mapping[str, str]) -> dict[str, str]: ...
+    async def write(self, writes: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]: ...
+    async def repair(self, repairs: Mapping[str, str]) -> None: ...
     async def forget(self, lead_id: str) -> int: ...
 
 
-class AliasConflictError(StoreConflictError):
-    """Alias writes kept losing to other workers' (transient: the batch is retried)."""
+class AliasConflictError(RuntimeError):
+    """Alias writes kept losing (to other workers', or along a chain longer than
+    :data:`scoring.identity.MAX_HOPS`): the event is dead-lettered."""
 
 
 class IdentityStage:
@@ -58,6 +63,33 @@ class IdentityStage:
 
     def __init__(self, aliases: Aliases) -> None:
         self.aliases = aliases
+
+    async def route_batch(
+        self,
+        events: Sequence[tuple[Scorable, RawMessage]],
+        is_transient: Callable[[Exception], bool],
+    ) -> tuple[list[Record], list[str], list[tuple[RawMessage, str]]]:
+        """:meth:`route`, and when that fails for a reason that cannot pass (not
+        ``is_transient``), event by event: the ones that still fail are returned with why,
+        for the dead-letter topic; their neighbours go on."""
+        try:
+            records, erased = await self.route(events)
+            return records, erased, []
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+        records, erased, failed = [], [], []
+        for pair in events:
+            try:
+                one, gone = await self.route([pair])
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                failed.append((pair[1], f"{pair[0].lead_id!r}: {type(exc).__name__}: {exc}"))
+                continue
+            records += one
+            erased += gone
+        return records, erased, failed
 
     async def route(
         self, events: Sequence[tuple[Scorable, RawMessage]]
@@ -68,10 +100,15 @@ class IdentityStage:
         known = await self.aliases.resolve(ids_to_resolve(scorables))
         for _ in range(MAX_ROUTE_ATTEMPTS):
             plan = route(scorables, known)
-            lost = await self.aliases.write(plan.writes)
+            if plan.repairs:
+                await self.aliases.repair(plan.repairs)
+                for broken in plan.repairs:
+                    known.pop(broken, None)
+            written, lost = await self.aliases.write(plan.writes)
+            known.update(written)
             if not lost:
                 break
-            known.update(lost)  # another worker linked them first: route on what won
+            known.update(lost)  # another worker linked it first: route on what won
             known.update(await self.aliases.resolve(set(lost.values())))
         else:
             raise AliasConflictError("alias writes kept losing to other workers")
@@ -87,6 +124,20 @@ class IdentityStage:
     async def forget(self, leads: Sequence[str]) -> None:
         for lead in leads:
             await self.aliases.forget(lead)
+
+    async def targets(self, leads: set[str]) -> dict[str, str]:
+        """Where events forwarded to ``leads`` go: each one's canonical lead now (a
+        cycle of aliases found on the way is broken, as step 1 breaks it)."""
+        known = await self.aliases.resolve(leads)
+        out: dict[str, str] = {}
+        for lead in leads:
+            hops, repairs = resolve(lead, known)
+            if repairs:
+                await self.aliases.repair(repairs)
+                for broken in repairs:
+                    known.pop(broken, None)
+            out[lead] = hops[-1]
+        return out
 
 
 def _link_json(link: LinkRecord) -> bytes:

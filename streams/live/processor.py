@@ -30,17 +30,12 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import TypeVar
 
-import orjson
-
 from schemas.events import CONTROL_TYPES, IDENTITY_TYPES, Scorable, rule_event_of
 from schemas.formats import Decode
 from schemas.times import datetime_to_ms
 from schemas.validation import (
-    DEAD_LETTER_PAYLOAD_MAX,
     DEFAULT_MAX_CLOCK_SKEW_MS,
     Rejected,
-    dead_letter,
-    dead_letter_key,
     not_control,
     parse_control_event,
     parse_for_scoring,
@@ -50,9 +45,15 @@ from scoring.crossings import ABSORBED, Crossing
 from scoring.state_machine import group_by_lead
 from scoring.store import BatchResult, EventItem
 
-from ..log_limits import RateLimitedLog
 from ..redaction import LeadIdsInLogs
-from .identity_stage import IdentityStage, absorbed_records, forwarded_records, identity_check
+from .dead_letters import DeadLetters, send_or_skip
+from .identity_stage import (
+    IDENTITY_RECORD_MAX_BYTES,
+    IdentityStage,
+    absorbed_records,
+    forwarded_records,
+    identity_check,
+)
 from .interfaces import (
     DurableStore,
     RawMessage,
@@ -119,11 +120,6 @@ class Processor:
         self.max_event_bytes = max_event_bytes
         #: See :func:`schemas.validation.too_far_ahead` (None: no limit).
         self.max_clock_skew_ms = max_clock_skew_ms
-        #: Payload bytes a dead letter keeps: JSON may escape each byte to 6 characters,
-        #: and the key (at most 1 KB, 6 KB escaped) and the fields need room too.
-        self.dead_letter_payload_max = max(
-            256, min(DEAD_LETTER_PAYLOAD_MAX, (dlq_max_message_bytes - 12 * 1024) // 6)
-        )
         self.clock = clock
         self.partition_lag = partition_lag
         self.retry_initial = retry_initial
@@ -138,8 +134,9 @@ class Processor:
         self.failing: dict[str, tuple[float, str]] = {}
         #: Newest event time processed per (topic, partition) (sweep limits).
         self.event_time: dict[tuple[str, int], int] = {}
-        #: One line per dead letter, but at most 20 per 10 s (all counted in the metrics).
-        self.dead_letter_log = RateLimitedLog(log, "dead letters")
+        self.dead_letters = DeadLetters(
+            sink, dlq_topic, metrics, self.lead_ids, self._retry, dlq_max_message_bytes
+        )
 
     # ------------------------------------------------------------------ batches
     async def process(self, messages: Sequence[RawMessage]) -> BatchResult:
@@ -160,7 +157,8 @@ class Processor:
                     message.value,
                     message.key,
                     require_key=True,
-                    max_bytes=self.max_event_bytes,
+                    # (the worker's own records: a lead_absorbed carries a whole state)
+                    max_bytes=IDENTITY_RECORD_MAX_BYTES if routed else self.max_event_bytes,
                 )
                 if not isinstance(parsed, Rejected):
                     parsed = (
@@ -172,7 +170,7 @@ class Processor:
                         or parsed
                     )
                 if isinstance(parsed, Rejected):
-                    dead.append(self._dead_letter(message, parsed, seen_at))
+                    dead.append(self.dead_letters.record(message, parsed, seen_at))
                 elif self.identity is not None and not routed:
                     to_route.append((parsed, message))
                 else:
@@ -187,15 +185,14 @@ class Processor:
                     items.append((parsed, position_of(message)))
                     item_partitions.append((message.topic, message.partition))
             if dead:
-                await self._send_dead_letters(dead)
+                await self.dead_letters.send(dead)
             if to_route:
-                await self._route(to_route)
+                await self._route(to_route, seen_at)
             result, failed = await self._apply(items)
             if failed:
-                await self._dead_letter_failed(messages, failed, seen_at)
+                await self.dead_letters.send_failed(messages, failed, seen_at)
             if result.forwarded:
-                await self._to_identity_topic(forwarded_records(result.forwarded, messages))
-                self.metrics.forwarded.inc(len(result.forwarded))
+                await self._forward(result.forwarded, messages)
             await self._publish(result.crossings)
             self.metrics.applied.inc(result.applied)
             self.metrics.duplicates.inc(result.duplicates)
@@ -254,105 +251,54 @@ class Processor:
             forwarded += part.forwarded
         return BatchResult(tuple(crossings), applied, duplicates, tuple(forwarded)), failed
 
-    async def _route(self, events: Sequence[tuple[Scorable, RawMessage]]) -> None:
+    async def _route(
+        self, events: Sequence[tuple[Scorable, RawMessage]], seen_at: datetime
+    ) -> None:
         """Identity merges, step 1: route the input and control events to their canonical
         leads through the identity topic (acknowledged before the batch's offsets are
-        committed); an erasure's aliases are deleted then."""
+        committed); an erasure's aliases are deleted then. An event that cannot be routed
+        (an alias chain too long) is dead-lettered; its neighbours go on."""
         assert self.identity is not None
         stage = self.identity
-        records, erased = await self._retry(
-            "route events (identity aliases)", lambda: stage.route(events), poison_check=True
+        records, erased, failed = await self._retry(
+            "route events (identity aliases)",
+            lambda: stage.route_batch(events, self.store.is_transient),
         )
+        if failed:
+            rejected = (Rejected("processing_error", f"lead_id: {why}") for _, why in failed)
+            dead = [
+                self.dead_letters.record(message, reason, seen_at)
+                for (message, _), reason in zip(failed, rejected, strict=True)
+            ]
+            await self.dead_letters.send(dead)
         await self._to_identity_topic(records)
         if erased:  # (the erasures' records are out: their aliases go)
             await self._retry("forget aliases", lambda: stage.forget(erased), poison_check=True)
-        self.metrics.routed.inc(len(events))
-        self.metrics.linked.inc(len(records) - len(events))
+        self.metrics.routed.inc(len(events) - len(failed))
+        self.metrics.linked.inc(len(records) - len(events) + len(failed))
+
+    async def _forward(
+        self, forwarded: Sequence[tuple[EventItem, str]], messages: Sequence[RawMessage]
+    ) -> None:
+        """Identity merges: a retired lead's late events, to its canonical lead now."""
+        assert self.identity is not None
+        stage = self.identity
+        leads = {into for _, into in forwarded}
+        targets = await self._retry("resolve forwards", lambda: stage.targets(leads))
+        moved = [(item, targets.get(into, into)) for item, into in forwarded]
+        await self._to_identity_topic(forwarded_records(moved, messages))
+        self.metrics.forwarded.inc(len(moved))
 
     async def _to_identity_topic(self, records: Sequence[tuple[bytes, bytes]]) -> None:
+        """Produce to the identity topic (acked). A record the broker refuses for what it
+        is (larger than the topic allows) is logged, counted and skipped."""
         assert self.identity_topic is not None
-        topic = self.identity_topic
-        await self._retry(
-            "produce to the identity topic", lambda: self.sink.send_all(topic, records)
-        )
 
-    async def _dead_letter_failed(
-        self,
-        messages: Sequence[RawMessage],
-        failed: Sequence[tuple[EventItem, str]],
-        seen_at: datetime,
-    ) -> None:
-        """Dead-letter the events of leads that could not be applied (kind
-        ``processing_error``, the reason naming the lead and the error)."""
-        by_position = {position_of(m): m for m in messages}
-        records = [
-            self._dead_letter(
-                by_position[position],
-                Rejected("processing_error", f"lead_id: {event.lead_id!r}: {why}"),
-                seen_at,
-            )
-            for (event, position), why in failed
-            if position is not None
-        ]
-        await self._send_dead_letters(records)
+        def refused(record: tuple[bytes, bytes], exc: Exception) -> None:
+            self.metrics.dead_letters_unwritable.inc()
+            log.error("identity topic record refused (%s, %d bytes): skipped", exc, len(record[1]))
 
-    async def _send_dead_letters(self, records: Sequence[tuple[bytes, bytes]]) -> None:
-        """Produce dead letters (acked), retrying what may pass. One the broker refuses for
-        what it is (too large for the topic) can never be written: it is logged with its
-        source position, counted in ``leadscore_dead_letters_unwritable_total`` and
-        skipped, so the partition moves on."""
-        try:
-            await self._retry(
-                "produce dead letters",
-                lambda: self.sink.send_all(self.dlq_topic, records),
-                permanent=self.sink.is_permanent,
-            )
-            return
-        except Exception as exc:
-            if not self.sink.is_permanent(exc):
-                raise
-        for record in records:  # find the one(s) refused; the others go through
-            try:
-                await self._retry(
-                    "produce dead letters",
-                    partial(self.sink.send_all, self.dlq_topic, [record]),
-                    permanent=self.sink.is_permanent,
-                )
-            except Exception as exc:
-                if not self.sink.is_permanent(exc):
-                    raise
-                self.metrics.dead_letters_unwritable.inc()
-                where = orjson.loads(record[1])
-                log.error(
-                    "dead letter of %s[%s]@%s refused by the broker (%s, %d bytes): skipped",
-                    where.get("source_topic"),
-                    where.get("source_partition"),
-                    where.get("source_offset"),
-                    exc,
-                    len(record[1]),
-                )
-
-    def _dead_letter(
-        self, message: RawMessage, rejected: Rejected, seen_at: datetime
-    ) -> tuple[bytes, bytes]:
-        self.metrics.dead_lettered.labels(kind=rejected.kind).inc()
-        self.dead_letter_log.log(
-            "dead letter %s: %s: %s",
-            message.where,
-            rejected.kind,
-            self.lead_ids.reason(rejected.error),
-        )
-        record = dead_letter(
-            rejected,
-            value=message.value,
-            key=message.key,
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            seen_at=seen_at,
-            payload_max=self.dead_letter_payload_max,
-        )
-        return dead_letter_key(message.key), record.model_dump_json().encode()
+        await send_or_skip(self._retry, self.sink, self.identity_topic, records, refused)
 
     # ------------------------------------------------------------------ outputs
     async def _publish(self, crossings: Sequence[Crossing]) -> None:
@@ -420,7 +366,7 @@ class Processor:
     async def sweep(self) -> int:
         """Emit ``lead_cooled`` for hot leads that decayed below ``cool`` by now (wall
         clock), plus anything left in the outbox. Returns how many were emitted."""
-        self.dead_letter_log.flush()
+        self.dead_letters.log.flush()
         async with self.lock:
             behind = await self._retry("check the store's marks", self.store.verify_applied)
         if behind and self.on_rollback is not None:

@@ -52,20 +52,28 @@ class AliasTable:
                     todo.add(target)
         return found
 
-    async def write(self, writes: Mapping[str, str]) -> dict[str, str]:
-        """Write each alias unless the id has one already (first wins); returns those
-        that lost: id -> the alias that won (to route again on it)."""
-        lost: dict[str, str] = {}
+    async def write(self, writes: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+        """Write the aliases in order, each unless the id has one already (first wins),
+        up to the first that loses. Returns those written, and the one that lost (id ->
+        the alias that won) if any: the caller routes again on what is there now (the
+        rest of the writes were planned on what lost)."""
+        written: dict[str, str] = {}
         for lead, canonical in writes.items():
             key = self.keys.alias(lead).state
             # (first the way back, for an erasure: a stale entry there is harmless)
             await self.client.sadd(self.keys.aliases_of(canonical), lead)
-            if await self.client.set(key, canonical, nx=True):
-                continue
-            current = await self.client.get(key)
-            if current is not None and current.decode() != canonical:
-                lost[lead] = current.decode()
-        return lost
+            if not await self.client.set(key, canonical, nx=True):
+                current = await self.client.get(key)
+                if current is not None and current.decode() != canonical:
+                    return written, {lead: current.decode()}
+            written[lead] = canonical
+        return written, {}
+
+    async def repair(self, repairs: Mapping[str, str]) -> None:
+        """Delete the aliases that closed a cycle (:func:`scoring.identity.resolve`), each
+        only if it still holds the value seen."""
+        for lead, value in repairs.items():
+            await self._delete_if(self.keys.alias(lead).state, value)
 
     async def forget(self, lead_id: str) -> int:
         """An erasure: delete every alias that leads to ``lead_id`` (through chains), and

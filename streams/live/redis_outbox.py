@@ -10,10 +10,13 @@ from typing import Any
 
 import orjson
 
-from scoring.crossings import ERASED, Crossing, crossing_from_dict
+from scoring.crossings import ABSORBED, ERASED, MERGED, Crossing, crossing_from_dict
 
 from .redis_keys import KeySpace
 from .redis_nodes import ClusterNodes, StandaloneNodes
+
+#: Records that end a lead come after its crossings of the same millisecond.
+_LAST = {MERGED: 1, ABSORBED: 1, ERASED: 2}
 
 
 class Outbox:
@@ -56,8 +59,8 @@ class Outbox:
         await self._drop_from_index(
             [entry for entry, vals in zip(entries, replies, strict=True) if not vals]
         )
-        # (at one time: a lead's cooling before its erasure, which must come last)
-        return sorted(crossings, key=lambda c: (c.occurred_at_ms, c.lead_id, c.kind == ERASED))
+        # (at one time: a lead's crossings before its merge or erasure, which end it)
+        return sorted(crossings, key=lambda c: (c.occurred_at_ms, c.lead_id, _LAST.get(c.kind, 0)))
 
     async def _drop_from_index(self, entries: Sequence[tuple[str, str]]) -> None:
         """Remove (index key, lead id) entries: leads whose outbox is empty."""

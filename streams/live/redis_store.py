@@ -18,15 +18,14 @@ from typing import Any
 import redis.exceptions
 from redis.asyncio import Redis, RedisCluster
 
-from schemas.events import LEAD_LINKED, PROFILE_FIELDS
+from schemas.events import PROFILE_FIELDS
 from scoring.crossings import Crossing
-from scoring.identity import apply_identity_items, is_identity_event
+from scoring.identity import apply_or_forward
 from scoring.rules import RuleSet
 from scoring.state import LeadState
 from scoring.state_machine import (
     LeadBatch,
     advance,
-    apply_lead_events,
     cool_due_ms,
     group_by_lead,
     is_tombstone,
@@ -323,7 +322,7 @@ class RedisStore:
         for _, position in items:
             if position is not None:
                 marks[position.stream] = max(marks.get(position.stream, 0), position.offset + 1)
-        forward: dict[str, str] = {}
+        forward: dict[str, list[tuple[EventItem, str]]] = {}
         step = partial(self._apply_step, groups, forward)
         try:
             written = await self._compare_and_set(list(groups), step, marks)
@@ -335,28 +334,23 @@ class RedisStore:
             tuple(c for r in written.values() for c in r.crossings),
             sum(len(r.applied_event_ids) for r in written.values()),
             sum(r.duplicates for r in written.values()),
-            tuple(
-                (item, into)
-                for lead, into in forward.items()
-                for item in groups[lead]
-                if item[0].type != LEAD_LINKED  # (applied before: a redelivery)
-            ),
+            tuple(f for lead in written for f in forward.get(lead, ())),
         )
 
     async def _apply_step(
-        self, groups: dict[str, list[EventItem]], forward: dict[str, str], leads: list[str]
+        self,
+        groups: dict[str, list[EventItem]],
+        forward: dict[str, list[tuple[EventItem, str]]],
+        leads: list[str],
     ) -> tuple[dict[str, _Loaded], dict[str, LeadBatch]]:
-        """Apply each lead's events; a retired lead's go to ``forward`` (lead -> where)."""
+        """Apply each lead's events (those a retired lead forwards: to ``forward``)."""
         loaded = await self._load(leads, tombstones=True)
         results: dict[str, LeadBatch] = {}
         for lead in leads:
-            item, events = loaded[lead], groups[lead]
-            if item.alias is not None and (item.state is None or is_tombstone(item.state)):
-                forward[lead] = item.alias
-            elif any(is_identity_event(event) for event, _ in events):
-                results[lead] = apply_identity_items(item.state, events, self.rules)
-            else:
-                results[lead] = apply_lead_events(item.state, events, self.rules)
+            item = loaded[lead]
+            results[lead], forward[lead] = apply_or_forward(
+                item.state, item.alias, groups[lead], self.rules
+            )
         return loaded, results
 
     async def _compare_and_set(

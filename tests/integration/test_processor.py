@@ -178,7 +178,7 @@ def test_hashed_lead_ids_keep_ids_and_event_values_out_of_the_log(
                 lead_ids=LeadIdsInLogs("hashed"),
             )
             result = await processor.process(messages)
-            processor.dead_letter_log.flush()
+            processor.dead_letters.log.flush()
             assert [c.lead_id for c in result.crossings] == ["ada-hot"]
         finally:
             await client.aclose()

@@ -16,6 +16,7 @@ from scoring.crossings import ABSORBED
 from scoring.state import Position
 from scoring.state_machine import is_tombstone
 from scoring.store import EventItem, MemoryStore
+from streams.live.identity_stage import IdentityStage
 from streams.live.redis_store import RedisStore
 from tests.integration.conftest import NewClient
 from tests.strategies import event_from_dict, rules_from
@@ -62,8 +63,8 @@ def test_link_retires_absorb_merges_and_late_events_are_forwarded(
             first.append(at(view("known", 2, "k1"), "id:1", 0))
             await store.apply_batch(first)
             memory.apply_batch_sync(first)
-            assert await store.aliases.write({"anon": "known"}) == {}
-            assert await store.aliases.write({"anon": "other"}) == {"anon": "known"}
+            assert await store.aliases.write({"anon": "known"}) == ({"anon": "known"}, {})
+            assert await store.aliases.write({"anon": "other"}) == ({}, {"anon": "known"})
 
             retired = await store.apply_batch([at(link, "id:0", 2)])
             kinds = sorted(c.kind for c in retired.crossings)
@@ -104,8 +105,59 @@ def test_aliases_resolve_chains(new_store_client: NewClient, key_prefix: str) ->
         client = new_store_client()
         try:
             store = RedisStore(client, RULES, key_prefix, identity_merges=True)
-            assert await store.aliases.write({"a": "b", "b": "c"}) == {}
+            assert await store.aliases.write({"a": "b", "b": "c"}) == ({"a": "b", "b": "c"}, {})
             assert await store.aliases.resolve({"a", "x"}) == {"a": "b", "b": "c"}
+            # first wins, and the writes stop at the first that lost (they were planned
+            # on it: an alias written after it could merge two known leads)
+            assert await store.aliases.write({"a": "z", "y": "z"}) == ({}, {"a": "b"})
+            assert await store.aliases.resolve({"y"}) == {}
+            # a cycle (two workers linking A into B and B into A at once) is broken the
+            # same way by everyone: the smallest id keeps no alias
+            await store.aliases.write({"p": "q"})
+            await client.set(store.keys.alias("q").state, "p")
+            stage = IdentityStage(store.aliases)
+            assert await stage.targets({"q"}) == {"q": "p"}
+            assert await store.aliases.resolve({"p", "q"}) == {"q": "p"}
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_retire_forwards_what_follows_and_a_redelivery_is_no_double(
+    new_store_client: NewClient, key_prefix: str
+) -> None:
+    """Events after the link in one batch go to the canonical lead (not onto the
+    tombstone); redelivered, the batch's events before the link (absorbed with the lead)
+    are duplicates, not forwarded again; a lead with an alias but no state yet (the link
+    not applied) applies its events, so that the link retires it with them."""
+    link = {
+        "event_id": "i>anon",
+        "type": "lead_linked",
+        "lead_id": "anon",
+        "occurred_at": T.format(3),
+        "canonical_id": "known",
+    }
+
+    async def scenario() -> None:
+        client = new_store_client()
+        try:
+            store = RedisStore(client, RULES, key_prefix, identity_merges=True)
+            await store.aliases.write({"anon": "known"})  # (step 1 writes it first)
+            batch = [
+                at(view("anon", 1, "v1"), "id:0", 0),
+                at(link, "id:0", 1),
+                at(view("anon", 4, "v2"), "id:0", 2),
+            ]
+            first = await store.apply_batch(batch)
+            assert sorted(c.kind for c in first.crossings) == ["lead_absorbed", "lead_merged"]
+            assert [(item[0].event_id, into) for item, into in first.forwarded] == [("v2", "known")]
+            state = await store.get_many(["anon"])
+            assert state == {}  # retired: only its tombstone is left
+            again = await store.apply_batch(batch)  # a crash before the commit
+            assert again.crossings == () and again.applied == 0
+            assert again.duplicates == 1  # v1: absorbed with the lead
+            assert [item[0].event_id for item, _ in again.forwarded] == ["v2"]
         finally:
             await client.aclose()
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from schemas.events import LeadEvent
 from scoring.identity import LinkRecord, Routed, Router, route
+from scoring.state import Position
 from scoring.state_machine import is_tombstone, score_at
 from scoring.store import MemoryStore
 from tests.strategies import BASE_MS, MINUTE_MS, make_event, page_view, rules_from
@@ -143,3 +144,26 @@ def test_an_erasure_forgets_every_id_that_led_to_the_person() -> None:
         ("lead_erased", "u-1"),
     ]
     assert store.states["anon-1"].events_applied == 1
+
+
+def test_a_cycle_of_aliases_is_broken_the_same_way_by_everyone() -> None:
+    """Two workers linking p into q and q into p at once (different keys, both first):
+    the smallest id of the cycle keeps no alias."""
+    plan = route([page_view("q", T0, event_id="e1")], {"p": "q", "q": "p"})
+    assert plan.repairs == {"p": "q"}
+    assert [r.lead_id for r in plan.out if isinstance(r, Routed)] == ["p"]
+
+
+def test_a_retired_leads_redelivered_events_are_not_counted_twice() -> None:
+    """Replayed from the identity topic (positions kept): the lead's events before its
+    link, seen again, are duplicates at its tombstone, not forwarded."""
+    store = MemoryStore(RULES)
+    link = make_event("lead_linked", "anon", T0 + 2, "i>anon", canonical_id="u")
+    first = [
+        (page_view("anon", T0, event_id="p1"), Position("id:0", 0)),
+        (link, Position("id:0", 1)),
+    ]
+    store.apply_batch_sync(first)
+    again = store.apply_batch_sync(first)
+    assert (again.applied, again.duplicates) == (0, 1)
+    assert store.states["u"].events_applied == 2  # p1 and the link
