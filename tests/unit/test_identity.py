@@ -167,3 +167,19 @@ def test_a_retired_leads_redelivered_events_are_not_counted_twice() -> None:
     again = store.apply_batch_sync(first)
     assert (again.applied, again.duplicates) == (0, 1)
     assert store.states["u"].events_applied == 2  # p1 and the link
+
+
+def test_merging_into_an_already_hot_lead_adds_points_and_no_second_crossing() -> None:
+    events = [
+        page_view("anon-1", T0, event_id="a1"),
+        page_view("anon-1", T0 + 1, event_id="a2"),
+        *(page_view("u-1", T0 + 2 + i, event_id=f"u{i}") for i in range(4)),  # 80: hot
+        identify("u-1", "anon-1", T0 + 10, "i1"),
+    ]
+    store, records = replay(events)
+    assert [(r.kind, r.lead_id) for r in records] == [
+        ("lead_became_hot", "u-1"),
+        ("lead_merged", "anon-1"),
+    ]
+    u1 = store.states["u-1"]
+    assert u1.hot and round(score_at(u1, RULES, T0 + 10)) == 120
