@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import Coroutine, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -145,6 +146,13 @@ def _lines(path: Path) -> Iterator[bytes]:
     default=None,
     help="What the lines are (default: LEADSCORE_INPUT_FORMAT, else leadscore); sets the key.",
 )
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Records per second, one at a time, as live traffic arrives (default: as fast "
+    "as the broker takes them, in batches).",
+)
 @click.pass_context
 def produce(
     ctx: click.Context,
@@ -152,6 +160,7 @@ def produce(
     topic: str | None,
     batch: int,
     input_format: InputFormat | None,
+    rate: float | None,
 ) -> None:
     """Send JSONL event logs (optionally .gz) to Kafka, keyed by lead_id (Segment-spec
     messages: by userId, else anonymousId).
@@ -161,7 +170,7 @@ def produce(
     \b
     Examples:
       leadscore produce examples/events.jsonl
-      LEADSCORE_INPUT_FORMAT=segment leadscore produce examples/segment/events.jsonl
+      LEADSCORE_INPUT_FORMAT=segment leadscore produce examples/segment/events.jsonl --rate 4
     """
     settings = _settings(ctx)
     input_format = input_format or settings.input_format
@@ -171,6 +180,9 @@ def produce(
     except KafkaUnavailableError as exc:
         raise click.ClickException(str(exc)) from None
     producer = AckedProducer(settings)
+    if rate is not None:
+        batch = 1
+    started = time.monotonic()
     total = 0
     for path in files:
         size = path.stat().st_size
@@ -182,6 +194,8 @@ def produce(
                 pending.append((_key_of(line, input_format), line))
                 bar.update(len(line) + 1)
                 if len(pending) >= batch:
+                    if rate is not None:  # (the next record is due at start + total / rate)
+                        time.sleep(max(0.0, started + total / rate - time.monotonic()))
                     producer.send_all(topic, pending)
                     total += len(pending)
                     pending = []
