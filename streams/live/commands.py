@@ -28,6 +28,7 @@ from schemas.times import (
     ms_to_datetime,
     parse_aware,
 )
+from scoring.identity import resolve
 from scoring.profile import fit_grade, fit_score
 from scoring.rules import RuleSet
 from scoring.rules_file import RulesError, load_rules
@@ -251,7 +252,10 @@ def score(ctx: click.Context, lead_id: str, at_text: str | None, as_json: bool) 
     rules = _rules(settings)
     store = RedisStore.connect(settings, rules)
     at = _parse_at(at_text)
-    state, erased = _read(settings, store, _lookup(store, lead_id))
+    asked = lead_id
+    state, erased, lead_id = _read(settings, store, _lookup(store, lead_id))
+    if lead_id != asked:
+        click.echo(f"{asked!r} was merged into {lead_id!r} (identity merges): its score", err=True)
     if state is None:
         if erased is not None:
             raise click.ClickException(
@@ -283,14 +287,20 @@ def score(ctx: click.Context, lead_id: str, at_text: str | None, as_json: bool) 
         )
 
 
-async def _lookup(store: RedisStore, lead_id: str) -> tuple[LeadState | None, int | None]:
+async def _lookup(store: RedisStore, lead_id: str) -> tuple[LeadState | None, int | None, str]:
     """The lead's state; without one, when it was erased (its tombstone's floor) if it
-    was."""
+    was; and the lead it is: the one it joined, for an id merged into another."""
     state = await store.get(lead_id)
     if state is not None:
-        return state, None
+        return state, None, lead_id
+    aliases = await store.aliases.resolve({lead_id})
+    if lead_id in aliases:
+        canonical = resolve(lead_id, aliases)[0][-1]
+        if canonical != lead_id:
+            state, erased, _ = await _lookup(store, canonical)
+            return state, erased, canonical
     raw = await store.client.get(store.keys.tombstone(lead_id).state)
-    return None, None if raw is None else (await store.decode(raw, lead_id)).floor_ms
+    return None, None if raw is None else (await store.decode(raw, lead_id)).floor_ms, lead_id
 
 
 def _score_info(lead_id: str, state: LeadState, rules: RuleSet, at_ms: int) -> dict[str, Any]:

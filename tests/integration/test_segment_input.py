@@ -114,6 +114,11 @@ def test_segment_tracking_live_equals_replay(stack: WorkerStack, tmp_path: Path)
     summary = (tmp_path / "topic" / "summary.json").read_text()
     assert comparable(routed) == comparable(want), summary
 
+    # Asked for by the anonymous id, `score` answers for the person it joined.
+    score = stack.run_cli("score", "anon-7f3c", "--json", config=config)
+    assert "'anon-7f3c' was merged into 'u-1024'" in score.stderr
+    assert json.loads(score.stdout)["lead_id"] == "u-1024"
+
     # No rule mentions "Newsletter Subscribed": applied as a no-op, counted.
     unscored = sum(
         w.metrics().get("leadscore_events_unscored_total{type=track}", 0) for w in workers
