@@ -274,7 +274,7 @@ def apply_identity_items(
         applied += part.applied_event_ids
         duplicates += part.duplicates
         start = i + 1
-        if event is not None and event.type == LEAD_LINKED:
+        if event is not None and event.type == LEAD_LINKED and state is not None and state.retired:
             rest = [item for item in items[start:] if item[0].type != LEAD_LINKED]
             return LeadBatch(state, tuple(crossings), tuple(applied), duplicates), rest
     return LeadBatch(state, tuple(crossings), tuple(applied), duplicates), []
@@ -284,10 +284,11 @@ def apply_or_forward(
     state: LeadState | None, alias: str | None, items: Sequence[EventItem], rules: RuleSet
 ) -> tuple[LeadBatch, list[tuple[EventItem, str]]]:
     """Step 2 for one lead of a store that read its alias with its state (live): a retired
-    lead (a tombstone with an alias) forwards its events; otherwise they are applied,
+    lead (a tombstone a link left, with an alias: one an erasure forgot applies its
+    events as a fresh lead's) forwards its events; otherwise they are applied,
     and those after a link that retires it now are forwarded. Returns the result and
     the events to forward, each with where."""
-    if alias is not None and state is not None and is_tombstone(state):
+    if alias is not None and state is not None and state.retired:
         late, duplicates = late_items(state, items)
         return LeadBatch(state, (), (), duplicates), [(item, alias) for item in late]
     if not any(is_identity_event(event) for event, _ in items):
@@ -333,6 +334,13 @@ def _identity_step(
     state: LeadState | None, event: Scorable, position: Position | None, rules: RuleSet
 ) -> LeadBatch:
     if event.type == LEAD_ABSORBED:
+        if (
+            state is not None
+            and is_tombstone(state)
+            and event.occurred_at_ms <= (state.floor_ms or 0)
+        ):
+            # erased after the link (the absorb overtook by the erasure): it stays erased
+            return LeadBatch(state, (), (), 1)
         absorbed = LeadState.from_dict({**event.field_value("state"), "positions": {}})
         link = Link(
             event_id=str(event.field_value("link_event_id")),
@@ -347,17 +355,27 @@ def _identity_step(
 def retire(
     state: LeadState | None, event: Scorable, position: Position | None, rules: RuleSet
 ) -> LeadBatch:
-    """A link at the absorbed lead: its tombstone, ``lead_merged`` and ``lead_absorbed``.
-    A lead without a state gets a tombstone alone (so that its events routed before the
-    alias existed, arriving later, are forwarded: a tombstone with an alias is a retired
-    lead); a tombstone stays as it is; a link applied before changes nothing."""
+    """A link at the absorbed lead: its tombstone (marked *retired*), ``lead_merged`` and
+    ``lead_absorbed``. A lead without a state, or with a tombstone (erased), is marked
+    retired alone: its events routed before the alias existed, arriving later, are
+    forwarded. A link applied before changes nothing."""
     into = str(event.field_value("canonical_id"))
-    if state is not None and (is_tombstone(state) or into == state.lead_id):
+    if state is not None and (state.retired or into == state.lead_id):
         return LeadBatch(state, (), (), 0)
-    if state is None:
-        t = event.occurred_at_ms
-        positions = {} if position is None else {position.stream: position.offset}
-        stone = LeadState(event.lead_id, t, t, positions=positions, floor_ms=t)
+    if state is None or is_tombstone(state):
+        t = event.occurred_at_ms if state is None else max(state.clock_ms, event.occurred_at_ms)
+        positions = {} if state is None else dict(state.positions)
+        if position is not None:
+            positions[position.stream] = max(positions.get(position.stream, -1), position.offset)
+        stone = LeadState(
+            event.lead_id,
+            t,
+            t,
+            crossings=0 if state is None else state.crossings,
+            positions=positions,
+            floor_ms=t,
+            retired=True,
+        )
         return LeadBatch(stone, (), (event.event_id,), 0)
     if position is not None and state.positions.get(position.stream, -1) >= position.offset:
         return LeadBatch(state, (), (), 1)
@@ -387,6 +405,7 @@ def retire(
         clock_ms=t,
         landmark_ms=t,
         crossings=sequence + 1,
+        retired=True,
         positions=positions,
         floor_ms=t,
     )
@@ -441,6 +460,10 @@ class Router:
         forget_aliases(self.aliases, lead)
 
 
+#: Largest record of the worker's identity topic: its own, and a ``lead_absorbed``
+#: carries a whole state (up to :data:`MAX_CARRIED_IDS` event ids); Kafka's default
+#: message limit. Step 2 and ``leadscore replay --routed`` read up to this.
+IDENTITY_RECORD_MAX_BYTES = 1_048_576
 #: Event ids of an absorbed lead's dedupe window carried to the canonical lead at most
 #: (the newest): bounds a ``lead_absorbed`` record (16 bytes, 32 hex digits an id).
 MAX_CARRIED_IDS = 8192

@@ -56,6 +56,9 @@ class LeadState:
     #: The latest ``score_reset``: events dated at or before it never count (None: never
     #: reset).
     floor_ms: int | None = None
+    #: A tombstone of a lead that an identity link retired (``scoring.identity``): its
+    #: events go to the lead it joined.
+    retired: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (for stores)."""
@@ -71,6 +74,7 @@ class LeadState:
             "events_applied": self.events_applied,
             "recent_ids": self.recent_ids.hex(),
             "floor_ms": self.floor_ms,
+            **({"retired": True} if self.retired else {}),
         }
 
     @classmethod
@@ -88,4 +92,5 @@ class LeadState:
             events_applied=int(data["events_applied"]),
             recent_ids=bytes.fromhex(data.get("recent_ids", "")),
             floor_ms=None if data.get("floor_ms") is None else int(data["floor_ms"]),
+            retired=bool(data.get("retired", False)),
         )

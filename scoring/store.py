@@ -35,7 +35,6 @@ from .state_machine import (
     apply_lead_events,
     cool_due_ms,
     group_by_lead,
-    is_tombstone,
     score_at,
 )
 
@@ -129,7 +128,7 @@ class MemoryStore:
         forward: list[EventItem] = []
         for lead_id, lead_items in group_by_lead(items).items():
             state = self.states.get(lead_id)
-            if lead_id in self.aliases and state is not None and is_tombstone(state):
+            if lead_id in self.aliases and state is not None and state.retired:
                 # retired: its events go where it went (skipped duplicates aside)
                 late, out.duplicates = self._late(state, lead_items, out.duplicates)
                 forward += late

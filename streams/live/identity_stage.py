@@ -20,6 +20,7 @@ replay of it (``leadscore replay kafka:<identity topic>``) is the live run.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import orjson
@@ -36,10 +37,6 @@ from .interfaces import RawMessage, position_of
 
 #: Rounds of routing again after an alias write lost to another worker's.
 MAX_ROUTE_ATTEMPTS = 5
-#: Largest record of the identity topic step 2 reads: the worker's own, and a
-#: ``lead_absorbed`` carries a whole state (up to
-#: :data:`scoring.identity.MAX_CARRIED_IDS` event ids); Kafka's default message limit.
-IDENTITY_RECORD_MAX_BYTES = 1_048_576
 
 Record = tuple[bytes, bytes]
 
@@ -51,6 +48,18 @@ class Aliases(Protocol):
     async def write(self, writes: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]: ...
     async def repair(self, repairs: Mapping[str, str]) -> None: ...
     async def forget(self, lead_id: str) -> int: ...
+
+
+@dataclass(slots=True)
+class Routing:
+    """Step 1's result for a batch: the identity topic's records (links included: how
+    many), the erased leads whose aliases go once they are out, the events that could
+    not be routed (their message, why)."""
+
+    records: list[Record] = field(default_factory=list)
+    erased: list[str] = field(default_factory=list)
+    failed: list[tuple[RawMessage, str]] = field(default_factory=list)
+    links: int = 0
 
 
 class AliasConflictError(RuntimeError):
@@ -68,32 +77,30 @@ class IdentityStage:
         self,
         events: Sequence[tuple[Scorable, RawMessage]],
         is_transient: Callable[[Exception], bool],
-    ) -> tuple[list[Record], list[str], list[tuple[RawMessage, str]]]:
+    ) -> Routing:
         """:meth:`route`, and when that fails for a reason that cannot pass (not
         ``is_transient``), event by event: the ones that still fail are returned with why,
         for the dead-letter topic; their neighbours go on."""
         try:
-            records, erased = await self.route(events)
-            return records, erased, []
+            return await self.route(events)
         except Exception as exc:
             if is_transient(exc):
                 raise
-        records, erased, failed = [], [], []
+        out = Routing()
         for pair in events:
             try:
-                one, gone = await self.route([pair])
+                one = await self.route([pair])
             except Exception as exc:
                 if is_transient(exc):
                     raise
-                failed.append((pair[1], f"{pair[0].lead_id!r}: {type(exc).__name__}: {exc}"))
+                out.failed.append((pair[1], f"{pair[0].lead_id!r}: {type(exc).__name__}: {exc}"))
                 continue
-            records += one
-            erased += gone
-        return records, erased, failed
+            out.records += one.records
+            out.erased += one.erased
+            out.links += one.links
+        return out
 
-    async def route(
-        self, events: Sequence[tuple[Scorable, RawMessage]]
-    ) -> tuple[list[Record], list[str]]:
+    async def route(self, events: Sequence[tuple[Scorable, RawMessage]]) -> Routing:
         """The identity topic's records for ``events``, and the erased leads whose aliases
         :meth:`forget` deletes once those records are acknowledged."""
         scorables = [event for event, _ in events]
@@ -113,13 +120,15 @@ class IdentityStage:
         else:
             raise AliasConflictError("alias writes kept losing to other workers")
         message_of = {id(event): message for event, message in events}
-        records: list[Record] = []
+        routing = Routing(erased=plan.forget)
         for out in plan.out:
             if isinstance(out, LinkRecord):
-                records.append((out.absorbed.encode(), _link_json(out)))
+                routing.records.append((out.absorbed.encode(), _link_json(out)))
+                routing.links += 1
             else:
-                records.append((out.lead_id.encode(), _event_json(out, message_of[id(out.event)])))
-        return records, plan.forget
+                record = _event_json(out, message_of[id(out.event)])
+                routing.records.append((out.lead_id.encode(), record))
+        return routing
 
     async def forget(self, leads: Sequence[str]) -> None:
         for lead in leads:

@@ -54,6 +54,11 @@ class Metrics:
         self.merged = Counter(
             "leadscore_merged_emitted", "lead_merged records produced", registry=r
         )
+        self.identity_unwritable = Counter(
+            "leadscore_identity_unwritable",
+            "Identity-topic records the broker refused for what they are (logged, skipped)",
+            registry=r,
+        )
         self.forwarded = Counter(
             "leadscore_identity_forwarded",
             "Events of a retired (linked) lead sent on to its canonical lead",

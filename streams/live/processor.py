@@ -42,13 +42,13 @@ from schemas.validation import (
     too_far_ahead,
 )
 from scoring.crossings import ABSORBED, Crossing
+from scoring.identity import IDENTITY_RECORD_MAX_BYTES
 from scoring.state_machine import group_by_lead
 from scoring.store import BatchResult, EventItem
 
 from ..redaction import LeadIdsInLogs
 from .dead_letters import DeadLetters, send_or_skip
 from .identity_stage import (
-    IDENTITY_RECORD_MAX_BYTES,
     IdentityStage,
     absorbed_records,
     forwarded_records,
@@ -260,22 +260,25 @@ class Processor:
         (an alias chain too long) is dead-lettered; its neighbours go on."""
         assert self.identity is not None
         stage = self.identity
-        records, erased, failed = await self._retry(
+        routing = await self._retry(
             "route events (identity aliases)",
             lambda: stage.route_batch(events, self.store.is_transient),
         )
-        if failed:
-            rejected = (Rejected("processing_error", f"lead_id: {why}") for _, why in failed)
+        if routing.failed:
+            rejected = (
+                Rejected("processing_error", f"lead_id: {why}") for _, why in routing.failed
+            )
             dead = [
                 self.dead_letters.record(message, reason, seen_at)
-                for (message, _), reason in zip(failed, rejected, strict=True)
+                for (message, _), reason in zip(routing.failed, rejected, strict=True)
             ]
             await self.dead_letters.send(dead)
-        await self._to_identity_topic(records)
+        await self._to_identity_topic(routing.records)
+        erased = routing.erased
         if erased:  # (the erasures' records are out: their aliases go)
             await self._retry("forget aliases", lambda: stage.forget(erased), poison_check=True)
-        self.metrics.routed.inc(len(events) - len(failed))
-        self.metrics.linked.inc(len(records) - len(events) + len(failed))
+        self.metrics.routed.inc(len(events) - len(routing.failed))
+        self.metrics.linked.inc(routing.links)
 
     async def _forward(
         self, forwarded: Sequence[tuple[EventItem, str]], messages: Sequence[RawMessage]
@@ -295,7 +298,7 @@ class Processor:
         assert self.identity_topic is not None
 
         def refused(record: tuple[bytes, bytes], exc: Exception) -> None:
-            self.metrics.dead_letters_unwritable.inc()
+            self.metrics.identity_unwritable.inc()
             log.error("identity topic record refused (%s, %d bytes): skipped", exc, len(record[1]))
 
         await send_or_skip(self._retry, self.sink, self.identity_topic, records, refused)

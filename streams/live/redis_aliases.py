@@ -13,8 +13,8 @@ from scoring.identity import MAX_HOPS
 from .redis_keys import KeySpace
 from .redis_nodes import ClusterNodes, StandaloneNodes
 
-#: Aliases an erasure deletes at most (a bound: a person is known by a few ids).
-MAX_FORGOTTEN = 10_000
+#: Ids an erasure reads and deletes the aliases of per round trip.
+FORGET_CHUNK = 500
 
 #: KEYS[1] = an alias key; ARGV[1] = the lead it must lead to. Deletes it only then
 #: (an id listed under a lead may have been aliased to another: first-wins).
@@ -62,10 +62,15 @@ class AliasTable:
             key = self.keys.alias(lead).state
             # (first the way back, for an erasure: a stale entry there is harmless)
             await self.client.sadd(self.keys.aliases_of(canonical), lead)
-            if not await self.client.set(key, canonical, nx=True):
+            current: bytes | None = None
+            for _ in range(3):  # (one deleted between the SET and the GET: set it again)
+                if await self.client.set(key, canonical, nx=True):
+                    break
                 current = await self.client.get(key)
-                if current is not None and current.decode() != canonical:
-                    return written, {lead: current.decode()}
+                if current is not None:
+                    break
+            if current is not None and current.decode() != canonical:
+                return written, {lead: current.decode()}
             written[lead] = canonical
         return written, {}
 
@@ -77,21 +82,21 @@ class AliasTable:
 
     async def forget(self, lead_id: str) -> int:
         """An erasure: delete every alias that leads to ``lead_id`` (through chains), and
-        the sets that list them. Returns how many. Idempotent."""
+        the sets that list them. Returns how many. Idempotent, crash-safe (an id leaves a
+        set only once its alias is gone), in chunks of :data:`FORGET_CHUNK`."""
         deleted = 0
         todo = [lead_id]
-        for _ in range(MAX_FORGOTTEN):
-            if not todo:
-                return deleted
+        while todo:
             target = todo.pop()
             listed = self.keys.aliases_of(target)
-            for member in await self.client.smembers(listed):
-                alias = member.decode()
-                if await self._delete_if(self.keys.alias(alias).state, target):
-                    deleted += 1
-                    todo.append(alias)
-            await self.client.delete(listed)
-        raise RuntimeError(f"more than {MAX_FORGOTTEN} aliases lead to one lead")
+            while members := await self.client.srandmember(listed, FORGET_CHUNK):
+                for member in members:
+                    alias = member.decode()
+                    if await self._delete_if(self.keys.alias(alias).state, target):
+                        deleted += 1
+                        todo.append(alias)
+                await self.client.srem(listed, *members)
+        return deleted
 
     async def _delete_if(self, key: str, value: str) -> bool:
         return bool(await self.client.eval(_DELETE_IF, 1, key, value))

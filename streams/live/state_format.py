@@ -5,7 +5,8 @@ Format 2, little-endian, about 100-250 bytes for a typical lead::
 
     header   B format (2) | I version | q clock_ms | q landmark_ms
              | B flags (1: hot, 2: dedupe window packed, 4: reset floor, 8: no
-               profile: an unidentified lead, for LEADSCORE_UNIDENTIFIED_LEAD_RETENTION)
+               profile: an unidentified lead, for LEADSCORE_UNIDENTIFIED_LEAD_RETENTION;
+               16: a tombstone of a lead retired by an identity link)
              | I crossings | I events_applied | B n_sums | B n_positions | B n_stamps
              | B n_profile | H n_recent                                    (37 bytes)
     floor    with flag 4 only: q the latest score_reset's occurred_ms (events dated at
@@ -57,7 +58,7 @@ _RECENT_BYTES = 16
 _PACKED_RECENT_BYTES = 12
 #: Flags byte: the lead is hot; its dedupe window is packed; a reset floor follows the
 #: header; the lead has no profile (read by the save script only: decoding ignores it).
-_HOT, _PACKED, _FLOOR, _UNIDENTIFIED = 1, 2, 4, 8
+_HOT, _PACKED, _FLOOR, _UNIDENTIFIED, _RETIRED = 1, 2, 4, 8, 16
 _FLOOR_MS = struct.Struct("<q")
 _MAX_NUMBER = 0xFFFF
 _KINDS = ("rule", "stream", "field")
@@ -126,7 +127,9 @@ def encode_state(state: LeadState, version: int, names: Names) -> bytes:
             (_HOT if state.hot else 0)
             | (0 if packed is None else _PACKED)
             | (0 if state.floor_ms is None else _FLOOR)
-            | (0 if state.profile else _UNIDENTIFIED),
+            # (a tombstone is no visitor: it keeps the general retention)
+            | (0 if state.profile or not state.events_applied else _UNIDENTIFIED)
+            | (_RETIRED if state.retired else 0),
             state.crossings,
             state.events_applied,
             len(state.sums),
@@ -220,4 +223,5 @@ def _decode(raw: bytes, lead_id: str, names: Mapping[str, Mapping[int, str]]) ->
         events_applied=applied,
         recent_ids=bytes(recent),
         floor_ms=floor,
+        retired=bool(flags & _RETIRED),
     )

@@ -19,6 +19,7 @@ from schemas.formats import INPUT_FORMATS, InputFormat
 from schemas.times import format_duration_ms, format_ms, parse_duration_ms, parse_time_ms
 from schemas.validation import MAX_EVENT_BYTES
 from scoring import backtest
+from scoring.identity import IDENTITY_RECORD_MAX_BYTES
 from scoring.rules import RuleSet
 from scoring.rules_file import RulesError, build_ruleset, load_rules, load_rules_document
 from streams.settings import SettingsError, load_settings
@@ -288,7 +289,11 @@ def replay(
             at_ms=at_ms,
             cutoff_ms=cutoff_ms,
             window_ms=window_ms,
-            max_event_bytes=_max_event_bytes(sources, max_event_bytes),
+            max_event_bytes=(
+                max(IDENTITY_RECORD_MAX_BYTES, max_event_bytes or 0)
+                if routed
+                else _max_event_bytes(sources, max_event_bytes)
+            ),
             progress=progress,
             control=control,
             merge_identities=(

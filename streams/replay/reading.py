@@ -104,6 +104,7 @@ def read_events(
     max_event_bytes: int = MAX_EVENT_BYTES,
     progress: bool = False,
     identities: bool = False,
+    routed: bool = False,
 ) -> Iterator[list[LeadEvent]]:
     """Validate every record of ``sources`` (in order) and yield the valid events in
     chunks. Bad records go to ``stats``; reading never stops for them.
@@ -111,26 +112,28 @@ def read_events(
     Files are validated like un-keyed messages (control events in them are applied where
     they stand), Kafka messages exactly like the worker (the key must be the event's
     ``lead_id``; control events are refused: they come from the control topic). Identity
-    events are refused unless ``identities`` (as a worker that does not merge them). With
+    events are refused unless ``identities`` (as a worker that does not merge them);
+    ``routed``: the worker's identity topic, where control events are welcome. With
     ``progress``, a bar per source is drawn on stderr.
     """
     for source, chunk in source_chunks(sources, progress):
         started = time.perf_counter()
-        events = _validate_chunk(source.name, chunk, stats, max_event_bytes, identities)
+        events = _validate_chunk(
+            source.name, chunk, stats, max_event_bytes, (identities or routed, routed)
+        )
         stats.seconds += time.perf_counter() - started
         yield events
 
 
 def _validate_chunk(
-    name: str, chunk: Chunk, stats: ReadStats, max_event_bytes: int, identities: bool
+    name: str, chunk: Chunk, stats: ReadStats, max_event_bytes: int, modes: tuple[bool, bool]
 ) -> list[LeadEvent]:
     """The hot loop of reading: one ``parse_event`` per record."""
     stats.records += len(chunk.values)
     events = [
         event
         for i in range(len(chunk.values))
-        if (event := validate_record(name, chunk, i, stats, max_event_bytes, identities))
-        is not None
+        if (event := validate_record(name, chunk, i, stats, max_event_bytes, *modes)) is not None
     ]
     stats.valid += len(events)
     return events
@@ -150,6 +153,7 @@ def validate_record(
     stats: ReadStats,
     max_event_bytes: int,
     identities: bool = False,
+    routed: bool = False,
 ) -> LeadEvent | None:
     """Record ``index`` of ``chunk`` as an event, or None (a blank line or a bad record,
     counted in ``stats``). Files: blank lines are skipped, as ``leadscore produce`` skips
@@ -170,7 +174,7 @@ def validate_record(
             assert chunk.positions is not None
             partition, offset = chunk.positions[index]
             where = {"partition": partition, "offset": offset}
-    if chunk.keys is not None and not isinstance(result, Rejected):
+    if chunk.keys is not None and not routed and not isinstance(result, Rejected):
         # An input topic: control events come from the control topic only (--control).
         refused = not_control(result, None)
         if refused is not None:

@@ -87,6 +87,7 @@ def run_replay(
                     max_event_bytes=max_event_bytes,
                     progress=progress,
                     identities=True,
+                    routed=routed,
                 ),
                 control_events,
                 at_ms,
