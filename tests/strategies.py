@@ -81,6 +81,7 @@ _REQUIRED_DEFAULTS: dict[str, dict[str, Any]] = {
     "score_reset": {"reason": "deal closed", "author": "crm-sync"},
     "lead_erased": {"reason": "erasure request", "author": "privacy"},
     "lead_linked": {"canonical_id": "lead-0"},
+    "lead_absorbed": {"absorbed_id": "lead-0", "link_event_id": "link-0", "state": {}},
 }
 
 

@@ -17,6 +17,7 @@ from scoring.state import Position
 from scoring.state_machine import is_tombstone
 from scoring.store import EventItem, MemoryStore
 from streams.live.identity_stage import IdentityStage
+from streams.live.interfaces import RawMessage
 from streams.live.redis_store import RedisStore
 from tests.integration.conftest import NewClient
 from tests.strategies import event_from_dict, rules_from
@@ -118,6 +119,19 @@ def test_aliases_resolve_chains(new_store_client: NewClient, key_prefix: str) ->
             stage = IdentityStage(store.aliases)
             assert await stage.targets({"q"}) == {"q": "p"}
             assert await store.aliases.resolve({"p", "q"}) == {"q": "p"}
+            # an alias that joins nothing (the two ids are one lead already) sends nothing
+            again = event_from_dict(
+                {
+                    "event_id": "al-2",
+                    "type": "lead_linked",
+                    "lead_id": "p",
+                    "occurred_at": T.format(1),
+                    "canonical_id": "q",
+                }
+            )
+            message = RawMessage("in", 0, 0, b"q", b"{}")
+            routing = await stage.route([(again, message)])
+            assert (routing.records, routing.links) == ([], 0)
         finally:
             await client.aclose()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from schemas.events import LeadEvent
-from scoring.identity import LinkRecord, Routed, Router, route
+from scoring.identity import LinkRecord, Routed, Router, apply_or_forward, route
 from scoring.state import Position
 from scoring.state_machine import is_tombstone, score_at
 from scoring.store import MemoryStore
@@ -183,3 +183,50 @@ def test_merging_into_an_already_hot_lead_adds_points_and_no_second_crossing() -
     ]
     u1 = store.states["u-1"]
     assert u1.hot and round(score_at(u1, RULES, T0 + 10)) == 120
+
+
+def test_an_absorb_overtaken_by_an_erasure_stays_out() -> None:
+    """Live, a ``lead_absorbed`` takes two hops: an erasure of the canonical lead may
+    overtake it. The erasure wins: the absorbed history does not come back."""
+    store = MemoryStore(RULES, routed=True)
+    store.apply_batch_sync([(page_view("u", T0, event_id="p"), None)])
+    erase = make_event("lead_erased", "u", T0 + 10, "era", reason="r", author="a")
+    store.apply_batch_sync([(erase, None)])
+    erased = store.states.get("u")
+    assert erased is not None and erased.events_applied == 0
+    late = make_event(
+        "lead_absorbed",
+        "u",
+        T0 + 5,
+        "abs-1",
+        absorbed_id="anon",
+        link_event_id="i>anon",
+        state=page_view_state("anon"),
+    )
+    result = store.apply_batch_sync([(late, None)])
+    assert result.duplicates == 1
+    assert store.states["u"].events_applied == 0
+
+
+def page_view_state(lead: str) -> dict[str, Any]:
+    state = MemoryStore(RULES)
+    state.apply_batch_sync([(page_view(lead, T0, event_id=f"{lead}-1"), None)])
+    return {**state.states[lead].to_dict(), "positions": {}}
+
+
+def test_an_erased_id_that_links_again_applies_its_events_until_the_link() -> None:
+    """A tombstone (erased) with an alias is not retired until its link comes: its
+    events apply as a fresh lead's, then the link retires it with them (live and replay
+    agree)."""
+    store = MemoryStore(RULES)
+    erase = make_event("lead_erased", "anon", T0 + 1, "era", reason="r", author="a")
+    store.apply_batch_sync([(page_view("anon", T0, event_id="p0"), None), (erase, None)])
+    stone = store.states["anon"]
+    batch, forward = apply_or_forward(
+        stone, "u", [(page_view("anon", T0 + 2, event_id="p1"), Position("id:0", 5))], RULES
+    )
+    assert forward == [] and batch.state is not None and batch.state.events_applied == 1
+    link = make_event("lead_linked", "anon", T0 + 3, "i>anon", canonical_id="u")
+    retired, _ = apply_or_forward(batch.state, "u", [(link, Position("id:0", 6))], RULES)
+    assert retired.state is not None and retired.state.retired
+    assert [c.kind for c in retired.crossings] == ["lead_merged", "lead_absorbed"]
