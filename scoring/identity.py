@@ -158,7 +158,7 @@ def resolve(lead: str, aliases: Mapping[str, str] | _Known) -> tuple[list[str], 
     hops = [lead]
     while len(hops) <= MAX_HOPS:
         nxt = get(hops[-1])
-        if nxt is None or nxt in repairs:
+        if nxt is None:
             break
         if nxt in hops:
             smallest = min(hops[hops.index(nxt) :])
