@@ -135,6 +135,34 @@ def crossing_from_dict(data: Mapping[str, Any]) -> Crossing:
     return Crossing(**fields)
 
 
+def notice(
+    kind: CrossingKind,
+    lead_id: str,
+    at_ms: int,
+    sequence: int,
+    trigger_event_id: str | None,
+    rules_version: str,
+    merged_into: str | None = None,
+    payload: Mapping[str, Any] | None = None,
+) -> Crossing:
+    """A record that is no threshold crossing (``lead_erased``, ``lead_merged``,
+    ``lead_absorbed``): no score, threshold or reasons; its id like a crossing's."""
+    return Crossing(
+        kind=kind,
+        event_id=crossing_id(rules_version, lead_id, kind, at_ms, sequence),
+        lead_id=lead_id,
+        score=0.0,
+        threshold=0.0,
+        occurred_at_ms=at_ms,
+        trigger_event_id=trigger_event_id,
+        reasons=(),
+        fit_grade=None,
+        rules_version=rules_version,
+        merged_into=merged_into,
+        payload=payload,
+    )
+
+
 def crossing_id(rules_version: str, lead_id: str, kind: str, at_ms: int, sequence: int) -> str:
     """Deterministic id of a crossing: the same crossing always gets the same id."""
     name = f"{rules_version}\x1f{lead_id}\x1f{kind}\x1f{at_ms}\x1f{sequence}"
@@ -150,18 +178,7 @@ def make_crossing(
     thresholds = rules.thresholds
     kind: CrossingKind = "lead_became_hot" if became_hot else "lead_cooled"
     if erased:
-        return Crossing(
-            kind="lead_erased",
-            event_id=crossing_id(rules.version, lead_id, "lead_erased", at_ms, sequence),
-            lead_id=lead_id,
-            score=0.0,
-            threshold=0.0,
-            occurred_at_ms=at_ms,
-            trigger_event_id=trigger_event_id,
-            reasons=(),
-            fit_grade=None,
-            rules_version=rules.version,
-        )
+        return notice(ERASED, lead_id, at_ms, sequence, trigger_event_id, rules.version)
     grade = rules.grade(fit_points) if rules.has_fit else None
     reasons = [Reason(rule_id=ids[i], points=points) for i, points in parts]
     if thresholds.min_grade is not None:

@@ -60,7 +60,7 @@ from schemas.events import (
 )
 from schemas.times import ms_to_datetime
 
-from .crossings import ABSORBED, Crossing, crossing_id
+from .crossings import ABSORBED, Crossing, notice
 from .merge import Link, merge_leads, merged_record
 from .rules import RuleSet
 from .state import LeadState, Position
@@ -383,19 +383,8 @@ def retire(
     t = max(event.occurred_at_ms, state.clock_ms)
     merged = merged_record(state, link, rules, t)
     sequence = state.crossings + 1
-    absorbed = Crossing(
-        kind=ABSORBED,
-        event_id=crossing_id(rules.version, state.lead_id, ABSORBED, t, sequence),
-        lead_id=state.lead_id,
-        score=0.0,
-        threshold=0.0,
-        occurred_at_ms=t,
-        trigger_event_id=event.event_id,
-        reasons=(),
-        fit_grade=None,
-        rules_version=rules.version,
-        merged_into=into,
-        payload=_carried(state),
+    absorbed = notice(
+        ABSORBED, state.lead_id, t, sequence, event.event_id, rules.version, into, _carried(state)
     )
     positions = dict(state.positions)
     if position is not None:

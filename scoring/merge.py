@@ -39,7 +39,7 @@ from typing import Any
 
 from schemas.events import LEAD_LINKED
 
-from .crossings import MERGED, Crossing, crossing_id
+from .crossings import MERGED, Crossing, notice
 from .rules import RuleSet
 from .state import LeadState, Position, ProfileEntry
 from .state_machine import LeadBatch, advance, apply_link, decay_to, id_hash
@@ -164,16 +164,6 @@ def _newest(*profiles: Mapping[str, ProfileEntry]) -> dict[str, ProfileEntry]:
 
 
 def merged_record(absorbed: LeadState, link: Link, rules: RuleSet, t: int) -> Crossing:
-    return Crossing(
-        kind=MERGED,
-        event_id=crossing_id(rules.version, absorbed.lead_id, MERGED, t, absorbed.crossings),
-        lead_id=absorbed.lead_id,
-        score=0.0,
-        threshold=0.0,
-        occurred_at_ms=t,
-        trigger_event_id=link.event_id,
-        reasons=(),
-        fit_grade=None,
-        rules_version=rules.version,
-        merged_into=link.lead_id,
-    )
+    """The absorbed lead's ``lead_merged`` record."""
+    sequence = absorbed.crossings
+    return notice(MERGED, absorbed.lead_id, t, sequence, link.event_id, rules.version, link.lead_id)

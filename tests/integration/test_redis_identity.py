@@ -40,6 +40,16 @@ def view(lead: str, minute: int, event_id: str) -> dict[str, Any]:
     }
 
 
+def linked(lead: str, into: str, minute: int, event_id: str) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "type": "lead_linked",
+        "lead_id": lead,
+        "occurred_at": T.format(minute),
+        "canonical_id": into,
+    }
+
+
 def at(data: dict[str, Any], stream: str, offset: int) -> EventItem:
     return (event_from_dict(data), Position(stream, offset))
 
@@ -47,13 +57,7 @@ def at(data: dict[str, Any], stream: str, offset: int) -> EventItem:
 def test_link_retires_absorb_merges_and_late_events_are_forwarded(
     new_store_client: NewClient, key_prefix: str
 ) -> None:
-    link = {
-        "event_id": "id-1>anon",
-        "type": "lead_linked",
-        "lead_id": "anon",
-        "occurred_at": T.format(3),
-        "canonical_id": "known",
-    }
+    link = linked("anon", "known", 3, "id-1>anon")
 
     async def scenario() -> None:
         client = new_store_client()
@@ -120,15 +124,7 @@ def test_aliases_resolve_chains(new_store_client: NewClient, key_prefix: str) ->
             assert await stage.targets({"q"}) == {"q": "p"}
             assert await store.aliases.resolve({"p", "q"}) == {"q": "p"}
             # an alias that joins nothing (the two ids are one lead already) sends nothing
-            again = event_from_dict(
-                {
-                    "event_id": "al-2",
-                    "type": "lead_linked",
-                    "lead_id": "p",
-                    "occurred_at": T.format(1),
-                    "canonical_id": "q",
-                }
-            )
+            again = event_from_dict(linked("p", "q", 1, "al-2"))
             message = RawMessage("in", 0, 0, b"q", b"{}")
             routing = await stage.route([(again, message)])
             assert (routing.records, routing.links) == ([], 0)
@@ -145,13 +141,7 @@ def test_retire_forwards_what_follows_and_a_redelivery_is_no_double(
     tombstone); redelivered, the batch's events before the link (absorbed with the lead)
     are duplicates, not forwarded again; a lead with an alias but no state yet (the link
     not applied) applies its events, so that the link retires it with them."""
-    link = {
-        "event_id": "i>anon",
-        "type": "lead_linked",
-        "lead_id": "anon",
-        "occurred_at": T.format(3),
-        "canonical_id": "known",
-    }
+    link = linked("anon", "known", 3, "i>anon")
 
     async def scenario() -> None:
         client = new_store_client()
