@@ -5,7 +5,7 @@ no indexes: what a first Faust version of the worker would look like.
 
 It produces the same crossings as the worker (same engine, same dedupe-window and offset
 dedupe, kept in the one JSON value); it leaves out the outbox (a crash between SET and
-produce loses the crossing), the cooling sweep and its indexes (``idx:cool-due``, ranks).
+produce loses the crossing), the cooling sweep and its indexes (cooling, ranks).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 ``P`` = the configured key prefix (default ``leadscore:``); ``{T}`` = the lead's hash tag:
 the lead id, or ``h:<sha1>`` when the id itself contains a brace. Both keys of one lead
 share the tag, so they live in one Redis Cluster slot and one Lua script can update them
-together. Store format 2 (docs/architecture.md, "The live store"):
+together. Store format 3 (docs/architecture.md, "The live store"):
 
 ======================= ====== =====================================================
 key                     type   content
@@ -27,12 +27,18 @@ key                     type   content
 ``P aliases:{T}``       set    identity merges: the ids aliased to the lead (written
                                before the alias), so that erasing it deletes them
 ``P idx:outbox``        set    lead ids that may have undelivered outbox entries
-``P idx:cool-due``      zset   hot lead id -> millisecond it cools if nothing happens
-                               (the cooling sweep reads the due ones, no scan)
-``P idx:rank``          zset   lead id -> rank bound (``Kernel.rank_bound``) against
-                               ``P meta`` ``landmark``: an upper bound of the lead's score
-                               at any later time, for ``leadscore top``
-``P meta``              hash   ``format`` (2), ``landmark`` (ms) of ``idx:rank``
+``P cool-due:<n>``      zset   bucket ``n`` of the cooling index: hot lead id ->
+                               millisecond it cools if nothing happens (the cooling sweep
+                               reads the due ones, no scan); :mod:`.redis_index`
+``P cool-due:min``      zset   bucket -> at most its earliest due ms (which to open)
+``P rank:<n>``          zset   bucket ``n`` of the rank index: lead id -> rank score
+                               (``redis_index.rank_score`` of ``Kernel.rank_bound``)
+                               against ``P meta`` ``landmark``: an upper bound of the
+                               lead's score at any later time, for ``leadscore top``
+``P rank:max``          zset   bucket -> at least its highest rank score
+``P meta``              hash   ``format`` (3), ``landmark`` (ms) of the rank scores,
+                               each index's linear hashing: ``rank:level``,
+                               ``rank:split``, ``rank:count``, ``cool-due:…``
 ``P names``             hash   name -> number: the state format's dictionary of rule ids,
                                streams and profile fields; ``#next``: last number given
 ``P applied``           hash   ``topic:partition`` -> next offset after the last event
@@ -41,9 +47,9 @@ key                     type   content
 ======================= ====== =====================================================
 
 On Redis Cluster (``LEADSCORE_REDIS_CLUSTER=true``) the lead keys are the same; the global
-keys above carry one hash tag, ``P {global}:meta`` and so on, so the index script can
-update them together; and two keys are per master node instead of global, under a *node
-tag* ``{nK}``: the first of ``n0, n1, ...`` whose slot that node serves
+keys above carry one hash tag, ``P {global}:meta``, ``P {global}:rank:7`` and so on, so
+the index script can update them together; and two keys are per master node instead of
+global, under a *node tag* ``{nK}``: the first of ``n0, n1, ...`` whose slot that node serves
 (:mod:`streams.live.redis_nodes`):
 
 ======================= ====== =====================================================
@@ -58,14 +64,17 @@ tag* ``{nK}``: the first of ``n0, n1, ...`` whose slot that node serves
                                check read the old ones after a resharding)
 ======================= ====== =====================================================
 
-The ``idx:*`` keys are global (other slots), so the store writes them outside the per-lead
+The index keys are global (other slots), so the store writes them outside the per-lead
 script, with idempotent commands (ZADD/ZREM/SADD set absolute values): if a crash falls in
 between, the redelivered events (now duplicates) rewrite the same index entries.
 
 Format 1 (leadscore before the compact format) kept ``P lead:{T}`` as a hash (``v``,
 ``s``: state JSON), the applied event ids in a set ``P lead:{T}:seen`` and one rank index
 per half-life, ``P idx:rank:<ms>``; :meth:`KeySpace.legacy_seen` and
-:attr:`KeySpace.legacy_rank_pattern` name them for the one-time conversion.
+:attr:`KeySpace.legacy_rank_pattern` name them for the one-time conversion. Format 2 kept
+each index in one zset, ``P idx:rank`` (raw bounds) and ``P idx:cool-due``
+(:attr:`KeySpace.legacy_rank_index`, :attr:`KeySpace.legacy_cool_due_index`), moved into
+the buckets once by the same conversion.
 """
 
 from __future__ import annotations
@@ -101,10 +110,17 @@ class KeySpace:
         shared = f"{prefix}{{global}}:" if cluster else prefix
         #: set of lead ids that may have undelivered outbox entries (standalone)
         self.outbox_index = f"{shared}idx:outbox"
-        #: zset: hot lead id -> millisecond it cools if nothing happens
-        self.cool_due_index = f"{shared}idx:cool-due"
-        #: zset: lead id -> rank bound against ``meta.landmark``
-        self.rank_index = f"{shared}idx:rank"
+        #: the cooling index's buckets (+ number; zset: hot lead id -> due ms) and its
+        #: summary (zset: bucket -> at most its earliest due ms), :mod:`.redis_index`
+        self.cool_due_base = f"{shared}cool-due:"
+        self.cool_due_min = f"{shared}cool-due:min"
+        #: the rank index's buckets (+ number; zset: lead id -> rank score against
+        #: ``meta.landmark``) and its summary (zset: bucket -> at least its highest score)
+        self.rank_base = f"{shared}rank:"
+        self.rank_max = f"{shared}rank:max"
+        #: store format 2's unbucketed indexes (converted by :mod:`.redis_migrate`)
+        self.legacy_cool_due_index = f"{shared}idx:cool-due"
+        self.legacy_rank_index = f"{shared}idx:rank"
         #: hash: ``format``, ``landmark`` of the rank index
         self.meta = f"{shared}meta"
         #: hash: name -> number (the state format's dictionary)

@@ -1,5 +1,5 @@
-"""One-time conversion of a format-1 Redis store (leadscore before the compact state
-format) to format 2, run by :meth:`streams.live.redis_store.RedisStore.prepare` when the
+"""One-time conversions of a Redis store written by an earlier leadscore to store format 3,
+run by :meth:`streams.live.redis_store.RedisStore.prepare` when the
 worker starts, before it consumes (upgrade: stop all workers, start the new ones).
 
 Per lead, format 1 kept a hash ``P lead:{T}`` (``v``: version, ``s``: state JSON) and a set
@@ -13,9 +13,16 @@ overwrite a converted lead):
   the lead's clock: a re-send of an old event is still caught for one dedupe window after
   the upgrade, then forgotten like any other;
 * the rank and cooling indexes are rewritten for the converted leads; the per-half-life
-  rank indexes are deleted at the end, and ``meta.format`` set to 2.
+  rank indexes are deleted at the end, and ``meta.format`` set to 3.
 
 Interrupted, it resumes: converted leads are strings and the SCAN skips them.
+
+Format 2 had the same lead states, but each index in one zset (``P idx:rank``: lead ->
+raw rank bound, ``P idx:cool-due``), skiplists of ~120 bytes an entry. Its conversion
+moves the entries into the buckets of :mod:`.redis_index` (ZSCAN, 500 at a time; adding
+an entry twice is harmless, so an interrupted conversion starts over), deletes the old
+zsets and sets ``meta.format`` to 3. The state bytes are unchanged (their own format
+byte stays 2).
 """
 
 from __future__ import annotations
@@ -30,9 +37,13 @@ import orjson
 from scoring.state import LeadState
 from scoring.state_machine import dedupe_window_of
 
+from .redis_index import LeadIndexes, rank_score
 from .redis_keys import KeySpace
 from .redis_scripts import convert_lead
-from .state_format import FORMAT
+
+#: The store's format (``P meta`` ``format``): 1 JSON hashes and a set of every id, 2 the
+#: compact state strings (:mod:`.state_format`), 3 the same with bucketed indexes.
+STORE_FORMAT = 3
 
 log = logging.getLogger("leadscore.store")
 
@@ -66,7 +77,7 @@ async def convert_format_1(
         "the Redis store under %r is in format 1: converting it to format %d before "
         "consuming (one pass over the leads)",
         keys.prefix,
-        FORMAT,
+        STORE_FORMAT,
     )
     converted = 0
     cursor = 0
@@ -87,9 +98,44 @@ async def convert_format_1(
             break
     async for key in client.scan_iter(match=keys.legacy_rank_pattern, count=100):
         await client.delete(key)
-    await client.hset(keys.meta, "format", FORMAT)
-    log.warning("converted %d lead(s) to store format %d", converted, FORMAT)
+    await client.hset(keys.meta, "format", STORE_FORMAT)
+    log.warning("converted %d lead(s) to store format %d", converted, STORE_FORMAT)
     return converted
+
+
+async def convert_format_2(client: Any, keys: KeySpace, indexes: LeadIndexes) -> int:
+    """Move format 2's two index zsets into buckets; returns the entries moved."""
+    log.warning(
+        "the Redis store under %r is in format 2: moving its indexes into buckets "
+        "(store format %d) before consuming",
+        keys.prefix,
+        STORE_FORMAT,
+    )
+    moved = 0
+    landmark = await client.hget(keys.meta, "landmark")
+    for old, kind in ((keys.legacy_rank_index, "rank"), (keys.legacy_cool_due_index, "cool")):
+        cursor = 0
+        while landmark is not None:
+            cursor, entries = await client.zscan(old, cursor, count=CONVERT_CHUNK)
+            if kind == "rank":
+                rank = {_text(m): rank_score(s) for m, s in entries if s > 0}
+                done = await indexes.write(int(landmark), (rank, ()), ({}, ()))
+            else:
+                due = {_text(m): int(s) for m, s in entries}
+                done = await indexes.write(int(landmark), ({}, ()), (due, ()))
+            if not done:
+                raise RuntimeError("the rank landmark moved during the conversion")
+            moved += len(entries)
+            if cursor == 0:
+                break
+        await client.delete(old)
+    await client.hset(keys.meta, "format", STORE_FORMAT)
+    log.warning("moved %d index entries: store format %d", moved, STORE_FORMAT)
+    return moved
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def _convert(client: Any, keys: KeySpace, encode: Encode, key: str) -> LeadState | None:

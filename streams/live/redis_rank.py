@@ -1,10 +1,12 @@
-"""The rank index of the live store (``P idx:rank``, see :mod:`streams.live.redis_keys`):
-one zset, lead id -> ``Kernel.rank_bound`` against a shared landmark (``P meta``
-``landmark``), and the exact top-N read from it (``leadscore top``)."""
+"""The rank index of the live store (``P rank:<n>`` buckets, see
+:mod:`streams.live.redis_index`): lead id -> rank score of ``Kernel.rank_bound`` against a
+shared landmark (``P meta`` ``landmark``), and the exact top-N read from it
+(``leadscore top``)."""
 
 from __future__ import annotations
 
 import heapq
+import math
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -12,44 +14,53 @@ from scoring.rules import RuleSet
 from scoring.state import LeadState
 from scoring.state_machine import decay_to, rank_bound, score_at
 
+from .redis_index import RANK_STEPS, LeadIndexes, rank_bound_of, rank_score
 from .redis_keys import KeySpace
 
 #: Re-base the rank index's landmark after this many of the longest half-lives: keeps
 #: the stored bounds below 2**512, far from double overflow.
 RANK_REBASE_AFTER_HALF_LIVES = 512.0
+#: Buckets ``top`` reads at most per round trip.
+TOP_BUCKETS_PER_READ = 64
 
 #: Loads leads' states (None: gone).
 Load = Callable[[Sequence[str]], Awaitable[Mapping[str, LeadState | None]]]
 
 
 class RankIndex:
-    """``P idx:rank`` and its landmark. The landmark is cached per process; the index
+    """The rank scores and their landmark. The landmark is cached per process; the index
     write checks it against the store's (a re-base by another worker makes it fail, and
-    the bounds are computed again), and :meth:`forget` drops the cache."""
+    the scores are computed again), and :meth:`forget` drops the cache."""
 
-    def __init__(self, client: Any, keys: KeySpace, rules: RuleSet) -> None:
+    def __init__(self, client: Any, keys: KeySpace, rules: RuleSet, indexes: LeadIndexes) -> None:
         self.client = client
         self.keys = keys
         self.rules = rules
+        self.indexes = indexes
         self.max_half_life = max(rules.half_lives_ms())
         self._landmark: int | None = None
 
     def forget(self) -> None:
         self._landmark = None
 
-    async def entries(self, states: Sequence[LeadState]) -> tuple[int, dict[str, float], list[str]]:
-        """The landmark, and what to ZADD and ZREM against it for ``states`` (a lead
+    async def entries(self, states: Sequence[LeadState]) -> tuple[int, dict[str, int], list[str]]:
+        """The landmark, and what to add and remove against it for ``states`` (a lead
         without positive points leaves the index)."""
         landmark = await self._landmark_for(max(s.clock_ms for s in states))
-        add: dict[str, float] = {}
+        add: dict[str, int] = {}
         remove: list[str] = []
         for state in states:
             bound = rank_bound(state, self.rules, landmark)
             if bound > 0:
-                add[state.lead_id] = bound
+                add[state.lead_id] = rank_score(bound)
             else:
                 remove.append(state.lead_id)
         return landmark, add, remove
+
+    async def landmark(self) -> int | None:
+        """The store's landmark (None: nothing ranked yet)."""
+        raw = await self.client.hget(self.keys.meta, "landmark")
+        return None if raw is None else int(raw)
 
     async def _landmark_for(self, clock_ms: int) -> int:
         """The landmark, created on first use and re-based (all entries rewritten once)
@@ -64,38 +75,46 @@ class RankIndex:
         return landmark
 
     async def _rebase(self, old: int, new: int) -> None:
-        key, h = self.keys.rank_index, self.max_half_life
-        cursor = 0
-        while True:
-            cursor, entries = await self.client.zscan(key, cursor, count=1000)
-            if entries:
-                await self.client.zadd(key, {m: decay_to(s, old, new, h) for m, s in entries})
-            if cursor == 0:
-                break
+        """Move the landmark from ``old`` to ``new``: every bound shrinks by
+        ``2 ** ((new - old) / h)``, every score by (at most) that many steps, rounded so
+        that it stays an upper bound."""
+        await self.indexes.shift_rank(-math.floor(RANK_STEPS * (new - old) / self.max_half_life))
         await self.client.hset(self.keys.meta, "landmark", new)
 
     async def top(self, n: int, at_ms: int, load: Load) -> list[tuple[str, float]]:
         """Exact top ``n`` by score at ``at_ms``, via the threshold algorithm: every entry
-        bounds its lead's score at any later time from above, so reading the index in
-        descending order and scoring candidates exactly stops as soon as no unread lead
-        can beat the ``n``-th best. Entries whose lead is gone (idle-lead retention) are
-        dropped on the way."""
+        bounds its lead's score at any later time from above, and every bucket's summary
+        bounds its entries, so reading the buckets in descending summary order, the
+        entries of those read in descending order, and scoring candidates exactly stops
+        as soon as no unread lead can beat the ``n``-th best. Entries whose lead is gone
+        (idle-lead retention) are dropped on the way."""
         if n <= 0:
             return []
-        raw = await self.client.hget(self.keys.meta, "landmark")
-        if raw is None:
+        landmark = await self.landmark()
+        if landmark is None:
             return []
-        landmark = int(raw)
-        chunk = max(n, 100)
-        offset = 0
+        h = self.max_half_life
+        buckets = await self.indexes.rank_buckets()
+        opened = 0
+        candidates: list[tuple[float, str]] = []  # max-heap (negated scores) of unscored
         best: list[tuple[float, str]] = []  # min-heap of the n best exact scores
+        chunk = max(n, 100)
         while True:
-            entries = await self.client.zrevrange(
-                self.keys.rank_index, offset, offset + chunk - 1, withscores=True
-            )
-            offset += len(entries)
-            leads = texts(m for m, _ in entries)
-            states = await load(leads) if leads else {}
+            # Unread leads are bounded by the next unopened bucket: open buckets until
+            # the best candidate is at least that (or none is left).
+            while opened < len(buckets) and (
+                not candidates or -candidates[0][0] < buckets[opened][1]
+            ):
+                group = [b for b, _ in buckets[opened : opened + TOP_BUCKETS_PER_READ]]
+                group = group[: max(1, min(len(group), (chunk + 39) // 40))]
+                for entries in await self.indexes.read_buckets(self.keys.rank_base, group):
+                    for lead, score in entries:
+                        heapq.heappush(candidates, (-score, lead))
+                opened += len(group)
+            if not candidates:
+                break
+            leads = [heapq.heappop(candidates)[1] for _ in range(min(chunk, len(candidates)))]
+            states = await load(leads)
             gone = [lead for lead in leads if states.get(lead) is None]
             for lead in leads:
                 state = states.get(lead)
@@ -109,11 +128,14 @@ class RankIndex:
                 elif score > best[0][0]:
                     heapq.heapreplace(best, (score, lead))
             if gone:
-                await self.client.zrem(self.keys.rank_index, *gone)
-                offset -= len(gone)
-            if len(entries) < chunk:
+                await self.indexes.remove(landmark, rank=gone)
+            unread = max(
+                -candidates[0][0] if candidates else -math.inf,
+                buckets[opened][1] if opened < len(buckets) else -math.inf,
+            )
+            if unread == -math.inf:
                 break
-            threshold = decay_to(float(entries[-1][1]), landmark, at_ms, self.max_half_life)
+            threshold = decay_to(rank_bound_of(unread), landmark, at_ms, h)
             if len(best) == n and best[0][0] >= threshold:
                 break
         return [(lead, score) for score, lead in sorted(best, key=lambda x: (-x[0], x[1]))]

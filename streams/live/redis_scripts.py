@@ -195,34 +195,6 @@ return out
 #: Runs a script (body, KEYS, ARGV) on the one Redis Cluster node it is meant for.
 RunOnNode = Callable[[str, Sequence[str], Sequence[Any]], Awaitable[Any]]
 
-WRITE_INDEXES_SCRIPT = """
--- Refresh the rank and cooling indexes of a batch's leads, unless the rank bounds were
--- computed against another landmark than the store's (another worker re-based it).
--- KEYS[1] = P idx:rank (zset), KEYS[2] = P idx:cool-due (zset), KEYS[3] = P meta (hash)
--- ARGV = landmark of the bounds, then four lists, each a count and its items:
---        rank entries (bound, lead id), rank removals (lead id),
---        cool-due entries (ms, lead id), cool-due removals (lead id)
--- Returns 1, or 0 (nothing written) when meta's landmark is not ARGV[1].
-if redis.call('HGET', KEYS[3], 'landmark') ~= ARGV[1] then return 0 end
-local a = 2
-local function each(key, command, width)
-  local n = tonumber(ARGV[a])
-  local from, to = a + 1, a + n * width
-  local j = from
-  while j <= to do
-    local last = math.min(j + 500 * width - 1, to)
-    redis.call(command, key, unpack(ARGV, j, last))
-    j = last + 1
-  end
-  a = to + 1
-end
-each(KEYS[1], 'ZADD', 2)
-each(KEYS[1], 'ZREM', 1)
-each(KEYS[2], 'ZADD', 2)
-each(KEYS[2], 'ZREM', 1)
-return 1
-"""
-
 REGISTER_NAMES_SCRIPT = """
 -- Give each name a number, once: an existing number is kept, a new name gets the next,
 -- above ARGV[1] (on a Redis Cluster: the highest number in any node's copy, so that a
@@ -399,26 +371,6 @@ async def load_node_states(run: RunOnNode, anchor: str, keys: Sequence[LeadKeys]
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-async def write_indexes(
-    client: Redis,
-    keys: tuple[str, str, str],
-    landmark: int,
-    rank: tuple[Mapping[str, float], Sequence[str]],
-    cool_due: tuple[Mapping[str, int], Sequence[str]],
-) -> bool:
-    """Run :data:`WRITE_INDEXES_SCRIPT` (``keys``: rank index, cool-due index, meta);
-    False when the store's landmark is no longer ``landmark`` (nothing written)."""
-    args: list[Any] = [landmark]
-    for entries, removals in (rank, cool_due):
-        args.append(len(entries))
-        for member, score in entries.items():
-            args += [score, member]
-        args.append(len(removals))
-        args += removals
-    done: Any = await client.register_script(WRITE_INDEXES_SCRIPT)(keys=list(keys), args=args)
-    return int(done) == 1
 
 
 async def register_names(

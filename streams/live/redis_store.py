@@ -36,15 +36,15 @@ from ..settings import Settings
 from .interfaces import StoreRolledBack
 from .redis_aliases import AliasTable
 from .redis_checks import durability_findings
+from .redis_index import LeadIndexes
 from .redis_keys import KeySpace, slot_tag
-from .redis_migrate import convert_format_1, stored_format
+from .redis_migrate import STORE_FORMAT, convert_format_1, convert_format_2, stored_format
 from .redis_names import give_numbers, read_names
 from .redis_nodes import ClusterNodes, StandaloneNodes, TopologyChangedError
 from .redis_outbox import Outbox
-from .redis_rank import RankIndex, texts
-from .redis_scripts import AFTER_PREVIOUS, LeadWrite, write_indexes
+from .redis_rank import RankIndex
+from .redis_scripts import AFTER_PREVIOUS, LeadWrite
 from .state_format import (
-    FORMAT,
     VERSION_SLICE,
     Names,
     UnknownNameError,
@@ -129,7 +129,8 @@ class RedisStore:
         #: then each saved mark): a stored mark behind it means Redis lost writes.
         self.known_applied: dict[str, int] = {}
         self._ready = False
-        self.rank = RankIndex(self.client, self.keys, rules)
+        self.indexes = LeadIndexes(self.client, self.keys)
+        self.rank = RankIndex(self.client, self.keys, rules, self.indexes)
         self.outbox = Outbox(self.client, self.keys, self.nodes)
         #: Whether leads may be retired (linked) and their late events forwarded.
         self.identity_merges = identity_merges
@@ -175,11 +176,14 @@ class RedisStore:
         (:mod:`.redis_migrate`, calling ``progress(leads so far)``), load and extend the
         name dictionary, build the tombstone keys' slot table. Returns the leads converted."""
         converted = 0
-        if await stored_format(self.client, self.keys) == 1:
+        stored = await stored_format(self.client, self.keys)
+        if stored == 1:
             await self.reload_names()
             converted = await convert_format_1(
                 self.client, self.keys, self.encode, self._update_indexes, progress
             )
+        elif stored == 2:
+            await convert_format_2(self.client, self.keys, self.indexes)
         await self._ensure_ready()
         slot_tag(0)  # (0.2 s: now, not in the first batch)
         nodes = await self.nodes.each_node()
@@ -198,17 +202,17 @@ class RedisStore:
             )
         stored = await stored_format(self.client, self.keys)
         if stored is None:
-            await self.client.hsetnx(self.keys.meta, "format", FORMAT)
-        elif stored == 1:
+            await self.client.hsetnx(self.keys.meta, "format", STORE_FORMAT)
+        elif stored in (1, 2):
             raise StoreFormatError(
-                f"the Redis store under {self.keys.prefix!r} is in format 1 (leadscore before "
-                "the compact state format): start `leadscore worker` once, it converts it "
+                f"the Redis store under {self.keys.prefix!r} is in format {stored} (an "
+                "earlier leadscore's): start `leadscore worker` once, it converts it "
                 "before consuming"
             )
-        elif stored != FORMAT:
+        elif stored != STORE_FORMAT:
             raise StoreFormatError(
                 f"the Redis store under {self.keys.prefix!r} is in format {stored}, newer "
-                f"than this leadscore's {FORMAT}: upgrade leadscore"
+                f"than this leadscore's {STORE_FORMAT}: upgrade leadscore"
             )
         await self.reload_names()
         wanted = [f"rule:{r}" for r in self.rules.rule_ids]
@@ -409,12 +413,9 @@ class RedisStore:
                 due_remove.append(state.lead_id)
             else:
                 due_add[state.lead_id] = due
-        keys = (self.keys.rank_index, self.keys.cool_due_index, self.keys.meta)
         for _attempt in range(3):
             landmark, rank_add, rank_remove = await self.rank.entries(states)
-            if await write_indexes(
-                self.client, keys, landmark, (rank_add, rank_remove), (due_add, due_remove)
-            ):
+            if await self.indexes.write(landmark, (rank_add, rank_remove), (due_add, due_remove)):
                 return
             self.rank.forget()  # another worker re-based the landmark: bounds again
         raise StoreConflictError("the rank landmark kept moving under us")
@@ -433,26 +434,27 @@ class RedisStore:
         self, until_ms: int, limit_for: Callable[[LeadState], int | None] | None = None
     ) -> BatchResult:
         """Cool every hot lead whose score decayed below ``cool`` by ``until_ms``: found
-        through the ``idx:cool-due`` index (no scan of all leads). ``limit_for(state)``
+        through the cooling index (``P cool-due:<n>``, no scan of all leads). ``limit_for(state)``
         may hold a lead back: it returns the time up to which that lead may be cooled now
         (None: not at all, e.g. its partition belongs to another worker); held-back leads
         stay in the index for the next sweep."""
         crossings: list[Crossing] = []
-        offset = 0  # due entries left in the index (held back or not cooled) so far
+        # (bucket, due leads of it to skip): the cursor past the leads held back so far
+        cursor = (0, 0)
         while True:
-            raw = await self.client.zrangebyscore(
-                self.keys.cool_due_index, "-inf", until_ms, start=offset, num=SWEEP_CHUNK
-            )
-            lead_ids = texts(raw)
-            if not lead_ids:
+            found = await self.indexes.due(until_ms, cursor, SWEEP_CHUNK)
+            if not found:
                 break
+            lead_ids = [lead for _, lead in found]
             missing: set[str] = set()
             step = partial(self._cool_step, until_ms, limit_for, missing)
             written = await self._compare_and_set(lead_ids, step)
             crossings.extend(c for r in written.values() for c in r.crossings)
             cooled = {c.lead_id for c in crossings}
-            offset += sum(1 for lead in lead_ids if lead not in cooled and lead not in missing)
-            if len(raw) < SWEEP_CHUNK:
+            last = found[-1][0]
+            left = sum(1 for b, lead in found if b == last and lead not in cooled | missing)
+            cursor = (last, (cursor[1] if last == cursor[0] else 0) + left)
+            if len(found) < SWEEP_CHUNK:
                 break
         crossings.sort(key=lambda c: (c.occurred_at_ms, c.lead_id))
         return BatchResult(tuple(crossings))
@@ -479,7 +481,9 @@ class RedisStore:
             step = advance(item.state, self.rules, min(to_ms, until_ms))
             results[lead] = LeadBatch(step.state, step.crossings, (), 0)
         if gone:
-            await self.client.zrem(self.keys.cool_due_index, *gone)
+            landmark = await self.rank.landmark()
+            if landmark is not None:
+                await self.indexes.remove(landmark, cool_due=gone)
             missing.update(gone)
         return loaded, results
 

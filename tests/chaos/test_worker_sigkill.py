@@ -39,6 +39,7 @@ from tests.integration.worker_harness import (
     FUTURE_MS,
     WorkerStack,
     committed_total,
+    cool_due_entries,
     crossing_payload,
     encode,
     end_offsets,
@@ -46,7 +47,6 @@ from tests.integration.worker_harness import (
     outbox_size,
     read_states,
     record_payload,
-    redis_zset,
     replay,
     stored_lead_ids,
 )
@@ -231,7 +231,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_applies_nothing_twice(
     assert {lead: s.events_applied for lead, s in states.items()} == {
         lead: s.events_applied for lead, s in store.states.items()
     }
-    due = redis_zset(stack.redis_url, f"{stack.key_prefix}idx:cool-due")
+    due = cool_due_entries(stack.redis_url, stack.key_prefix)
     assert due == {lead: float(ms) for lead, ms in store.cool_due_index().items()}
 
     # ---------------------------------------------------------------- (c) + (d) hot topic

@@ -219,13 +219,18 @@ def test_indexes_are_repaired_when_the_batch_is_redelivered(
         try:
             store = RedisStore(client, DEFAULT_RULES, key_prefix)
             await store.apply_batch(items)
-            index_keys = [store.keys.cool_due_index, store.keys.rank_index]
-            before = {k: await client.zrange(k, 0, -1, withscores=True) for k in index_keys}
-            assert before[store.keys.cool_due_index], "expected some hot leads"
+            kinds = ("cool-due", "rank")
+            before = {k: await store.indexes.everything(k) for k in kinds}
+            assert before["cool-due"], "expected some hot leads"
+            index_keys = [
+                k.decode()
+                async for k in client.scan_iter(match=f"{key_prefix}*")
+                if k.decode().startswith((store.keys.rank_base, store.keys.cool_due_base))
+            ]
             await client.delete(*index_keys)
             result = await store.apply_batch(items)
             assert result.applied == 0
-            after = {k: await client.zrange(k, 0, -1, withscores=True) for k in index_keys}
+            after = {k: await store.indexes.everything(k) for k in kinds}
             assert after == before
         finally:
             await client.aclose()
@@ -300,8 +305,8 @@ def test_rank_index_rebases_and_top_stays_exact(
                 got = await store.top(n, last)
                 want = memory.top_sync(n, last)
                 assert [lead for lead, _ in got] == [lead for lead, _ in want]
-            scores = await client.zrange(store.keys.rank_index, 0, -1, withscores=True)
-            assert all(math.isfinite(s) for _, s in scores)
+            scores = await store.indexes.everything("rank")
+            assert scores and all(math.isfinite(s) for s in scores.values())
         finally:
             await client.aclose()
 

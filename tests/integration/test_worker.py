@@ -39,16 +39,15 @@ from tests.integration.worker_harness import (
     closed_port,
     commit_offsets,
     committed_total,
+    cool_due_entries,
     crossing_payload,
     encode,
     free_port,
-    key_space,
     now_ms,
     parse_metrics,
     read_state,
     read_states,
     record_payload,
-    redis_zset,
     replay,
     to_iso,
     wait_for_replayed_states,
@@ -396,7 +395,7 @@ def test_cooling_sweep_emits_lead_cooled_once_at_the_exact_crossing(
 
     states = read_states(stack.redis_url, stack.key_prefix, rules, ["sweep-old", "sweep-recent"])
     assert not states["sweep-old"].hot and states["sweep-recent"].hot
-    index = redis_zset(stack.redis_url, key_space(stack.redis_url, stack.key_prefix).cool_due_index)
+    index = cool_due_entries(stack.redis_url, stack.key_prefix)
     assert index == {"sweep-recent": float(store.cool_due_index()["sweep-recent"])}
     assert worker.metrics()["leadscore_cooled_emitted_total"] == 1
     assert worker.stop() == 0

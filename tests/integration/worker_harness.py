@@ -605,13 +605,18 @@ def stored_lead_ids(redis_url: str, prefix: str) -> set[str]:
         client.close()
 
 
-def redis_zset(redis_url: str, key: str) -> dict[str, float]:
+def cool_due_entries(redis_url: str, prefix: str) -> dict[str, float]:
+    """Every entry of the store's cooling index (all its buckets): lead -> due ms."""
+    keys = key_space(redis_url, prefix)
     client = sync_client(redis_url, decode_responses=True)
     try:
-        entries: list[tuple[str, float]] = client.zrange(key, 0, -1, withscores=True)
-        return {m: float(s) for m, s in entries}
+        out: dict[str, float] = {}
+        for bucket in client.zrange(keys.cool_due_min, 0, -1):
+            entries = client.zrange(f"{keys.cool_due_base}{bucket}", 0, -1, withscores=True)
+            out.update({m: float(s) for m, s in entries})
+        return out
     finally:
-        client.close()
+        close_client(client)
 
 
 def outbox_size(redis_url: str, prefix: str) -> int:
