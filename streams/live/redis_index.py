@@ -24,6 +24,10 @@ at least its highest score: never below it, maybe above after a lead's bound fel
 ``P cool-due:min`` (bucket -> at most its earliest due time: the sweep's read makes it
 exact again). ``top`` opens buckets in descending ``rank:max`` order; the sweep opens only
 the buckets whose ``cool-due:min`` is due. Both kept with ``ZADD GT``/``LT`` (Redis 6.2+).
+
+Readers that take more than one round trip (``top``) read against a *snapshot* of the
+bucket count: asking for bucket ``b`` as it was then also reads every bucket split off
+it since (``b + k * modulus``), so a split between two reads never hides a lead.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .redis_keys import KeySpace
@@ -41,6 +46,8 @@ from .redis_keys import KeySpace
 BUCKET_LOAD = 40
 #: Rank score units per doubling of the bound (:func:`rank_score`).
 RANK_STEPS = 1024
+#: Buckets the sweep's script looks at per call, at most.
+DUE_BUCKETS_PER_CALL = 1000
 
 WRITE_INDEXES_SCRIPT = """
 -- Refresh the rank and cooling indexes of a batch's leads (bucketed by linear hashing,
@@ -49,16 +56,16 @@ WRITE_INDEXES_SCRIPT = """
 -- KEYS[1] = P meta (hash: landmark; <index>:level, :split, :count)
 -- KEYS[2] = P rank:max (zset: bucket -> at least the highest score in it)
 -- KEYS[3] = P cool-due:min (zset: bucket -> at most the earliest due ms in it)
--- ARGV[1] = landmark of the rank scores, ARGV[2] = P rank: , ARGV[3] = P cool-due:
---           (bucket key bases), ARGV[4] = entries per bucket before a split,
--- then four lists, each a count and its items:
+-- ARGV[1] = landmark of the rank scores ('': removals only, no check),
+-- ARGV[2] = P rank: , ARGV[3] = P cool-due: (bucket key bases),
+-- ARGV[4] = entries per bucket before a split, then four lists, each a count and items:
 --   rank entries (hash, score, lead id), rank removals (hash, lead id),
 --   cool-due entries (hash, ms, lead id), cool-due removals (hash, lead id)
 -- Returns 1, or 0 (nothing written) when meta's landmark is not ARGV[1].
-if redis.call('HGET', KEYS[1], 'landmark') ~= ARGV[1] then return 0 end
+if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], 'landmark') ~= ARGV[1] then return 0 end
 local load = tonumber(ARGV[4])
 local a = 5
-local function index(name, summary, base, keep)
+local function index(name, summary, base, keep, edge)
   local at = redis.call('HMGET', KEYS[1], name .. ':level', name .. ':split', name .. ':count')
   local level, split = tonumber(at[1] or '0'), tonumber(at[2] or '0')
   local count = tonumber(at[3] or '0')
@@ -66,6 +73,11 @@ local function index(name, summary, base, keep)
     local b = h % 2 ^ level
     if b < split then b = h % 2 ^ (level + 1) end
     return string.format('%d', b)
+  end
+  -- The bucket's summary entry made exact (its edge entry, or none when empty).
+  local function exact(b)
+    local e = redis.call('ZRANGE', base .. b, edge, edge, 'WITHSCORES')
+    if #e == 0 then redis.call('ZREM', summary, b) else redis.call('ZADD', summary, e[2], b) end
   end
   -- Linear hashing: split the next bucket as soon as the average passes the load
   -- (so no bucket outgrows a listpack; Redis does not turn a skiplist back).
@@ -77,10 +89,11 @@ local function index(name, summary, base, keep)
       local m = entries[j]
       if tonumber(string.sub(redis.sha1hex(m), 1, 8), 16) % 2 ^ (level + 1) ~= split then
         redis.call('ZADD', base .. to, entries[j + 1], m)
-        redis.call('ZADD', summary, keep, entries[j + 1], to)
         redis.call('ZREM', base .. from, m)
       end
     end
+    exact(from)
+    exact(to)
     split = split + 1
     if split == 2 ^ level then level, split = level + 1, 0 end
   end
@@ -100,61 +113,116 @@ local function index(name, summary, base, keep)
   redis.call('HSET', KEYS[1], name .. ':level', level, name .. ':split', split,
              name .. ':count', count)
 end
-index('rank', KEYS[2], ARGV[2], 'GT')
-index('cool-due', KEYS[3], ARGV[3], 'LT')
+index('rank', KEYS[2], ARGV[2], 'GT', -1)
+index('cool-due', KEYS[3], ARGV[3], 'LT', 0)
 return 1
 """
 
 DUE_SCRIPT = """
--- The due leads of the cooling index, bucket by bucket in bucket-number order, from a
--- cursor (a bucket and how many of its due leads to skip: those held back before).
--- A due bucket with nothing due gets its exact earliest time in the summary again.
--- KEYS[1] = P cool-due:min (zset: bucket -> at most its earliest due ms)
+-- Due leads of the cooling index, whole buckets at a time in bucket-number order from
+-- ARGV[3], looking at ARGV[5] buckets at most. A bucket whose summary said due but that
+-- has nothing due gets its exact earliest time in the summary again.
+-- KEYS[1] = P meta, KEYS[2] = P cool-due:min (zset: bucket -> at most its earliest due)
 -- ARGV[1] = until (ms), ARGV[2] = P cool-due: (bucket key base), ARGV[3] = first bucket,
--- ARGV[4] = due leads of that bucket to skip, ARGV[5] = at most this many leads
--- Returns bucket, lead id, bucket, lead id, ...
-local first, limit = tonumber(ARGV[3]), tonumber(ARGV[5])
+-- ARGV[4] = stop after the bucket that brings this many leads, ARGV[5] = see above
+-- Returns the bucket to go on from (-1: none left), then bucket, lead id, bucket, ...
+local at = redis.call('HMGET', KEYS[1], 'cool-due:level', 'cool-due:split')
+local n = 2 ^ tonumber(at[1] or '0') + tonumber(at[2] or '0')
+local first, limit, until_ms = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[1])
+local last = math.min(n, first + tonumber(ARGV[5])) - 1
+local out = {-1}
+if first > last then return out end
 local numbers = {}
-for _, b in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])) do
-  if tonumber(b) >= first then numbers[#numbers + 1] = tonumber(b) end
-end
-table.sort(numbers)
-local out, found = {}, 0
-for _, n in ipairs(numbers) do
-  local b = string.format('%d', n)
-  local key = ARGV[2] .. b
-  local skip = 0
-  if n == first then skip = tonumber(ARGV[4]) end
-  local due = redis.call('ZRANGEBYSCORE', key, '-inf', ARGV[1], 'LIMIT', skip, limit - found)
-  if skip == 0 and #due == 0 then
-    local earliest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-    if #earliest == 0 then
-      redis.call('ZREM', KEYS[1], b)
-    else
-      redis.call('ZADD', KEYS[1], earliest[2], b)
+for b = first, last do numbers[#numbers + 1] = string.format('%d', b) end
+local earliest = redis.call('ZMSCORE', KEYS[2], unpack(numbers))
+local found = 0
+for i, b in ipairs(numbers) do
+  if earliest[i] and tonumber(earliest[i]) <= until_ms then
+    local key = ARGV[2] .. b
+    local due = redis.call('ZRANGEBYSCORE', key, '-inf', ARGV[1])
+    if #due == 0 then
+      local e = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+      if #e == 0 then redis.call('ZREM', KEYS[2], b) else redis.call('ZADD', KEYS[2], e[2], b) end
+    end
+    for _, lead in ipairs(due) do
+      out[#out + 1] = b
+      out[#out + 1] = lead
+    end
+    found = found + #due
+    if found >= limit then
+      out[1] = tonumber(b) + 1
+      return out
     end
   end
-  for _, m in ipairs(due) do
-    out[#out + 1] = b
-    out[#out + 1] = m
-  end
-  found = found + #due
-  if found >= limit then break end
+end
+if last + 1 < n then out[1] = last + 1 end
+return out
+"""
+
+SNAPSHOT_SCRIPT = """
+-- An index's bucket count and summary at one moment (what a reader of several round
+-- trips reads against: FAMILIES_SCRIPT).
+-- KEYS[1] = P meta, KEYS[2] = the index's summary zset; ARGV[1] = the index's name
+-- Returns level, split, then bucket, summary score, ... highest score first.
+local at = redis.call('HMGET', KEYS[1], ARGV[1] .. ':level', ARGV[1] .. ':split')
+local out = {tonumber(at[1] or '0'), tonumber(at[2] or '0')}
+for _, v in ipairs(redis.call('ZREVRANGE', KEYS[2], 0, -1, 'WITHSCORES')) do
+  out[#out + 1] = v
 end
 return out
 """
 
-BUCKETS_SCRIPT = """
--- Whole buckets of an index, read at once.
--- ARGV[1] = the bucket key base, then bucket numbers.
--- Returns, per bucket, its entry count, then lead id, score, lead id, score, ...
+FAMILIES_SCRIPT = """
+-- Buckets of a snapshot, read now: each with every bucket split off it since (the
+-- buckets b + k * modulus, where modulus is b's at the snapshot), so that no lead that
+-- was in b is missed.
+-- KEYS[1] = P meta; ARGV[1] = the index's name, ARGV[2] = its bucket key base,
+-- then pairs: bucket, its modulus at the snapshot.
+-- Returns per pair: an entry count, then lead id, score, lead id, score, ...
+local at = redis.call('HMGET', KEYS[1], ARGV[1] .. ':level', ARGV[1] .. ':split')
+local n = 2 ^ tonumber(at[1] or '0') + tonumber(at[2] or '0')
 local out = {}
-for i = 2, #ARGV do
-  local entries = redis.call('ZRANGE', ARGV[1] .. ARGV[i], 0, -1, 'WITHSCORES')
-  out[#out + 1] = #entries / 2
-  for _, v in ipairs(entries) do out[#out + 1] = v end
+for i = 3, #ARGV, 2 do
+  local slot = #out + 1
+  out[slot] = 0
+  local b, m, found = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), 0
+  while b < n do
+    local entries = redis.call('ZRANGE', ARGV[2] .. string.format('%d', b), 0, -1, 'WITHSCORES')
+    for _, v in ipairs(entries) do out[#out + 1] = v end
+    found = found + #entries / 2
+    b = b + m
+  end
+  out[slot] = found
 end
 return out
+"""
+
+REBASE_SCRIPT = """
+-- Move the rank landmark from ARGV[1] to ARGV[2]: add ARGV[3] (negative) to every rank
+-- score and make each bucket's summary exact; all or nothing, once (a second worker
+-- finds the landmark moved and does nothing). About a microsecond per entry, once per
+-- 512 of the longest half-lives.
+-- KEYS[1] = P meta, KEYS[2] = P rank:max; ARGV[4] = P rank: (bucket key base)
+-- Returns 1, or 0 when the landmark is not ARGV[1].
+if redis.call('HGET', KEYS[1], 'landmark') ~= ARGV[1] then return 0 end
+local by = tonumber(ARGV[3])
+for _, b in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  local key = ARGV[4] .. b
+  local entries = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+  if #entries == 0 then
+    redis.call('ZREM', KEYS[2], b)
+  else
+    local args = {}
+    for j = 1, #entries, 2 do
+      args[#args + 1] = string.format('%d', tonumber(entries[j + 1]) + by)
+      args[#args + 1] = entries[j]
+    end
+    redis.call('ZADD', key, unpack(args))
+    redis.call('ZADD', KEYS[2], args[#args - 1], b)
+  end
+end
+redis.call('HSET', KEYS[1], 'landmark', ARGV[2])
+return 1
 """
 
 
@@ -175,28 +243,50 @@ def rank_bound_of(score: float) -> float:
     return float(2.0 ** (score / RANK_STEPS))
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """An index's buckets at one moment (:data:`SNAPSHOT_SCRIPT`)."""
+
+    level: int
+    split: int
+    #: (bucket, its summary score), the highest score first
+    buckets: list[tuple[int, float]]
+
+    def modulus(self, bucket: int) -> int:
+        """What a hash was taken modulo to name ``bucket`` at the snapshot."""
+        low: int = 1 << self.level
+        return low if self.split <= bucket < low else low << 1
+
+
 class LeadIndexes:
     """The rank and cool-due indexes of one store (:mod:`streams.live.redis_index`)."""
 
     def __init__(self, client: Any, keys: KeySpace) -> None:
         self.client = client
         self.keys = keys
+        self._bases = {"rank": (keys.rank_base, keys.rank_max)}
+        self._bases["cool-due"] = (keys.cool_due_base, keys.cool_due_min)
 
     async def write(
         self,
-        landmark: int,
+        landmark: int | None,
         rank: tuple[Mapping[str, int], Sequence[str]],
         cool_due: tuple[Mapping[str, int], Sequence[str]],
     ) -> bool:
         """Run :data:`WRITE_INDEXES_SCRIPT`: ``rank`` and ``cool_due`` are (lead ->
         score to set, leads to remove). False when the store's landmark is no longer
-        ``landmark`` (nothing written)."""
+        ``landmark`` (nothing written; None: removals only, no check)."""
         keys = self.keys
-        args: list[Any] = [landmark, keys.rank_base, keys.cool_due_base, BUCKET_LOAD]
+        check = "" if landmark is None else landmark
+        args: list[Any] = [check, keys.rank_base, keys.cool_due_base, BUCKET_LOAD]
+        hashes: dict[str, int] = {}
         for entries, removals in (rank, cool_due):
             args.append(len(entries))
             for member, score in entries.items():
-                args += [lead_hash(member), score, member]
+                h = hashes.get(member)
+                if h is None:
+                    h = hashes[member] = lead_hash(member)
+                args += [h, score, member]
             args.append(len(removals))
             for member in removals:
                 args += [lead_hash(member), member]
@@ -204,28 +294,39 @@ class LeadIndexes:
         done: Any = await script(keys=[keys.meta, keys.rank_max, keys.cool_due_min], args=args)
         return int(done) == 1
 
-    async def due(self, until_ms: int, after: tuple[int, int], limit: int) -> list[tuple[int, str]]:
-        """Up to ``limit`` leads due by ``until_ms`` as (bucket, lead id), in bucket
-        order from ``after`` (a bucket, and how many of its due leads to skip)."""
+    async def remove(self, rank: Sequence[str] = (), cool_due: Sequence[str] = ()) -> None:
+        """Drop leads from the indexes (gone: expired by idle-lead retention)."""
+        await self.write(None, ({}, rank), ({}, cool_due))
+
+    async def due(self, until_ms: int, first: int, limit: int) -> tuple[int, list[tuple[int, str]]]:
+        """Leads due by ``until_ms`` as (bucket, lead id), whole buckets from bucket
+        ``first`` until at least ``limit`` leads; and the bucket to go on from (-1:
+        none left)."""
         script = self.client.register_script(DUE_SCRIPT)
-        args = [until_ms, self.keys.cool_due_base, after[0], after[1], limit]
-        raw: Any = await script(keys=[self.keys.cool_due_min], args=args)
-        return [(int(raw[i]), _text(raw[i + 1])) for i in range(0, len(raw), 2)]
+        args = [until_ms, self.keys.cool_due_base, first, limit, DUE_BUCKETS_PER_CALL]
+        raw: Any = await script(keys=[self.keys.meta, self.keys.cool_due_min], args=args)
+        found = [(int(raw[i]), _text(raw[i + 1])) for i in range(1, len(raw), 2)]
+        return int(raw[0]), found
 
-    async def rank_buckets(self) -> list[tuple[int, float]]:
-        """The rank index's buckets as (bucket, at least its highest score), highest
-        first."""
-        raw = await self.client.zrevrange(self.keys.rank_max, 0, -1, withscores=True)
-        return [(int(_text(b)), float(score)) for b, score in raw]
+    async def snapshot(self, kind: str) -> Snapshot:
+        """The ``rank`` or ``cool-due`` index's buckets now."""
+        script = self.client.register_script(SNAPSHOT_SCRIPT)
+        raw: Any = await script(keys=[self.keys.meta, self._bases[kind][1]], args=[kind])
+        pairs = [(int(_text(raw[i])), float(raw[i + 1])) for i in range(2, len(raw), 2)]
+        return Snapshot(int(raw[0]), int(raw[1]), pairs)
 
-    async def read_buckets(
-        self, base: str, buckets: Sequence[int]
+    async def read(
+        self, kind: str, snapshot: Snapshot, buckets: Sequence[int]
     ) -> list[list[tuple[str, float]]]:
-        """The entries of whole buckets (one script call), per bucket."""
+        """The entries of ``buckets`` of ``snapshot`` (with what split off them since),
+        per bucket, in one script call."""
         if not buckets:
             return []
-        raw: Any = await self.client.register_script(BUCKETS_SCRIPT)(
-            keys=[self.keys.meta], args=[base, *buckets]
+        args: list[Any] = [kind, self._bases[kind][0]]
+        for bucket in buckets:
+            args += [bucket, snapshot.modulus(bucket)]
+        raw: Any = await self.client.register_script(FAMILIES_SCRIPT)(
+            keys=[self.keys.meta], args=args
         )
         out: list[list[tuple[str, float]]] = []
         i = 0
@@ -237,38 +338,21 @@ class LeadIndexes:
 
     async def everything(self, kind: str) -> dict[str, float]:
         """Every entry of the ``rank`` or ``cool-due`` index (tests, tools: reads all)."""
-        base, summary = (
-            (self.keys.rank_base, self.keys.rank_max)
-            if kind == "rank"
-            else (self.keys.cool_due_base, self.keys.cool_due_min)
-        )
-        buckets = [int(_text(b)) for b in await self.client.zrange(summary, 0, -1)]
+        snapshot = await self.snapshot(kind)
+        buckets = [b for b, _ in snapshot.buckets]
         out: dict[str, float] = {}
         for i in range(0, len(buckets), 100):
-            for entries in await self.read_buckets(base, buckets[i : i + 100]):
+            for entries in await self.read(kind, snapshot, buckets[i : i + 100]):
                 out.update(entries)
         return out
 
-    async def remove(
-        self, landmark: int, rank: Sequence[str] = (), cool_due: Sequence[str] = ()
-    ) -> bool:
-        """Drop leads from the indexes (gone: expired by idle-lead retention)."""
-        return await self.write(landmark, ({}, rank), ({}, cool_due))
-
-    async def shift_rank(self, by: int) -> None:
-        """Add ``by`` to every rank score and to the summary (a landmark re-base)."""
-        buckets = [int(_text(b)) for b in await self.client.zrange(self.keys.rank_max, 0, -1)]
-        for i in range(0, len(buckets), 100):
-            chunk = buckets[i : i + 100]
-            for bucket, entries in zip(
-                chunk, await self.read_buckets(self.keys.rank_base, chunk), strict=True
-            ):
-                if entries:
-                    key = f"{self.keys.rank_base}{bucket}"
-                    await self.client.zadd(key, {m: int(s) + by for m, s in entries})
-        raw = await self.client.zrange(self.keys.rank_max, 0, -1, withscores=True)
-        if raw:
-            await self.client.zadd(self.keys.rank_max, {b: int(s) + by for b, s in raw})
+    async def rebase(self, old: int, new: int, by: int) -> bool:
+        """Move the rank landmark from ``old`` to ``new``, adding ``by`` to every score
+        (:data:`REBASE_SCRIPT`); False when another worker moved it first."""
+        script = self.client.register_script(REBASE_SCRIPT)
+        args = [old, new, by, self.keys.rank_base]
+        done: Any = await script(keys=[self.keys.meta, self.keys.rank_max], args=args)
+        return int(done) == 1
 
 
 def _text(value: Any) -> str:

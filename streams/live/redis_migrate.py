@@ -98,6 +98,9 @@ async def convert_format_1(
             break
     async for key in client.scan_iter(match=keys.legacy_rank_pattern, count=100):
         await client.delete(key)
+    # (format 1 had a P idx:cool-due too, the zset format 2 kept)
+    await client.delete(keys.legacy_cool_due_index)
+    await client.delete(keys.legacy_rank_index)
     await client.hset(keys.meta, "format", STORE_FORMAT)
     log.warning("converted %d lead(s) to store format %d", converted, STORE_FORMAT)
     return converted

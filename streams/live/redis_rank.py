@@ -63,23 +63,29 @@ class RankIndex:
         return None if raw is None else int(raw)
 
     async def _landmark_for(self, clock_ms: int) -> int:
-        """The landmark, created on first use and re-based (all entries rewritten once)
-        when ``clock_ms`` has run too far ahead of it."""
+        """The landmark, created on first use and re-based (:meth:`rebase`) when
+        ``clock_ms`` has run too far ahead of it."""
         if self._landmark is None:
             await self.client.hsetnx(self.keys.meta, "landmark", clock_ms)
             self._landmark = int(await self.client.hget(self.keys.meta, "landmark"))
         landmark = self._landmark
         if (clock_ms - landmark) > RANK_REBASE_AFTER_HALF_LIVES * self.max_half_life:
-            await self._rebase(landmark, clock_ms)
-            landmark = self._landmark = clock_ms
+            await self.rebase(landmark, clock_ms)
+            landmark = self._landmark
         return landmark
 
-    async def _rebase(self, old: int, new: int) -> None:
-        """Move the landmark from ``old`` to ``new``: every bound shrinks by
-        ``2 ** ((new - old) / h)``, every score by (at most) that many steps, rounded so
-        that it stays an upper bound."""
-        await self.indexes.shift_rank(-math.floor(RANK_STEPS * (new - old) / self.max_half_life))
-        await self.client.hset(self.keys.meta, "landmark", new)
+    async def rebase(self, old: int, new: int) -> bool:
+        """Move the landmark from ``old`` to ``new`` (False: another worker moved it
+        first; this process then reads where to). Every bound shrinks by
+        ``2 ** ((new - old) / h)``: every score by that many steps, rounded down so that
+        it stays an upper bound."""
+        by = -math.floor(RANK_STEPS * (new - old) / self.max_half_life)
+        done = await self.indexes.rebase(old, new, by)
+        if done:
+            self._landmark = new
+        else:
+            self._landmark = int(await self.client.hget(self.keys.meta, "landmark"))
+        return done
 
     async def top(self, n: int, at_ms: int, load: Load) -> list[tuple[str, float]]:
         """Exact top ``n`` by score at ``at_ms``, via the threshold algorithm: every entry
@@ -87,17 +93,26 @@ class RankIndex:
         bounds its entries, so reading the buckets in descending summary order, the
         entries of those read in descending order, and scoring candidates exactly stops
         as soon as no unread lead can beat the ``n``-th best. Entries whose lead is gone
-        (idle-lead retention) are dropped on the way."""
+        (idle-lead retention) are dropped on the way. A re-base (rare) meanwhile makes it
+        read again."""
         if n <= 0:
             return []
-        landmark = await self.landmark()
-        if landmark is None:
-            return []
+        while True:
+            landmark = await self.landmark()
+            if landmark is None:
+                return []
+            best = await self._top(n, at_ms, load, landmark)
+            if await self.landmark() == landmark:
+                return best
+
+    async def _top(self, n: int, at_ms: int, load: Load, landmark: int) -> list[tuple[str, float]]:
         h = self.max_half_life
-        buckets = await self.indexes.rank_buckets()
+        snapshot = await self.indexes.snapshot("rank")
+        buckets = snapshot.buckets
         opened = 0
+        seen: set[str] = set()
         candidates: list[tuple[float, str]] = []  # max-heap (negated scores) of unscored
-        best: list[tuple[float, str]] = []  # min-heap of the n best exact scores
+        best: list[tuple[float, str]] = []  # min-heap of the n best (score, lead)
         chunk = max(n, 100)
         while True:
             # Unread leads are bounded by the next unopened bucket: open buckets until
@@ -106,10 +121,12 @@ class RankIndex:
                 not candidates or -candidates[0][0] < buckets[opened][1]
             ):
                 group = [b for b, _ in buckets[opened : opened + TOP_BUCKETS_PER_READ]]
-                group = group[: max(1, min(len(group), (chunk + 39) // 40))]
-                for entries in await self.indexes.read_buckets(self.keys.rank_base, group):
+                group = group[: max(1, (chunk + 39) // 40)]
+                for entries in await self.indexes.read("rank", snapshot, group):
                     for lead, score in entries:
-                        heapq.heappush(candidates, (-score, lead))
+                        if lead not in seen:
+                            seen.add(lead)
+                            heapq.heappush(candidates, (-score, lead))
                 opened += len(group)
             if not candidates:
                 break
@@ -122,13 +139,14 @@ class RankIndex:
                     continue
                 # score_at, like MemoryStore.top_sync: a lead is not rewound before
                 # its latest event (its score there is still bounded by the index).
-                score = score_at(state, self.rules, at_ms)
+                # Ties go to the larger lead id, as there (heapq.nlargest).
+                entry = (score_at(state, self.rules, at_ms), lead)
                 if len(best) < n:
-                    heapq.heappush(best, (score, lead))
-                elif score > best[0][0]:
-                    heapq.heapreplace(best, (score, lead))
+                    heapq.heappush(best, entry)
+                elif entry > best[0]:
+                    heapq.heapreplace(best, entry)
             if gone:
-                await self.indexes.remove(landmark, rank=gone)
+                await self.indexes.remove(rank=gone)
             unread = max(
                 -candidates[0][0] if candidates else -math.inf,
                 buckets[opened][1] if opened < len(buckets) else -math.inf,
@@ -136,9 +154,10 @@ class RankIndex:
             if unread == -math.inf:
                 break
             threshold = decay_to(rank_bound_of(unread), landmark, at_ms, h)
-            if len(best) == n and best[0][0] >= threshold:
+            # (strictly: an unread lead at the threshold could tie and win on its id)
+            if len(best) == n and best[0][0] > threshold:
                 break
-        return [(lead, score) for score, lead in sorted(best, key=lambda x: (-x[0], x[1]))]
+        return [(lead, score) for score, lead in sorted(best, reverse=True)]
 
 
 def texts(values: Any) -> list[str]:

@@ -434,28 +434,19 @@ class RedisStore:
         self, until_ms: int, limit_for: Callable[[LeadState], int | None] | None = None
     ) -> BatchResult:
         """Cool every hot lead whose score decayed below ``cool`` by ``until_ms``: found
-        through the cooling index (``P cool-due:<n>``, no scan of all leads). ``limit_for(state)``
-        may hold a lead back: it returns the time up to which that lead may be cooled now
-        (None: not at all, e.g. its partition belongs to another worker); held-back leads
-        stay in the index for the next sweep."""
+        through the cooling index (``P cool-due:<n>``, no scan of all leads).
+        ``limit_for(state)`` may hold a lead back: it returns the time up to which that
+        lead may be cooled now (None: not at all, e.g. its partition belongs to another
+        worker); held-back leads stay in the index for the next sweep."""
         crossings: list[Crossing] = []
-        # (bucket, due leads of it to skip): the cursor past the leads held back so far
-        cursor = (0, 0)
-        while True:
-            found = await self.indexes.due(until_ms, cursor, SWEEP_CHUNK)
+        bucket = 0  # the index's buckets are read in order, whole, a few at a time
+        while bucket >= 0:
+            bucket, found = await self.indexes.due(until_ms, bucket, SWEEP_CHUNK)
             if not found:
-                break
-            lead_ids = [lead for _, lead in found]
-            missing: set[str] = set()
-            step = partial(self._cool_step, until_ms, limit_for, missing)
-            written = await self._compare_and_set(lead_ids, step)
+                continue
+            step = partial(self._cool_step, until_ms, limit_for)
+            written = await self._compare_and_set([lead for _, lead in found], step)
             crossings.extend(c for r in written.values() for c in r.crossings)
-            cooled = {c.lead_id for c in crossings}
-            last = found[-1][0]
-            left = sum(1 for b, lead in found if b == last and lead not in cooled | missing)
-            cursor = (last, (cursor[1] if last == cursor[0] else 0) + left)
-            if len(found) < SWEEP_CHUNK:
-                break
         crossings.sort(key=lambda c: (c.occurred_at_ms, c.lead_id))
         return BatchResult(tuple(crossings))
 
@@ -463,11 +454,10 @@ class RedisStore:
         self,
         until_ms: int,
         limit_for: Callable[[LeadState], int | None] | None,
-        missing: set[str],
         leads: list[str],
     ) -> tuple[dict[str, _Loaded], dict[str, LeadBatch]]:
         """Advance the leads to ``until_ms`` (or their limit); leads without a state are
-        dropped from the index and added to ``missing``."""
+        dropped from the index."""
         loaded = await self._load(leads)
         results: dict[str, LeadBatch] = {}
         gone: list[str] = []
@@ -481,10 +471,7 @@ class RedisStore:
             step = advance(item.state, self.rules, min(to_ms, until_ms))
             results[lead] = LeadBatch(step.state, step.crossings, (), 0)
         if gone:
-            landmark = await self.rank.landmark()
-            if landmark is not None:
-                await self.indexes.remove(landmark, cool_due=gone)
-            missing.update(gone)
+            await self.indexes.remove(cool_due=gone)
         return loaded, results
 
     # ------------------------------------------------------------------ ranking

@@ -15,7 +15,7 @@ import pytest
 from scoring.rules_file import default_rules_path, load_rules
 from scoring.state_machine import rank_bound
 from scoring.store import MemoryStore
-from streams.live import redis_store
+from streams.live import redis_index, redis_store
 from streams.live.redis_index import lead_hash, rank_score
 from streams.live.redis_store import RedisStore, StoreFormatError
 from tests.integration.conftest import NewClient
@@ -38,7 +38,9 @@ def test_many_leads_spread_over_listpack_buckets_and_read_back_exactly(
     for another worker's partitions) and top-N equal the reference store's."""
     items = items_for(generate_event_log(31, 7_000, 3_000, span_ms=10 * DAY_MS))
     prefix = f"test:{uuid.uuid4().hex}:"
-    monkeypatch.setattr(redis_store, "SWEEP_CHUNK", 7)  # many round trips: the cursor
+    # many round trips: the sweep's cursor
+    monkeypatch.setattr(redis_store, "SWEEP_CHUNK", 7)
+    monkeypatch.setattr(redis_index, "DUE_BUCKETS_PER_CALL", 3)
 
     async def scenario() -> None:
         client = new_store_client()
@@ -160,6 +162,37 @@ def test_a_format_2_store_gets_its_indexes_bucketed(new_store_client: NewClient)
             memory.apply_batch_sync(items)
             got = await again.top(10, last + HOUR_MS)
             assert [x for x, _ in got] == [x for x, _ in memory.top_sync(10, last + HOUR_MS)]
+        finally:
+            await drop_prefix(client, prefix)
+            await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_reader_of_a_snapshot_finds_leads_moved_by_later_splits(
+    new_store_client: NewClient,
+) -> None:
+    """`top` lists the buckets once, then reads them over several round trips: buckets
+    split in between (new leads arriving) must not hide a lead it listed."""
+    early = items_for(generate_event_log(33, 1_500, 1_000, span_ms=DAY_MS))
+    late = items_for(generate_event_log(34, 3_000, 3_000, span_ms=DAY_MS, lead_prefix="new-"))
+    prefix = f"test:{uuid.uuid4().hex}:"
+
+    async def scenario() -> None:
+        client = new_store_client()
+        try:
+            store = RedisStore(client, RULES, prefix)
+            await store.apply_batch(early)
+            snapshot = await store.indexes.snapshot("rank")
+            listed = await store.indexes.everything("rank")
+            await store.apply_batch(late)  # dozens of splits
+            after = await store.indexes.snapshot("rank")
+            assert (after.level, after.split) != (snapshot.level, snapshot.split)
+            buckets = [b for b, _ in snapshot.buckets]
+            found: dict[str, float] = {}
+            for entries in await store.indexes.read("rank", snapshot, buckets):
+                found.update(entries)
+            assert listed.keys() <= found.keys()
         finally:
             await drop_prefix(client, prefix)
             await client.aclose()

@@ -236,8 +236,15 @@ def test_a_rebase_by_another_worker_is_seen_by_every_worker(
             await a.apply_batch(first)
             old = int(await clients[0].hget(a.keys.meta, "landmark"))
             new = old + 200 * 86_400_000  # ~7 of the longest half-lives: bounds 100x apart
-            await b.rank._rebase(old, new)  # what B does when its clock runs far ahead
-            await a.apply_batch(rest)  # A still believes in `old`
+            assert await b.rank.rebase(old, new)  # what B does when its clock runs far ahead
+            before = await b.indexes.everything("rank")
+            # A's clock gets there too: its re-base from `old` finds the landmark moved
+            # and shifts nothing a second time.
+            assert not await a.rank.rebase(old, new + 1000)
+            assert await a.indexes.everything("rank") == before
+            a.rank.forget()
+            a.rank._landmark = old  # A still believes in `old`
+            await a.apply_batch(rest)
             assert a.rank._landmark == new
             reference = MemoryStore(RULES)
             reference.apply_batch_sync(items)
