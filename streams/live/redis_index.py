@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,9 @@ BUCKET_LOAD = 40
 RANK_STEPS = 1024
 #: Buckets the sweep's script looks at per call, at most.
 DUE_BUCKETS_PER_CALL = 1000
+#: An index entry and a removal as :data:`WRITE_INDEXES_SCRIPT` reads them.
+_ENTRY = struct.Struct("<IqH")
+_REMOVAL = struct.Struct("<IH")
 
 WRITE_INDEXES_SCRIPT = """
 -- Refresh the rank and cooling indexes of a batch's leads (bucketed by linear hashing,
@@ -58,9 +62,10 @@ WRITE_INDEXES_SCRIPT = """
 -- KEYS[3] = P cool-due:min (zset: bucket -> at most the earliest due ms in it)
 -- ARGV[1] = landmark of the rank scores ('': removals only, no check),
 -- ARGV[2] = P rank: , ARGV[3] = P cool-due: (bucket key bases),
--- ARGV[4] = entries per bucket before a split, then four lists, each a count and items:
---   rank entries (hash, score, lead id), rank removals (hash, lead id),
---   cool-due entries (hash, ms, lead id), cool-due removals (hash, lead id)
+-- ARGV[4] = entries per bucket before a split, then four packed lists (one argument
+--   each, so that the client packs 8 arguments, not 3 per lead): rank entries, rank
+--   removals, cool-due entries, cool-due removals; an entry is little-endian
+--   u32 hash | i64 score | u16 length | lead id, a removal u32 hash | u16 length | lead id
 -- Returns 1, or 0 (nothing written) when meta's landmark is not ARGV[1].
 if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], 'landmark') ~= ARGV[1] then return 0 end
 local load = tonumber(ARGV[4])
@@ -97,19 +102,23 @@ local function index(name, summary, base, keep, edge)
     split = split + 1
     if split == 2 ^ level then level, split = level + 1, 0 end
   end
-  local n = tonumber(ARGV[a])
-  for i = a + 1, a + 3 * n, 3 do
-    local b = bucket(tonumber(ARGV[i]))
-    count = count + redis.call('ZADD', base .. b, ARGV[i + 1], ARGV[i + 2])
-    redis.call('ZADD', summary, keep, ARGV[i + 1], b)
+  local packed, at = ARGV[a], 1
+  while at <= #packed do
+    local h, score, lead
+    h, score, lead, at = struct.unpack('<I4i8Hc0', packed, at)
+    local b = bucket(h)
+    score = string.format('%d', score)
+    count = count + redis.call('ZADD', base .. b, score, lead)
+    redis.call('ZADD', summary, keep, score, b)
     if count > load * (2 ^ level + split) then split_next() end
   end
-  a = a + 3 * n + 1
-  n = tonumber(ARGV[a])
-  for i = a + 1, a + 2 * n, 2 do
-    count = count - redis.call('ZREM', base .. bucket(tonumber(ARGV[i])), ARGV[i + 1])
+  packed, at = ARGV[a + 1], 1
+  while at <= #packed do
+    local h, lead
+    h, lead, at = struct.unpack('<I4Hc0', packed, at)
+    count = count - redis.call('ZREM', base .. bucket(h), lead)
   end
-  a = a + 2 * n + 1
+  a = a + 2
   redis.call('HSET', KEYS[1], name .. ':level', level, name .. ':split', split,
              name .. ':count', count)
 end
@@ -281,15 +290,19 @@ class LeadIndexes:
         args: list[Any] = [check, keys.rank_base, keys.cool_due_base, BUCKET_LOAD]
         hashes: dict[str, int] = {}
         for entries, removals in (rank, cool_due):
-            args.append(len(entries))
+            parts = []
             for member, score in entries.items():
                 h = hashes.get(member)
                 if h is None:
                     h = hashes[member] = lead_hash(member)
-                args += [h, score, member]
-            args.append(len(removals))
+                raw = member.encode()
+                parts.append(_ENTRY.pack(h, score, len(raw)) + raw)
+            args.append(b"".join(parts))
+            parts = []
             for member in removals:
-                args += [lead_hash(member), member]
+                raw = member.encode()
+                parts.append(_REMOVAL.pack(lead_hash(member), len(raw)) + raw)
+            args.append(b"".join(parts))
         script = self.client.register_script(WRITE_INDEXES_SCRIPT)
         done: Any = await script(keys=[keys.meta, keys.rank_max, keys.cool_due_min], args=args)
         return int(done) == 1
