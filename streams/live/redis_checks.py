@@ -9,6 +9,9 @@ settings under which Redis loses scores without telling anyone (docs/architectur
   helps while Kafka still holds it. A warning.
 * ``appendfsync everysec`` (or ``no``): a power failure loses up to a second (or more) of
   writes; the worker notices and re-reads them (rollback repair). An info line.
+* ``zset-max-listpack-entries`` below 128 or ``zset-max-listpack-value`` below 64: the
+  index buckets (:mod:`.redis_index`) become skiplists, ~100 bytes more per lead. A
+  warning (memory, not correctness).
 """
 
 from __future__ import annotations
@@ -20,13 +23,16 @@ import redis.exceptions
 
 log = logging.getLogger("leadscore.store")
 
+#: What the index buckets need of ``zset-max-listpack-entries`` and ``-value`` (defaults).
+LISTPACK_ENTRIES, LISTPACK_VALUE = 128, 64
+
 
 async def durability_findings(client: Any) -> list[tuple[int, str]]:
     """``(log level, message)`` for each risky setting of the Redis behind ``client``;
     an info line when its configuration cannot be read (a managed Redis without CONFIG)."""
     try:
         config = {}
-        for name in ("maxmemory-policy", "appendonly", "appendfsync", "save"):
+        for name in ("maxmemory-policy", "appendonly", "appendfsync", "save", "zset-max-*"):
             config.update(_texts(await client.config_get(name)))
     except redis.exceptions.ResponseError as exc:
         return [
@@ -64,6 +70,20 @@ async def durability_findings(client: Any) -> list[tuple[int, str]]:
                 f"Redis appendfsync is {config.get('appendfsync')}: a power failure can lose "
                 "the last writes; the worker notices and re-reads them from Kafka (keep the "
                 "input topics' retention longer than any rollback you may have to recover)",
+            )
+        )
+    entries = int(
+        config.get("zset-max-listpack-entries", config.get("zset-max-ziplist-entries", "128"))
+    )
+    value = int(config.get("zset-max-listpack-value", config.get("zset-max-ziplist-value", "64")))
+    if entries < LISTPACK_ENTRIES or value < LISTPACK_VALUE:
+        findings.append(
+            (
+                logging.WARNING,
+                f"Redis zset-max-listpack-entries is {entries} and zset-max-listpack-value "
+                f"{value}: the lead indexes' buckets (up to ~110 leads, lead ids up to 64 "
+                f"bytes) need at least {LISTPACK_ENTRIES} and {LISTPACK_VALUE} to stay "
+                "compact; they work either way, at ~100 more bytes per lead",
             )
         )
     return findings

@@ -210,6 +210,7 @@ def test_risky_redis_settings_are_reported_at_start(
         try:
             await client.config_set("maxmemory-policy", "allkeys-lru")
             await client.config_set("appendfsync", "everysec")
+            await client.config_set("zset-max-listpack-entries", 64)
             with caplog.at_level(logging.INFO, logger="leadscore.store"):
                 await RedisStore(client, RULES, key_prefix).prepare()
         finally:
@@ -219,6 +220,7 @@ def test_risky_redis_settings_are_reported_at_start(
     errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert any("maxmemory-policy is allkeys-lru" in m for m in errors), errors
     assert "appendfsync is everysec" in caplog.text
+    assert "zset-max-listpack-entries is 64" in caplog.text
 
 
 def test_a_rebase_by_another_worker_is_seen_by_every_worker(
