@@ -39,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .redis_keys import KeySpace
+from .redis_keys import KeySpace, text
 
 #: Average entries per bucket before the next bucket is split. Unsplit buckets hold up to
 #: twice the average just before a round of splits ends; 40 keeps them (and chance
@@ -318,14 +318,14 @@ class LeadIndexes:
         script = self.client.register_script(DUE_SCRIPT)
         args = [until_ms, self.keys.cool_due_base, first, limit, DUE_BUCKETS_PER_CALL]
         raw: Any = await script(keys=[self.keys.meta, self.keys.cool_due_min], args=args)
-        found = [(int(raw[i]), _text(raw[i + 1])) for i in range(1, len(raw), 2)]
+        found = [(int(raw[i]), text(raw[i + 1])) for i in range(1, len(raw), 2)]
         return int(raw[0]), found
 
     async def snapshot(self, kind: str) -> Snapshot:
         """The ``rank`` or ``cool-due`` index's buckets now."""
         script = self.client.register_script(SNAPSHOT_SCRIPT)
         raw: Any = await script(keys=[self.keys.meta, self._bases[kind][1]], args=[kind])
-        pairs = [(int(_text(raw[i])), float(raw[i + 1])) for i in range(2, len(raw), 2)]
+        pairs = [(int(text(raw[i])), float(raw[i + 1])) for i in range(2, len(raw), 2)]
         return Snapshot(int(raw[0]), int(raw[1]), pairs)
 
     async def read(
@@ -345,7 +345,7 @@ class LeadIndexes:
         i = 0
         while i < len(raw):
             n = int(raw[i])
-            out.append([(_text(raw[j]), float(raw[j + 1])) for j in range(i + 1, i + 1 + 2 * n, 2)])
+            out.append([(text(raw[j]), float(raw[j + 1])) for j in range(i + 1, i + 1 + 2 * n, 2)])
             i += 1 + 2 * n
         return out
 
@@ -366,7 +366,3 @@ class LeadIndexes:
         args = [old, new, by, self.keys.rank_base]
         done: Any = await script(keys=[self.keys.meta, self.keys.rank_max], args=args)
         return int(done) == 1
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

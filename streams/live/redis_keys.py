@@ -82,6 +82,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS as SLOTS
 from redis.crc import key_slot
@@ -214,3 +215,13 @@ def _hash_tag(lead_id: str) -> str:
     if "{" in lead_id or "}" in lead_id:
         return "h:" + hashlib.sha1(lead_id.encode(), usedforsecurity=False).hexdigest()
     return lead_id
+
+
+def text(value: Any) -> str:
+    """A Redis reply (bytes or str) as str."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def texts(values: Any) -> list[str]:
+    """Redis replies (bytes or str) as a list of str."""
+    return [text(v) for v in values or ()]

@@ -38,7 +38,7 @@ from scoring.state import LeadState
 from scoring.state_machine import dedupe_window_of
 
 from .redis_index import LeadIndexes, rank_score
-from .redis_keys import KeySpace
+from .redis_keys import KeySpace, text
 from .redis_scripts import convert_lead
 
 #: The store's format (``P meta`` ``format``): 1 JSON hashes and a set of every id, 2 the
@@ -121,10 +121,10 @@ async def convert_format_2(client: Any, keys: KeySpace, indexes: LeadIndexes) ->
         while landmark is not None:
             cursor, entries = await client.zscan(old, cursor, count=CONVERT_CHUNK)
             if kind == "rank":
-                rank = {_text(m): rank_score(s) for m, s in entries if s > 0}
+                rank = {text(m): rank_score(s) for m, s in entries if s > 0}
                 done = await indexes.write(int(landmark), (rank, ()), ({}, ()))
             else:
-                due = {_text(m): int(s) for m, s in entries}
+                due = {text(m): int(s) for m, s in entries}
                 done = await indexes.write(int(landmark), ({}, ()), (due, ()))
             if not done:
                 raise RuntimeError("the rank landmark moved during the conversion")
@@ -135,10 +135,6 @@ async def convert_format_2(client: Any, keys: KeySpace, indexes: LeadIndexes) ->
     await client.hset(keys.meta, "format", STORE_FORMAT)
     log.warning("moved %d index entries: store format %d", moved, STORE_FORMAT)
     return moved
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def _convert(client: Any, keys: KeySpace, encode: Encode, key: str) -> LeadState | None:

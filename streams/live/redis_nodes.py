@@ -30,8 +30,7 @@ from typing import Any
 import redis.exceptions
 
 from .interfaces import StoreRolledBack
-from .redis_keys import KeySpace, LeadKeys
-from .redis_rank import texts
+from .redis_keys import KeySpace, LeadKeys, text, texts
 from .redis_scripts import (
     LeadWrite,
     NodeMarks,
@@ -276,7 +275,7 @@ class ClusterNodes:
         copies = []
         for tag in sorted(texts(await self.client.smembers(self.keys.node_tags))):
             raw = await self.client.hgetall(self.keys.node_names(tag))
-            copies.append({_text(k): int(v) for k, v in raw.items()})
+            copies.append({text(k): int(v) for k, v in raw.items()})
         return copies
 
     async def copy_names(self, numbers: Mapping[str, int]) -> None:
@@ -304,10 +303,6 @@ class _OnNode:
 
     async def config_get(self, name: str) -> Any:
         return await self.client.config_get(name, target_nodes=self.node)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @functools.cache

@@ -158,8 +158,3 @@ class RankIndex:
             if len(best) == n and best[0][0] > threshold:
                 break
         return [(lead, score) for score, lead in sorted(best, reverse=True)]
-
-
-def texts(values: Any) -> list[str]:
-    """Redis replies (bytes or str) as a list of str."""
-    return [v.decode() if isinstance(v, bytes) else str(v) for v in values or ()]

@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from scoring.crossings import Crossing, crossing_to_dict
 
 from .interfaces import StoreRolledBack
-from .redis_keys import LeadKeys
+from .redis_keys import LeadKeys, text
 
 _SAVE_LEADS_BODY = """
 local behind = {}
@@ -302,7 +302,7 @@ def _lost_leads(writes: Sequence[LeadWrite], results: Any) -> list[str]:
     if results and int(results[0]) == -2:
         marks = results[1:]
         raise StoreRolledBack(
-            {_text(s): int(m) for s, m in zip(marks[0::2], marks[1::2], strict=True)}
+            {text(s): int(m) for s, m in zip(marks[0::2], marks[1::2], strict=True)}
         )
     return [w.keys.lead_id for w, r in zip(writes, results, strict=True) if int(r) < 0]
 
@@ -369,10 +369,6 @@ async def load_node_states(run: RunOnNode, anchor: str, keys: Sequence[LeadKeys]
     return list(found)
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 async def register_names(
     client: Redis, names_key: str, names: Sequence[str], floor: int = 0
 ) -> dict[str, int]:
@@ -392,7 +388,7 @@ async def merge_names(client: Redis, names_key: str, numbers: Mapping[str, int])
         return []
     args = [x for pair in numbers.items() for x in pair]
     clash: Any = await client.register_script(MERGE_NAMES_SCRIPT)(keys=[names_key], args=args)
-    return [_text(c) for c in clash]
+    return [text(c) for c in clash]
 
 
 async def convert_lead(

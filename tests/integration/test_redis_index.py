@@ -6,7 +6,6 @@ converted into buckets."""
 from __future__ import annotations
 
 import asyncio
-import math
 import uuid
 import zlib
 
@@ -19,7 +18,7 @@ from streams.live import redis_index, redis_store
 from streams.live.redis_index import lead_hash, rank_score
 from streams.live.redis_store import RedisStore, StoreFormatError
 from tests.integration.conftest import NewClient
-from tests.integration.test_redis_store import drop_prefix, items_for
+from tests.integration.test_redis_store import assert_same_top, drop_prefix, items_for
 from tests.strategies import DAY_MS, HOUR_MS, generate_event_log
 
 RULES = load_rules(default_rules_path())
@@ -82,11 +81,7 @@ def test_many_leads_spread_over_listpack_buckets_and_read_back_exactly(
 
             last = max(e.occurred_at_ms for e, _ in items)
             for n, at_ms in ((1, last), (10, last + DAY_MS), (200, last + 3 * DAY_MS)):
-                got = await store.top(n, at_ms)
-                want = memory.top_sync(n, at_ms)
-                assert [lead for lead, _ in got] == [lead for lead, _ in want]
-                for (_, x), (_, y) in zip(got, want, strict=True):
-                    assert math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9)
+                await assert_same_top(store, memory, n, at_ms)
 
             # A sweep that holds a third of the leads back, then one that holds none.
             at_ms = int(sorted(want_due.values())[len(want_due) // 2])  # half are due

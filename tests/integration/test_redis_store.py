@@ -71,6 +71,15 @@ def items_for(log: Sequence[dict[str, Any]], partitions: int = 4) -> list[EventI
     return items
 
 
+async def assert_same_top(redis_store: RedisStore, memory: MemoryStore, n: int, at_ms: int) -> None:
+    """`top` of both stores: the same leads in the same order, scores within 1e-9."""
+    got = await redis_store.top(n, at_ms)
+    want = memory.top_sync(n, at_ms)
+    assert [lead for lead, _ in got] == [lead for lead, _ in want]
+    for (_, x), (_, y) in zip(got, want, strict=True):
+        assert math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9)
+
+
 async def apply_both(
     redis_store: RedisStore, memory: MemoryStore, items: Sequence[EventItem], batch: int
 ) -> tuple[list[str], list[str]]:
@@ -149,11 +158,7 @@ def test_redis_and_memory_stores_agree_on_10k_events(
                 assert [c.event_id for c in a.crossings] == [c.event_id for c in b.crossings]
                 assert [c.score for c in a.crossings] == [c.score for c in b.crossings]
             for n, at_ms in ((1, last), (10, last + DAY_MS), (25, last + 5 * DAY_MS)):
-                got = await redis_store.top(n, at_ms)
-                want = memory.top_sync(n, at_ms)
-                assert [lead for lead, _ in got] == [lead for lead, _ in want]
-                for (_, x), (_, y) in zip(got, want, strict=True):
-                    assert math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-9)
+                await assert_same_top(redis_store, memory, n, at_ms)
         finally:
             await drop_prefix(client, prefix)
             await client.aclose()
