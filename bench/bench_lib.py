@@ -80,6 +80,12 @@ class Resources:
         self.prefixes.append(f"{self.name}:{suffix}:")
         return self.prefixes[-1]
 
+    def short_prefix(self) -> str:
+        """A fresh prefix as long as the default ``leadscore:`` (10 characters), for
+        measuring Redis memory: key names are part of it."""
+        self.prefixes.append(f"{uuid.uuid4().hex[:9]}:")
+        return self.prefixes[-1]
+
     def drop_topics(self, names: Iterable[str]) -> None:
         names = list(names)
         if not names:

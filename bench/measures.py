@@ -247,14 +247,15 @@ def _percentiles(lat: list[float], n: int, plan: LatencyPlan) -> dict[str, Any]:
 def memory(res: Resources, rules: RuleSet, plans: dict[int, int]) -> dict[str, Any]:
     """Redis bytes per lead at ``events_per_lead -> leads``: every key of a fresh prefix
     (lead states, outboxes, indexes, the name dictionary, the applied marks), MEMORY USAGE
-    over SCAN, lead ids of 16 characters, events written by ``RedisStore.apply_batch``
+    over SCAN, lead ids of 16 characters, a 10-character key prefix (as long as the
+    default ``leadscore:``), events written by ``RedisStore.apply_batch``
     (the worker's store). Measured twice: right after the events (all inside the dedupe
     window), and after one more page view per lead dated past the window, which is what
     a lead costs for good; the difference per forgotten id is the window's cost per
     event."""
     out: dict[str, Any] = {}
     for per_lead, leads in plans.items():
-        prefix = res.prefix(f"mem{per_lead}")
+        prefix = res.short_prefix()  # (the default prefix's length: names cost memory)
         items = []
         lead_ids = []
         last_ms = 0
