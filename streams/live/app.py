@@ -40,8 +40,6 @@ from .redis_store import RedisStore
 
 log = logging.getLogger("leadscore.worker")
 
-#: /healthz turns 503 when an operation (a batch, a produce, the sweep) has been failing
-#: and retrying for this long: the worker is alive but not making progress.
 #: aiokafka errors that a record always gets again (see :meth:`FaustSink.is_permanent`).
 PERMANENT_AIOKAFKA_ERRORS: tuple[type[Exception], ...] = (
     aiokafka.errors.MessageSizeTooLargeError,
@@ -51,12 +49,13 @@ PERMANENT_AIOKAFKA_ERRORS: tuple[type[Exception], ...] = (
     aiokafka.errors.InvalidMessageError,
 )
 
+#: /healthz turns 503 when an operation (a batch, a produce, the sweep) has been failing
+#: and retrying for this long: the worker is alive but not making progress.
 HEALTH_STUCK_AFTER_S = 30.0
-#: The worker's first garbage-collector threshold (Python's default: 700 allocations). A
-#: batch of 2,000 events allocates tens of thousands of short-lived objects; with the
-#: default, the collector runs hundreds of times a second and its older generations
-#: keep re-scanning everything that lives. 10,000 cuts the collections about
-#: twentyfold (``bench/bench_worker.py``: ~190 ms of a 3.4 s run down to ~90 ms).
+#: The worker's young-generation garbage-collector threshold (Python's default: 700
+#: allocations). A batch of 2,000 events allocates tens of thousands of short-lived
+#: objects: with 700 the collector ran ~900 times in a 3.4 s run of
+#: ``bench/bench_worker.py --events 60000`` (~115 ms), with 10,000 about 50 times (~57 ms).
 GC_GEN0_THRESHOLD = 10_000
 #: /healthz gives Redis this long to answer a PING (so it answers within a second).
 HEALTH_PING_TIMEOUT_S = 0.5
@@ -322,10 +321,12 @@ def run_worker(settings: Settings) -> None:
 def freeze_startup_heap() -> None:
     """Move everything allocated so far (modules, the rules, the app: about 100k objects
     that live as long as the process) out of the garbage collector's sight
-    (:func:`gc.freeze`), and collect the young generation less often. Without it, each
-    full collection re-scans that heap: ~45 ms, several times a minute under load, which
-    showed as the worker's latency tail and ~10 % of its CPU (docs/benchmarks.md). Called
-    by :func:`run_worker` only: tests that build the app in-process keep the defaults."""
+    (:func:`gc.freeze`), and collect the young generation less often
+    (:data:`GC_GEN0_THRESHOLD`). Without it, each full collection re-scans that heap: ~45
+    ms, about every half second under full load, which showed as the worker's latency tail
+    and ~10 % of its CPU (docs/benchmarks.md, 7 December 2026). Cycles are still
+    collected. Called by :func:`run_worker` only: tests that build the app in-process keep
+    Python's defaults."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
