@@ -123,6 +123,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def machine_jiffies() -> tuple[int, int]:
+    """(busy, total) CPU time of the whole machine so far, all cores, from /proc/stat
+    (idle and iowait count as not busy)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    total = sum(values[:8])  # user nice system idle iowait irq softirq steal
+    return total - values[3] - values[4], total
+
+
+def busy_percent(before: tuple[int, int], after: tuple[int, int]) -> float | None:
+    """How busy the machine's cores were between two :func:`machine_jiffies` readings."""
+    total = after[1] - before[1]
+    return round(100 * (after[0] - before[0]) / total, 1) if total > 0 else None
+
+
 #: The Redis server's pid (driver sets it from INFO): its CPU is sampled with each design's,
 #: since a design may move its work into Redis (Lua).
 REDIS_PID = [0]

@@ -15,7 +15,14 @@ import numpy as np
 import orjson
 import redis
 import redis.asyncio
-from bench_lib import REPO_ROOT, Resources, bounded
+from bench_lib import (
+    REPO_ROOT,
+    Resources,
+    bounded,
+    busy_percent,
+    cpu_seconds,
+    machine_jiffies,
+)
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from schemas.validation import Rejected, parse_event
@@ -165,6 +172,9 @@ def latency(
             )
             records = [encode(e) for e in events]
             batches_before = worker.metrics()
+            machine_before = machine_jiffies()
+            assert worker.proc is not None
+            worker_cpu_before = cpu_seconds(worker.proc.pid)
             sent = paced_produce(
                 res.bootstrap,
                 source,
@@ -180,12 +190,18 @@ def latency(
                 drain,
                 lambda total=total: processed_count(worker.metrics()) >= total,  # type: ignore[misc]
             )
+            # How busy the 2 cores were while this load ran, and the worker's share: on a
+            # saturated machine the tail is waiting for a core (docs/benchmarks.md).
+            busy = busy_percent(machine_before, machine_jiffies())
+            worker_cpu = cpu_seconds(worker.proc.pid) - worker_cpu_before
             time.sleep(1.0)  # last hot records reach the listener
             lat = [(listener.arrivals[i] - sent[i]) * 1000 for i in sent if i in listener.arrivals]
             out[str(plan.rate)] = _percentiles(lat, n, plan)
             out[str(plan.rate)].update(_batch_times(batches_before, worker.metrics()))
             span = max(sent.values()) - min(sent.values()) if sent else 0.0
             out[str(plan.rate)]["offered_rate"] = round(n / span) if span > 0 else None
+            out[str(plan.rate)]["machine_busy_pct"] = busy
+            out[str(plan.rate)]["worker_cpu_us_per_event"] = round(worker_cpu / n * 1e6, 1)
             print(f"  latency @ {plan.rate}/s: {out[str(plan.rate)]}", flush=True)
     finally:
         listener.stopping.set()

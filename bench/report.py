@@ -74,16 +74,19 @@ def other_lines(results: dict[str, Any]) -> list[str]:
         lines += [
             "",
             "| offered load (events/s) | p50 ms | p95 ms | p99 ms | hot events "
-            "| worker: events/batch | batch ms p50 / p99 (at most) |",
+            "| worker: events/batch | batch ms p50 / p99 (at most) "
+            "| worker CPU us/event | machine busy % |",
         ]
-        lines.append("|---:|---:|---:|---:|---:|---:|---:|")
+        lines.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for rate, v in lat.items():
             lines.append(
                 f"| {int(rate):,} | {_num(v.get('p50'), '{:,.1f}')} | "
                 f"{_num(v.get('p95'), '{:,.1f}')} | {_num(v.get('p99'), '{:,.1f}')} "
                 f"| {v.get('hot_events', 0)} | {_num(v.get('events_per_batch'), '{:,.1f}')} "
                 f"| {_num(v.get('batch_ms_p50_at_most'), '{:g}')} / "
-                f"{_num(v.get('batch_ms_p99_at_most'), '{:g}')} |"
+                f"{_num(v.get('batch_ms_p99_at_most'), '{:g}')} "
+                f"| {_num(v.get('worker_cpu_us_per_event'), '{:,.0f}')} "
+                f"| {_num(v.get('machine_busy_pct'), '{:.0f}')} |"
             )
     mem = results.get("redis_memory", {})
     if mem:
