@@ -196,6 +196,14 @@ def cool_due_ms(state: LeadState, rules: RuleSet) -> int | None:
     return rules.kernel.cool_due_ms(_pack(state, rules)[0])
 
 
+def index_values(state: LeadState, rules: RuleSet, landmark_ms: int) -> tuple[int | None, float]:
+    """:func:`cool_due_ms` and :func:`rank_bound` together, from one packing of the state
+    (the live store indexes every lead it writes by both)."""
+    packed = _pack(state, rules)[0]
+    due = rules.kernel.cool_due_ms(packed) if state.hot else None
+    return due, rules.kernel.rank_bound(packed, landmark_ms)
+
+
 # --------------------------------------------------------------------------- transitions
 
 

@@ -134,8 +134,9 @@ class KeySpace:
         self.lead_pattern = f"{prefix}lead:*"
         #: SCAN pattern of format 1's per-half-life rank indexes
         self.legacy_rank_pattern = f"{prefix}idx:rank:*"
-        #: lead id -> its keys, for the leads of recent batches
+        #: lead id -> its keys, and its tombstone's, for the leads of recent batches
         self._leads: dict[str, LeadKeys] = {}
+        self._tombstones: dict[str, LeadKeys] = {}
 
     def lead(self, lead_id: str) -> LeadKeys:
         keys = self._leads.get(lead_id)
@@ -151,11 +152,17 @@ class KeySpace:
         in the name, but in the lead's own Redis Cluster slot (``S``: a short tag that
         hashes to that slot, :func:`slot_tag`), so that the script deleting the lead key
         writes it in the same atomic call. As keys whose ``state`` is that key: it loads
-        and saves like a state. Its outbox is never used."""
-        slot = key_slot(_hash_tag(lead_id).encode())
-        digest = hashlib.sha256(lead_id.encode()).hexdigest()[:32]
-        key = f"{self.prefix}erased:{{{slot_tag(slot)}}}:{digest}"
-        return LeadKeys(lead_id, key, f"{key}:outbox")
+        and saves like a state. Its outbox is never used. (Remembered like :meth:`lead`:
+        every batch loads the tombstones of its leads with their states.)"""
+        keys = self._tombstones.get(lead_id)
+        if keys is None:
+            if len(self._tombstones) >= _LEAD_KEYS_CACHED:
+                self._tombstones.clear()
+            slot = key_slot(_hash_tag(lead_id).encode())
+            digest = hashlib.sha256(lead_id.encode()).hexdigest()[:32]
+            key = f"{self.prefix}erased:{{{slot_tag(slot)}}}:{digest}"
+            keys = self._tombstones[lead_id] = LeadKeys(lead_id, key, f"{key}:outbox")
+        return keys
 
     def alias(self, lead_id: str) -> LeadKeys:
         """Where a linked lead's alias is kept (identity merges): ``P alias:{S}:<sha256>``

@@ -12,9 +12,9 @@ from typing import Any
 
 from scoring.rules import RuleSet
 from scoring.state import LeadState
-from scoring.state_machine import decay_to, rank_bound, score_at
+from scoring.state_machine import decay_to, score_at
 
-from .redis_index import RANK_STEPS, LeadIndexes, rank_bound_of, rank_score
+from .redis_index import RANK_STEPS, LeadIndexes, rank_bound_of
 from .redis_keys import KeySpace
 
 #: Re-base the rank index's landmark after this many of the longest half-lives: keeps
@@ -43,26 +43,12 @@ class RankIndex:
     def forget(self) -> None:
         self._landmark = None
 
-    async def entries(self, states: Sequence[LeadState]) -> tuple[int, dict[str, int], list[str]]:
-        """The landmark, and what to add and remove against it for ``states`` (a lead
-        without positive points leaves the index)."""
-        landmark = await self._landmark_for(max(s.clock_ms for s in states))
-        add: dict[str, int] = {}
-        remove: list[str] = []
-        for state in states:
-            bound = rank_bound(state, self.rules, landmark)
-            if bound > 0:
-                add[state.lead_id] = rank_score(bound)
-            else:
-                remove.append(state.lead_id)
-        return landmark, add, remove
-
     async def landmark(self) -> int | None:
         """The store's landmark (None: nothing ranked yet)."""
         raw = await self.client.hget(self.keys.meta, "landmark")
         return None if raw is None else int(raw)
 
-    async def _landmark_for(self, clock_ms: int) -> int:
+    async def landmark_for(self, clock_ms: int) -> int:
         """The landmark, created on first use and re-based (:meth:`rebase`) when
         ``clock_ms`` has run too far ahead of it."""
         if self._landmark is None:

@@ -26,8 +26,8 @@ from scoring.state import LeadState
 from scoring.state_machine import (
     LeadBatch,
     advance,
-    cool_due_ms,
     group_by_lead,
+    index_values,
     is_tombstone,
 )
 from scoring.store import BatchResult, EventItem
@@ -36,7 +36,7 @@ from ..settings import Settings
 from .interfaces import StoreRolledBack
 from .redis_aliases import AliasTable
 from .redis_checks import durability_findings
-from .redis_index import LeadIndexes
+from .redis_index import LeadIndexes, rank_score
 from .redis_keys import KeySpace, slot_tag
 from .redis_migrate import STORE_FORMAT, convert_format_1, convert_format_2, stored_format
 from .redis_names import give_numbers, read_names
@@ -295,26 +295,29 @@ class RedisStore:
 
     async def _load(self, lead_ids: Sequence[str], tombstones: bool = False) -> dict[str, _Loaded]:
         """One round trip: the leads' states and stored versions; with ``tombstones`` (to
-        apply events; one more round trip for leads without a state), an erased or retired
-        lead's tombstone, which guards its past, in its place, and its alias."""
+        apply events), also each lead's tombstone and alias, read in the same round trip
+        and used for a lead without a state: an erased or retired lead's tombstone guards
+        its past in its place, and its alias says where its events go. (Both keys are in
+        the lead's slot, so a Cluster node reads them with its states; reading them for
+        every lead costs Redis a few microseconds, a second round trip for the batches
+        with new leads cost more.)"""
         await self._ensure_ready()
-        found = await self.nodes.load([self.keys.lead(lead) for lead in lead_ids])
-        loaded: dict[str, _Loaded] = {}
-        for lead_id, raw in zip(lead_ids, found, strict=True):
-            if raw is None:
-                loaded[lead_id] = _Loaded(None, b"")
-            else:
-                loaded[lead_id] = _Loaded(await self.decode(raw, lead_id), raw[VERSION_SLICE])
-        missing = [lead for lead, item in loaded.items() if item.state is None and tombstones]
-        keys = [self.keys.tombstone(lead) for lead in missing]
-        if self.identity_merges:
-            keys += [self.keys.alias(lead) for lead in missing]
+        keys = [self.keys.lead(lead) for lead in lead_ids]
+        n = len(keys)
+        if tombstones:
+            keys += [self.keys.tombstone(lead) for lead in lead_ids]
+            if self.identity_merges:
+                keys += [self.keys.alias(lead) for lead in lead_ids]
         found = await self.nodes.load(keys)
-        stones, aliases = found[: len(missing)], found[len(missing) :] or [None] * len(missing)
-        for lead_id, raw, alias in zip(missing, stones, aliases, strict=True):
-            if raw is not None or alias is not None:
-                state = None if raw is None else await self.decode(raw, lead_id)
-                loaded[lead_id] = _Loaded(state, b"", None if alias is None else alias.decode())
+        loaded: dict[str, _Loaded] = {}
+        for i, (lead_id, raw) in enumerate(zip(lead_ids, found, strict=False)):
+            if raw is not None:
+                loaded[lead_id] = _Loaded(await self.decode(raw, lead_id), raw[VERSION_SLICE])
+                continue
+            stone = found[n + i] if tombstones else None
+            alias = found[2 * n + i] if tombstones and self.identity_merges else None
+            state = None if stone is None else await self.decode(stone, lead_id)
+            loaded[lead_id] = _Loaded(state, b"", None if alias is None else alias.decode())
         return loaded
 
     # ------------------------------------------------------------------ writes
@@ -403,18 +406,26 @@ class RedisStore:
         return lost
 
     async def _update_indexes(self, states: Sequence[LeadState]) -> None:
+        """Each lead's entries in the cooling index (hot: when it cools) and the rank
+        index (its bound against the landmark; none without positive points)."""
         if not states:
             return
-        due_add: dict[str, int] = {}
-        due_remove: list[str] = []
-        for state in states:
-            due = cool_due_ms(state, self.rules)
-            if due is None:
-                due_remove.append(state.lead_id)
-            else:
-                due_add[state.lead_id] = due
         for _attempt in range(3):
-            landmark, rank_add, rank_remove = await self.rank.entries(states)
+            landmark = await self.rank.landmark_for(max(s.clock_ms for s in states))
+            due_add: dict[str, int] = {}
+            due_remove: list[str] = []
+            rank_add: dict[str, int] = {}
+            rank_remove: list[str] = []
+            for state in states:
+                due, bound = index_values(state, self.rules, landmark)
+                if due is None:
+                    due_remove.append(state.lead_id)
+                else:
+                    due_add[state.lead_id] = due
+                if bound > 0:
+                    rank_add[state.lead_id] = rank_score(bound)
+                else:
+                    rank_remove.append(state.lead_id)
             if await self.indexes.write(landmark, (rank_add, rank_remove), (due_add, due_remove)):
                 return
             self.rank.forget()  # another worker re-based the landmark: bounds again
