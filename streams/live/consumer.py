@@ -9,8 +9,12 @@ One loop, one batch at a time (:meth:`BatchConsumer.run`):
    processed) and small when idle, without waiting to fill them (latency). The event loop
    never blocks on it.
 2. the batch goes to :meth:`Processor.process` (validate, apply, produce, outbox);
-3. only then are its offsets committed (synchronously). A crash before the commit
-   redelivers the batch; the store recognises what it already applied.
+3. only then are its offsets committed: sent (asynchronously) by the thread just before
+   it takes the next batch, so the next batch does not wait for the broker's reply; on
+   stop, the last batch's offsets are committed synchronously before leaving the group.
+   A crash before a commit lands redelivers the batch; the store recognises what it
+   already applied. A failed commit is logged (bounded) and counted, never retried: the
+   next batch's commit covers its partitions.
 
 A rebalance happens inside ``consume`` (librdkafka calls the assignment callbacks from
 it), so it never meets a batch in flight: the previous batch was applied, acknowledged and
@@ -82,6 +86,7 @@ class BatchConsumer:
                     "session.timeout.ms": session_ms,
                     "heartbeat.interval.ms": round(settings.broker_heartbeat_interval * 1000),
                     "error_cb": self._on_error,
+                    "on_commit": self._on_commit,
                     # The worker logs through Python logging, not librdkafka's stderr.
                     "logger": logging.getLogger("leadscore.kafka.consumer"),
                 },
@@ -104,6 +109,10 @@ class BatchConsumer:
         self._session_timeout_s = settings.broker_session_timeout
         #: Stream -> mark to re-read from, asked for by :meth:`rewind_to`.
         self._pending_rewind: dict[str, int] = {}
+        #: Offsets of processed batches not yet handed to librdkafka to commit.
+        self._to_commit: dict[TopicPartitionKey, int] = {}
+        self.commit_failures = 0
+        self._last_commit_log = 0.0
 
     # ------------------------------------------------------------------ the loop
     async def run(
@@ -112,7 +121,8 @@ class BatchConsumer:
         ready: asyncio.Event | None = None,
     ) -> None:
         """Consume, process and commit until :meth:`stop` (or cancellation); a batch in
-        flight is finished and committed first; then the consumer leaves the group."""
+        flight is finished and committed first (synchronously); then the consumer leaves
+        the group."""
         loop = asyncio.get_running_loop()
         try:
             if ready is not None:
@@ -127,9 +137,7 @@ class BatchConsumer:
                 batch = await loop.run_in_executor(self._thread, self._consume)
                 if not batch:
                     continue
-                task = self._in_flight = asyncio.ensure_future(
-                    self._process_and_commit(process, batch)
-                )
+                task = self._in_flight = asyncio.ensure_future(self._process(process, batch))
                 try:
                     await asyncio.shield(task)
                 except asyncio.CancelledError:
@@ -170,9 +178,11 @@ class BatchConsumer:
         except TimeoutError:
             log.error("the consumer did not stop; stopping anyway")
 
-    async def _process_and_commit(
+    async def _process(
         self, process: Callable[[list[RawMessage]], Awaitable[object]], batch: list[RawMessage]
     ) -> None:
+        """Process ``batch``; then its offsets are due for commit (the next ``_consume``
+        sends them, or the stop)."""
         loop = asyncio.get_running_loop()
         try:
             await process(batch)
@@ -183,11 +193,12 @@ class BatchConsumer:
             # as applied, and their crossings wait in the outbox for the relay.)
             await loop.run_in_executor(self._thread, self._rewind, batch, exc.marks)
             return
-        offsets: dict[TopicPartitionKey, int] = {}
         for m in batch:
-            offsets[(m.topic, m.partition)] = m.offset + 1
-        commit = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-        await loop.run_in_executor(self._thread, self._commit, commit)
+            self._to_commit[(m.topic, m.partition)] = m.offset + 1
+
+    def _take_commit(self) -> list[TopicPartition]:
+        offsets, self._to_commit = self._to_commit, {}
+        return [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
 
     def rewind_to(self, marks: dict[str, int]) -> None:
         """Re-read these streams from these offsets (-1: the log start) before the next
@@ -227,6 +238,11 @@ class BatchConsumer:
             self._consumer.seek(TopicPartition(topic, partition, offset))
 
     def _consume(self) -> list[RawMessage]:
+        # First hand the processed batch's offsets to librdkafka (it sends the commit in
+        # the background; the reply, or a failure, comes to _on_commit).
+        commit = self._take_commit()
+        if commit:
+            self._commit(commit, asynchronous=True)
         # What is buffered now, up to a batch; if nothing, wait (at most batch_timeout) for
         # the first message, then take what came with it. No waiting to fill a batch: under
         # load the buffer fills while the previous batch is processed (full batches), when
@@ -250,22 +266,50 @@ class BatchConsumer:
             batch.append(RawMessage(topic, partition, offset, m.key(), m.value(), when))
         return batch
 
-    def _commit(self, offsets: list[TopicPartition]) -> None:
+    def _commit(self, offsets: list[TopicPartition], *, asynchronous: bool) -> None:
         try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
+            if asynchronous:
+                self._consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                self._consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
-            # A rebalance took the partitions: the next owner re-reads from the last commit,
-            # and the store skips what this batch already applied. Nothing is lost.
-            log.warning("offset commit failed (%s); the batch may be redelivered", exc)
+            self._commit_failed(exc)
+
+    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """librdkafka's reply to a commit (served by ``consume``, in the thread)."""
+        failed = [tp for tp in partitions if tp.error is not None]
+        if error is not None or failed:
+            self._commit_failed(error or failed[0].error)
+
+    def _commit_failed(self, error: object) -> None:
+        # A rebalance took the partitions (or the broker is away): the next owner re-reads
+        # from the last commit, and the store skips what was already applied. Nothing is
+        # lost; the next batch's commit covers the partitions still ours.
+        self.commit_failures += 1
+        now = time.monotonic()
+        if now - self._last_commit_log >= ERROR_LOG_INTERVAL_S:
+            self._last_commit_log = now
+            log.warning(
+                "offset commit failed (%s; %d so far); the batch may be redelivered",
+                error,
+                self.commit_failures,
+            )
 
     async def _close(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
             await asyncio.wait_for(
-                loop.run_in_executor(self._thread, self._consumer.close), CLOSE_TIMEOUT_S
+                loop.run_in_executor(self._thread, self._commit_and_close), CLOSE_TIMEOUT_S
             )
         except (TimeoutError, KafkaException, RuntimeError) as exc:
             log.warning("consumer did not leave the group cleanly: %s", exc)
         self._thread.shutdown(wait=False)
+
+    def _commit_and_close(self) -> None:
+        """Commit the last processed batch's offsets (synchronously), leave the group."""
+        commit = self._take_commit()
+        if commit:
+            self._commit(commit, asynchronous=False)
+        self._consumer.close()
 
     # ------------------------------------------------------------------ callbacks
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
