@@ -285,6 +285,18 @@ class LeadIndexes:
         """Run :data:`WRITE_INDEXES_SCRIPT`: ``rank`` and ``cool_due`` are (lead ->
         score to set, leads to remove). False when the store's landmark is no longer
         ``landmark`` (nothing written; None: removals only, no check)."""
+        keys, args = self.arguments(landmark, rank, cool_due)
+        script = self.client.register_script(WRITE_INDEXES_SCRIPT)
+        done: Any = await script(keys=keys, args=args)
+        return int(done) == 1
+
+    def arguments(
+        self,
+        landmark: int | None,
+        rank: tuple[Mapping[str, int], Sequence[str]],
+        cool_due: tuple[Mapping[str, int], Sequence[str]],
+    ) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of :data:`WRITE_INDEXES_SCRIPT` (:meth:`write`'s arguments)."""
         keys = self.keys
         check = "" if landmark is None else landmark
         args: list[Any] = [check, keys.rank_base, keys.cool_due_base, BUCKET_LOAD]
@@ -303,9 +315,7 @@ class LeadIndexes:
                 raw = member.encode()
                 parts.append(_REMOVAL.pack(lead_hash(member), len(raw)) + raw)
             args.append(b"".join(parts))
-        script = self.client.register_script(WRITE_INDEXES_SCRIPT)
-        done: Any = await script(keys=[keys.meta, keys.rank_max, keys.cool_due_min], args=args)
-        return int(done) == 1
+        return [keys.meta, keys.rank_max, keys.cool_due_min], args
 
     async def remove(self, rank: Sequence[str] = (), cool_due: Sequence[str] = ()) -> None:
         """Drop leads from the indexes (gone: expired by idle-lead retention)."""

@@ -35,6 +35,7 @@ from .redis_scripts import (
     LeadWrite,
     NodeMarks,
     compare_and_set_leads,
+    compare_and_set_leads_and_index,
     compare_and_set_node_leads,
     load_node_states,
     load_states,
@@ -77,6 +78,27 @@ class StandaloneNodes:
             meta_key=self.keys.meta,
             applied_marks=marks,
             idle_ttl_ms=ttl_ms,
+        )
+
+    async def save_and_index(
+        self,
+        writes: Sequence[LeadWrite],
+        marks: Mapping[str, tuple[int, int]],
+        ttl_ms: int | str,
+        index: tuple[Sequence[str], Sequence[Any]],
+    ) -> tuple[list[str], bool]:
+        """:meth:`save`, and the index write ``index`` in the same call if every lead
+        was written (one Redis holds the indexes too): the leads that lost, and whether
+        the indexes were written."""
+        return await compare_and_set_leads_and_index(
+            self.client,
+            writes,
+            outbox_index=self.keys.outbox_index,
+            applied_key=self.keys.applied,
+            meta_key=self.keys.meta,
+            applied_marks=marks,
+            idle_ttl_ms=ttl_ms,
+            index=index,
         )
 
     async def outbox_leads(self, limit: int) -> list[OutboxEntry]:

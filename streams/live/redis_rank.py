@@ -12,9 +12,9 @@ from typing import Any
 
 from scoring.rules import RuleSet
 from scoring.state import LeadState
-from scoring.state_machine import decay_to, score_at
+from scoring.state_machine import decay_to, index_values, score_at
 
-from .redis_index import RANK_STEPS, LeadIndexes, rank_bound_of
+from .redis_index import RANK_STEPS, LeadIndexes, rank_bound_of, rank_score
 from .redis_keys import KeySpace
 
 #: Re-base the rank index's landmark after this many of the longest half-lives: keeps
@@ -23,6 +23,8 @@ RANK_REBASE_AFTER_HALF_LIVES = 512.0
 #: Buckets ``top`` reads at most per round trip.
 TOP_BUCKETS_PER_READ = 64
 
+#: An index's entries to set (lead -> score) and to remove.
+Entries = tuple[dict[str, int], list[str]]
 #: Loads leads' states (None: gone).
 Load = Callable[[Sequence[str]], Awaitable[Mapping[str, LeadState | None]]]
 
@@ -42,6 +44,27 @@ class RankIndex:
 
     def forget(self) -> None:
         self._landmark = None
+
+    async def entries(self, states: Sequence[LeadState]) -> tuple[int, Entries, Entries]:
+        """Each lead's entries, to set or remove, in the rank index (its bound against
+        the landmark; none without positive points) and the cooling index (hot: when it
+        cools), for the live store's index write; and the landmark."""
+        landmark = await self.landmark_for(max(s.clock_ms for s in states))
+        due_add: dict[str, int] = {}
+        due_remove: list[str] = []
+        rank_add: dict[str, int] = {}
+        rank_remove: list[str] = []
+        for state in states:
+            due, bound = index_values(state, self.rules, landmark)
+            if due is None:
+                due_remove.append(state.lead_id)
+            else:
+                due_add[state.lead_id] = due
+            if bound > 0:
+                rank_add[state.lead_id] = rank_score(bound)
+            else:
+                rank_remove.append(state.lead_id)
+        return landmark, (rank_add, rank_remove), (due_add, due_remove)
 
     async def landmark(self) -> int | None:
         """The store's landmark (None: nothing ranked yet)."""

@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from scoring.crossings import Crossing, crossing_to_dict
 
 from .interfaces import StoreRolledBack
+from .redis_index import WRITE_INDEXES_SCRIPT
 from .redis_keys import LeadKeys, text
 
 _SAVE_LEADS_BODY = """
@@ -182,6 +183,35 @@ end
     + _SAVE_LEADS_BODY
 )
 
+SAVE_LEADS_AND_INDEXES_SCRIPT = f"""
+-- One Redis (not a cluster): SAVE_LEADS_SCRIPT, then, only if it wrote every lead,
+-- WRITE_INDEXES_SCRIPT (streams/live/redis_index.py) for the batch's leads: a batch's
+-- writes in one round trip. (On a cluster the indexes live on another node.)
+-- KEYS    = SAVE_LEADS_SCRIPT's keys, then WRITE_INDEXES_SCRIPT's
+-- ARGV[1] = s, how many of KEYS are SAVE_LEADS_SCRIPT's; ARGV[2] = n, how many of ARGV;
+--   then its n arguments; then WRITE_INDEXES_SCRIPT's
+-- Returns {{SAVE_LEADS_SCRIPT's reply, WRITE_INDEXES_SCRIPT's (1; 0: the landmark moved)
+-- or -1 when it did not run (a lead lost its compare-and-set, or a mark was behind)}}.
+local function save_leads(KEYS, ARGV)
+{SAVE_LEADS_SCRIPT}
+end
+local function write_indexes(KEYS, ARGV)
+{WRITE_INDEXES_SCRIPT}
+end
+local function slice(t, from, to)
+  local out = {{}}
+  for i = from, to do out[#out + 1] = t[i] end
+  return out
+end
+local s, n = tonumber(ARGV[1]), tonumber(ARGV[2])
+local saved = save_leads(slice(KEYS, 1, s), slice(ARGV, 3, 2 + n))
+if saved[1] == -2 then return {{saved, -1}} end
+for _, r in ipairs(saved) do
+  if r ~= 1 then return {{saved, -1}} end
+end
+return {{saved, write_indexes(slice(KEYS, s + 1, #KEYS), slice(ARGV, 3 + n, #ARGV))}}
+"""
+
 LOAD_NODE_STATES_SCRIPT = """#!lua flags=allow-cross-slot-keys
 -- The states of leads of one Redis Cluster node, in one call (MGET cannot span slots).
 -- KEYS[1] = any key of this node (routes the call)
@@ -331,6 +361,29 @@ async def compare_and_set_leads(
     keys = [outbox_index, applied_key, meta_key, *lead_keys]
     results: Any = await client.register_script(SAVE_LEADS_SCRIPT)(keys=keys, args=marks + leads)
     return _lost_leads(writes, results)
+
+
+async def compare_and_set_leads_and_index(
+    client: Redis,
+    writes: Sequence[LeadWrite],
+    *,
+    outbox_index: str,
+    applied_key: str,
+    meta_key: str,
+    applied_marks: Mapping[str, tuple[int, int]],
+    idle_ttl_ms: int | str,
+    index: tuple[Sequence[str], Sequence[Any]],
+) -> tuple[list[str], bool]:
+    """:func:`compare_and_set_leads`, then, in the same call, the index write ``index``
+    (KEYS and ARGV of ``WRITE_INDEXES_SCRIPT``, :meth:`LeadIndexes.arguments`) if every
+    lead was written (:data:`SAVE_LEADS_AND_INDEXES_SCRIPT`). Returns the leads that lost
+    their compare-and-set, and whether the indexes were written."""
+    lead_keys, marks, leads = _save_arguments(writes, applied_marks, idle_ttl_ms)
+    keys = [outbox_index, applied_key, meta_key, *lead_keys]
+    args = [len(keys), len(marks) + len(leads), *marks, *leads, *index[1]]
+    script = client.register_script(SAVE_LEADS_AND_INDEXES_SCRIPT)
+    saved, indexed = await script(keys=[*keys, *index[0]], args=args)
+    return _lost_leads(writes, saved), int(indexed) == 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,6 @@ from scoring.state_machine import (
     LeadBatch,
     advance,
     group_by_lead,
-    index_values,
     is_tombstone,
 )
 from scoring.store import BatchResult, EventItem
@@ -36,7 +35,7 @@ from ..settings import Settings
 from .interfaces import StoreRolledBack
 from .redis_aliases import AliasTable
 from .redis_checks import durability_findings
-from .redis_index import LeadIndexes, rank_score
+from .redis_index import LeadIndexes
 from .redis_keys import KeySpace, slot_tag
 from .redis_migrate import STORE_FORMAT, convert_format_1, convert_format_2, stored_format
 from .redis_names import give_numbers, read_names
@@ -322,8 +321,9 @@ class RedisStore:
 
     # ------------------------------------------------------------------ writes
     async def apply_batch(self, items: Sequence[EventItem]) -> BatchResult:
-        """Apply a batch: 1 round trip to load, 1 to write (one script, a CAS per lead), 1 for
-        the indexes; more only for leads that lost a CAS race."""
+        """Apply a batch: 1 round trip to load (states, tombstones, aliases), 1 to write
+        (one script: a CAS per lead, then the indexes; on a cluster, 1 per node and 1 for
+        the indexes); more only for leads that lost a CAS race."""
         groups = group_by_lead(items)
         marks: dict[str, int] = {}
         for _, position in items:
@@ -383,9 +383,10 @@ class RedisStore:
     async def _save(
         self, loaded: dict[str, _Loaded], results: dict[str, LeadBatch], marks: dict[str, int]
     ) -> set[str]:
-        """Write changed leads with the CAS script, then refresh the indexes of every lead
-        in ``results`` (also unchanged ones: that repairs indexes after a crash). Returns
-        the leads that lost a CAS race."""
+        """Write changed leads with the CAS script and refresh the indexes of every lead
+        in ``results`` (also unchanged ones: that repairs indexes after a crash); on one
+        Redis in the same call, on a cluster after it. Returns the leads that lost a CAS
+        race (their indexes are written when they are)."""
         known = self.known_applied
         writes: list[LeadWrite] = []
         for lead, r in results.items():
@@ -400,33 +401,31 @@ class RedisStore:
                 state = await self.encode(r.state, int.from_bytes(expected, "little") + 1)
                 writes.append(LeadWrite(self.keys.lead(lead), expected, state, r.crossings))
         marks_known = {s: (o, known.get(s, -1)) for s, o in marks.items()}
-        lost = set(await self.nodes.save(writes, marks_known, self.ttl))
-        states = [r.state for lead, r in results.items() if lead not in lost]
-        await self._update_indexes([s for s in states if s is not None])
+        states = [r.state for r in results.values() if r.state is not None]
+        if isinstance(self.nodes, StandaloneNodes) and states:
+            # One Redis: the indexes go in the same call, written if every lead was.
+            landmark, rank, cool_due = await self.rank.entries(states)
+            index = self.indexes.arguments(landmark, rank, cool_due)
+            lost_list, indexed = await self.nodes.save_and_index(
+                writes, marks_known, self.ttl, index
+            )
+            lost = set(lost_list)
+            if indexed:
+                return lost
+            self.rank.forget()  # (if it was the landmark that moved)
+        else:
+            lost = set(await self.nodes.save(writes, marks_known, self.ttl))
+        await self._update_indexes([s for s in states if s.lead_id not in lost])
         return lost
 
     async def _update_indexes(self, states: Sequence[LeadState]) -> None:
-        """Each lead's entries in the cooling index (hot: when it cools) and the rank
-        index (its bound against the landmark; none without positive points)."""
+        """Write the leads' index entries (:meth:`RankIndex.entries`), again while another
+        worker keeps re-basing the landmark."""
         if not states:
             return
         for _attempt in range(3):
-            landmark = await self.rank.landmark_for(max(s.clock_ms for s in states))
-            due_add: dict[str, int] = {}
-            due_remove: list[str] = []
-            rank_add: dict[str, int] = {}
-            rank_remove: list[str] = []
-            for state in states:
-                due, bound = index_values(state, self.rules, landmark)
-                if due is None:
-                    due_remove.append(state.lead_id)
-                else:
-                    due_add[state.lead_id] = due
-                if bound > 0:
-                    rank_add[state.lead_id] = rank_score(bound)
-                else:
-                    rank_remove.append(state.lead_id)
-            if await self.indexes.write(landmark, (rank_add, rank_remove), (due_add, due_remove)):
+            landmark, rank, cool_due = await self.rank.entries(states)
+            if await self.indexes.write(landmark, rank, cool_due):
                 return
             self.rank.forget()  # another worker re-based the landmark: bounds again
         raise StoreConflictError("the rank landmark kept moving under us")

@@ -21,8 +21,9 @@ from redis.crc import key_slot
 from scoring.rules import RuleSet
 from scoring.rules_file import build_ruleset, default_rules_path, load_rules
 from scoring.state import Position
-from scoring.state_machine import score_at
+from scoring.state_machine import index_values, score_at
 from scoring.store import EventItem, MemoryStore
+from streams.live.redis_index import rank_score
 from streams.live.redis_scripts import AFTER_PREVIOUS, LeadWrite
 from streams.live.redis_store import RedisStore
 from tests.integration.conftest import NewClient
@@ -205,6 +206,21 @@ def test_concurrent_writers_apply_each_event_exactly_once(
                     score_at(expected, DEFAULT_RULES, last),
                     rel_tol=1e-9,
                 )
+            if isinstance(clients[0], Redis):
+                # One Redis writes a batch's indexes in its save's script, only when
+                # every lead was written: the entries are those of the final states. (On
+                # a cluster the index write follows the save; a winner's may land after
+                # the loser's retry, until the lead's next write.)
+                landmark = await stores[0].rank.landmark()
+                assert landmark is not None
+                due = await stores[0].indexes.everything("cool-due")
+                ranks = await stores[0].indexes.everything("rank")
+                for lead_id in memory.states:
+                    state = await stores[0].get(lead_id)
+                    assert state is not None
+                    want_due, bound = index_values(state, DEFAULT_RULES, landmark)
+                    assert due.get(lead_id) == want_due
+                    assert ranks.get(lead_id) == (rank_score(bound) if bound > 0 else None)
         finally:
             for client in clients:
                 await client.aclose()
