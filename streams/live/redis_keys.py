@@ -64,8 +64,10 @@ global, under a *node tag* ``{nK}``: the first of ``n0, n1, ...`` whose slot tha
                                check read the old ones after a resharding)
 ======================= ====== =====================================================
 
-The index keys are global (other slots), so the store writes them outside the per-lead
-script, with idempotent commands (ZADD/ZREM/SADD set absolute values): if a crash falls in
+The index keys are global (other slots). On one Redis the save script's call writes them
+after the leads (``SAVE_LEADS_AND_INDEXES_SCRIPT``, only if every lead's compare-and-set
+won); on a cluster, and after a lost compare-and-set, a call of their own follows the
+save, with idempotent commands (ZADD/ZREM/SADD set absolute values): if a crash falls in
 between, the redelivered events (now duplicates) rewrite the same index entries.
 
 Format 1 (leadscore before the compact format) kept ``P lead:{T}`` as a hash (``v``,
