@@ -24,8 +24,10 @@ from scoring.state import Position
 from scoring.state_machine import index_values, score_at
 from scoring.store import EventItem, MemoryStore
 from streams.live.redis_index import rank_score
+from streams.live.redis_nodes import StandaloneNodes
 from streams.live.redis_scripts import AFTER_PREVIOUS, LeadWrite
 from streams.live.redis_store import RedisStore
+from streams.live.state_format import VERSION_SLICE
 from tests.integration.conftest import NewClient
 from tests.strategies import DAY_MS, HOUR_MS, event_from_dict, generate_event_log
 
@@ -429,6 +431,55 @@ def test_a_tombstone_is_written_only_with_its_leads_delete(
             assert [c.kind for c in result.crossings] == ["lead_erased"]
             assert not await client.exists(lead.state) and await client.exists(tomb.state)
             assert await store.get(ada) is None
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_one_redis_writes_the_indexes_in_the_save_call_only_if_every_lead_won(
+    redis_url: str, key_prefix: str
+) -> None:
+    """SAVE_LEADS_AND_INDEXES_SCRIPT: the index write runs in the save's call when every
+    compare-and-set won, not at all when one lost (that lead's stored state is another
+    writer's) or when the landmark it was computed against moved."""
+    view = {
+        "event_id": "v1",
+        "type": "form_submit",
+        "lead_id": "grace-hopper-1906",
+        "occurred_at": "2030-01-01T00:00:00Z",
+        "form_id": "demo",
+    }
+
+    async def scenario() -> None:
+        client = Redis.from_url(redis_url)
+        try:
+            store = RedisStore(client, DEFAULT_RULES, key_prefix)
+            await store.apply_batch(items_for([view]))
+            grace = "grace-hopper-1906"
+            state = await store.get(grace)
+            assert state is not None
+            landmark, rank, cool_due = await store.rank.entries([state])
+            assert rank[0], "a lead with points has a rank entry"
+            moved: tuple[dict[str, int], list[str]] = ({grace: rank[0][grace] + 1000}, [])
+            raw = await client.get(store.keys.lead(grace).state)
+            assert isinstance(raw, bytes)
+            stored = raw[VERSION_SLICE]
+            nodes = store.nodes
+            assert isinstance(nodes, StandaloneNodes)
+
+            async def call(expected: bytes, check: int) -> tuple[list[str], bool]:
+                write = LeadWrite(store.keys.lead(grace), expected, raw, ())
+                index = store.indexes.arguments(check, moved, cool_due)
+                return await nodes.save_and_index([write], {}, 0, index)
+
+            before = await store.indexes.everything("rank")
+            assert await call(b"\x09\x00\x00\x00", landmark) == ([grace], False)
+            assert await store.indexes.everything("rank") == before  # a lead lost
+            assert await call(stored, landmark + 1) == ([], False)
+            assert await store.indexes.everything("rank") == before  # the landmark moved
+            assert await call(stored, landmark) == ([], True)
+            assert (await store.indexes.everything("rank"))[grace] == moved[0][grace]
         finally:
             await client.aclose()
 
