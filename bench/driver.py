@@ -78,6 +78,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quix-python", default=sys.executable)
     parser.add_argument("--plot-python", default="")
     parser.add_argument("--setup-seconds-dir", type=Path)
+    parser.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a LEADSCORE_* setting for the worker (race and latency runs), e.g. "
+        "LEADSCORE_BATCH_LINGER=0.005; repeatable; recorded in the results",
+    )
     return parser.parse_args()
 
 
@@ -155,6 +163,7 @@ class Race:
                 key_prefix=prefix,
                 partitions=self.args.partitions,
                 sweep_interval=5.0,
+                extra_env=worker_env(self.args),
             )
             result = run_worker(config, self.expected, log, self.timeout)
         else:
@@ -216,6 +225,7 @@ def main() -> None:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "events": events_n,
         "command": "scripts/bench " + " ".join(sys.argv[1:]),
+        "worker_env": worker_env(args),
     }
     print(f"bench {res.name}: {events_n:,} events, {args.runs} rounds; {results['machine']}")
     with tempfile.TemporaryDirectory(prefix=f"{res.name}-") as tmp_name:
@@ -238,6 +248,12 @@ def main() -> None:
 
     print_table(results)
     print(f"\nresults: {args.json} ({results['wall_seconds']:.0f}s)")
+
+
+def worker_env(args: argparse.Namespace) -> dict[str, str]:
+    """``--worker-env NAME=VALUE`` settings, for the worker's environment."""
+    pairs = (item.partition("=") for item in args.worker_env)
+    return {name: value for name, sep, value in pairs if sep and name.startswith("LEADSCORE_")}
 
 
 def race(
@@ -382,7 +398,7 @@ def extras(
     def run_latency() -> None:
         seconds = (10.0, 6.0, 3.0) if args.quick else (30.0, 20.0, 10.0)
         plans = [LatencyPlan(r, s) for r, s in zip((1000, 5000, 20000), seconds, strict=True)]
-        results["latency_ms"] = latency(res, plans, args.partitions, tmp)
+        results["latency_ms"] = latency(res, plans, args.partitions, tmp, worker_env(args))
 
     def run_memory() -> None:
         # 100 leads at 1,000 events even with --quick: the store-wide keys (name dictionary,

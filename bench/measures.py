@@ -132,6 +132,7 @@ def latency(
     plans: list[LatencyPlan],
     partitions: int,
     log_dir: Path,
+    worker_env: dict[str, str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """One worker on fresh topics; for each offered load, a paced producer of fresh leads'
     events; latency = hot event's arrival on the hot topic - produce() of its trigger."""
@@ -149,6 +150,7 @@ def latency(
         key_prefix=res.prefix("lat"),
         partitions=partitions,
         sweep_interval=5.0,
+        extra_env=worker_env or {},
     )
     worker = WorkerProcess(config, log_dir / "latency-worker.log")
     listener = HotListener(res.bootstrap, hot, 2)

@@ -19,15 +19,16 @@ from tests.integration.worker_harness import committed_total, produce
 pytestmark = pytest.mark.integration
 
 
-def _consumer(bootstrap: str, topic: str, group: str) -> BatchConsumer:
-    settings = load_settings(
+def _consumer(bootstrap: str, topic: str, group: str, **settings: float) -> BatchConsumer:
+    config = load_settings(
         kafka_bootstrap_servers=bootstrap,
         input_topics=[topic],
         control_topic=f"{topic}-control",
         app_id=group,
         batch_timeout=0.2,
+        **settings,
     )
-    return BatchConsumer(settings)
+    return BatchConsumer(config)
 
 
 def _records(n: int, start: int = 0) -> list[tuple[bytes, bytes]]:
@@ -112,3 +113,36 @@ def test_a_batch_that_fails_is_not_committed(
     asyncio.run(scenario())
     assert calls == 1
     assert committed_total(kafka_bootstrap, group, topic) == 0
+
+
+def test_a_batch_lingers_for_more_messages_when_told_to(
+    kafka_bootstrap: str, create_topic: Callable[..., str], unique_name: str
+) -> None:
+    """LEADSCORE_BATCH_LINGER: a batch that is not full waits (up to the linger) for more,
+    so a message produced shortly after the first joins its batch; a full batch goes at
+    once."""
+    topic = create_topic(unique_name)
+    create_topic(f"{unique_name}-control")
+    group = f"{unique_name}-group"
+    consumer = _consumer(kafka_bootstrap, topic, group, batch_linger=1.0, batch_size=3)
+    batches: list[list[int]] = []
+
+    async def process(batch: list[RawMessage]) -> None:
+        batches.append([int(m.value or b"") for m in batch])
+
+    async def scenario() -> None:
+        task = asyncio.ensure_future(consumer.run(process))
+        await asyncio.sleep(3)  # joined the group, waiting for a first message
+        await asyncio.to_thread(produce, kafka_bootstrap, topic, _records(1))
+        await asyncio.sleep(0.2)  # (well inside the 1 s linger)
+        await asyncio.to_thread(produce, kafka_bootstrap, topic, _records(4, 1))
+        for _ in range(100):
+            if sum(map(len, batches)) >= 5:
+                break
+            await asyncio.sleep(0.1)
+        await consumer.stop(10)
+        await task
+
+    asyncio.run(scenario())
+    assert [m for batch in batches for m in batch] == list(range(5))
+    assert batches[0] == [0, 1, 2], "the second produce did not join the lingering batch"
