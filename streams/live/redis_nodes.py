@@ -35,7 +35,6 @@ from .redis_scripts import (
     LeadWrite,
     NodeMarks,
     compare_and_set_leads,
-    compare_and_set_leads_and_index,
     compare_and_set_node_leads,
     load_node_states,
     load_states,
@@ -70,27 +69,19 @@ class StandaloneNodes:
     async def save(
         self, writes: Sequence[LeadWrite], marks: Mapping[str, tuple[int, int]], ttl_ms: int | str
     ) -> list[str]:
-        return await compare_and_set_leads(
-            self.client,
-            writes,
-            outbox_index=self.keys.outbox_index,
-            applied_key=self.keys.applied,
-            meta_key=self.keys.meta,
-            applied_marks=marks,
-            idle_ttl_ms=ttl_ms,
-        )
+        return (await self.save_and_index(writes, marks, ttl_ms, None))[0]
 
     async def save_and_index(
         self,
         writes: Sequence[LeadWrite],
         marks: Mapping[str, tuple[int, int]],
         ttl_ms: int | str,
-        index: tuple[Sequence[str], Sequence[Any]],
+        index: tuple[Sequence[str], Sequence[Any]] | None,
     ) -> tuple[list[str], bool]:
         """:meth:`save`, and the index write ``index`` in the same call if every lead
         was written (one Redis holds the indexes too): the leads that lost, and whether
         the indexes were written."""
-        return await compare_and_set_leads_and_index(
+        return await compare_and_set_leads(
             self.client,
             writes,
             outbox_index=self.keys.outbox_index,

@@ -346,40 +346,28 @@ async def compare_and_set_leads(
     meta_key: str,
     applied_marks: Mapping[str, tuple[int, int]],
     idle_ttl_ms: int | str = 0,
-) -> list[str]:
+    index: tuple[Sequence[str], Sequence[Any]] | None = None,
+) -> tuple[list[str], bool]:
     """Run :data:`SAVE_LEADS_SCRIPT` for all ``writes`` in one round trip. A lead whose
     crossings are written joins ``outbox_index`` in the same atomic step, so the outbox
     relay finds it after any crash; ``applied_marks`` (stream -> (next offset, the offset
     the caller knows was applied or -1)) only move forward; a lead that is not hot
-    expires after ``idle_ttl_ms`` without a write (0: never). Returns the ids of the
-    leads whose compare-and-set lost (reload and retry those). Raises
-    :class:`~streams.live.interfaces.StoreRolledBack`, having written nothing, when a
-    stored mark is behind what the caller knows was applied."""
-    if not writes and not applied_marks:
-        return []
+    expires after ``idle_ttl_ms`` without a write (0: never). With ``index`` (KEYS and
+    ARGV of ``WRITE_INDEXES_SCRIPT``, :meth:`LeadIndexes.arguments`), that index write
+    runs in the same call if every lead was written
+    (:data:`SAVE_LEADS_AND_INDEXES_SCRIPT`). Returns the ids of the leads whose
+    compare-and-set lost (reload and retry those), and whether the indexes were written.
+    Raises :class:`~streams.live.interfaces.StoreRolledBack`, having written nothing,
+    when a stored mark is behind what the caller knows was applied."""
+    if not writes and not applied_marks and index is None:
+        return [], False
     lead_keys, marks, leads = _save_arguments(writes, applied_marks, idle_ttl_ms)
     keys = [outbox_index, applied_key, meta_key, *lead_keys]
-    results: Any = await client.register_script(SAVE_LEADS_SCRIPT)(keys=keys, args=marks + leads)
-    return _lost_leads(writes, results)
-
-
-async def compare_and_set_leads_and_index(
-    client: Redis,
-    writes: Sequence[LeadWrite],
-    *,
-    outbox_index: str,
-    applied_key: str,
-    meta_key: str,
-    applied_marks: Mapping[str, tuple[int, int]],
-    idle_ttl_ms: int | str,
-    index: tuple[Sequence[str], Sequence[Any]],
-) -> tuple[list[str], bool]:
-    """:func:`compare_and_set_leads`, then, in the same call, the index write ``index``
-    (KEYS and ARGV of ``WRITE_INDEXES_SCRIPT``, :meth:`LeadIndexes.arguments`) if every
-    lead was written (:data:`SAVE_LEADS_AND_INDEXES_SCRIPT`). Returns the leads that lost
-    their compare-and-set, and whether the indexes were written."""
-    lead_keys, marks, leads = _save_arguments(writes, applied_marks, idle_ttl_ms)
-    keys = [outbox_index, applied_key, meta_key, *lead_keys]
+    if index is None:
+        results: Any = await client.register_script(SAVE_LEADS_SCRIPT)(
+            keys=keys, args=marks + leads
+        )
+        return _lost_leads(writes, results), False
     args = [len(keys), len(marks) + len(leads), *marks, *leads, *index[1]]
     script = client.register_script(SAVE_LEADS_AND_INDEXES_SCRIPT)
     saved, indexed = await script(keys=[*keys, *index[0]], args=args)
