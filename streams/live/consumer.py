@@ -111,8 +111,10 @@ class BatchConsumer:
         self._session_timeout_s = settings.broker_session_timeout
         #: Stream -> mark to re-read from, asked for by :meth:`rewind_to`.
         self._pending_rewind: dict[str, int] = {}
-        #: Offsets of processed batches not yet handed to librdkafka to commit.
+        #: Offsets of processed batches not yet handed to librdkafka to commit, and the
+        #: last handed over per partition (committed again, synchronously, on revocation).
         self._to_commit: dict[TopicPartitionKey, int] = {}
+        self._sent: dict[TopicPartitionKey, int] = {}
         self.commit_failures = 0
         self._last_commit_log = 0.0
 
@@ -200,6 +202,7 @@ class BatchConsumer:
 
     def _take_commit(self) -> list[TopicPartition]:
         offsets, self._to_commit = self._to_commit, {}
+        self._sent.update(offsets)
         return [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
 
     def rewind_to(self, marks: dict[str, int]) -> None:
@@ -315,6 +318,7 @@ class BatchConsumer:
         commit = self._take_commit()
         if commit:
             self._commit(commit, asynchronous=False)
+        self._sent.clear()  # (committed: the revocation in close need not again)
         self._consumer.close()
 
     # ------------------------------------------------------------------ callbacks
@@ -348,6 +352,17 @@ class BatchConsumer:
         )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # The last processed offsets of these partitions were sent asynchronously just
+        # before this consume, and a rebalance may fail that commit: commit them again,
+        # synchronously, so that the next owner does not re-read a batch already applied
+        # (it would only skip it). No batch is in flight here.
+        again = [
+            TopicPartition(tp.topic, tp.partition, offset)
+            for tp in partitions
+            if (offset := self._sent.pop((tp.topic, tp.partition), None)) is not None
+        ]
+        if again:
+            self._commit(again, asynchronous=False)
         for tp in partitions:
             self.start_offsets.pop((tp.topic, tp.partition), None)
         if self.on_assigned is not None:
