@@ -266,6 +266,17 @@ class ClusterNodes:
             raise StoreRolledBack(behind)
         return lost
 
+    async def save_and_index(
+        self,
+        writes: Sequence[LeadWrite],
+        marks: Mapping[str, tuple[int, int]],
+        ttl_ms: int | str,
+        index: tuple[Sequence[str], Sequence[Any]] | None,
+    ) -> tuple[list[str], bool]:
+        """:meth:`save`; never the index write (the indexes share one hash tag, on a node
+        of their own, and a script runs on one node): False, the caller writes them."""
+        return await self.save(writes, marks, ttl_ms), False
+
     async def outbox_leads(self, limit: int) -> list[OutboxEntry]:
         await self._ready()
         tags = texts(await self.client.smembers(self.keys.node_tags))

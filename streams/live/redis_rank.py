@@ -25,6 +25,8 @@ TOP_BUCKETS_PER_READ = 64
 
 #: An index's entries to set (lead -> score) and to remove.
 Entries = tuple[dict[str, int], list[str]]
+#: The landmark, then the rank index's and the cooling index's entries.
+IndexEntries = tuple[int, Entries, Entries]
 #: Loads leads' states (None: gone).
 Load = Callable[[Sequence[str]], Awaitable[Mapping[str, LeadState | None]]]
 
@@ -45,7 +47,7 @@ class RankIndex:
     def forget(self) -> None:
         self._landmark = None
 
-    async def entries(self, states: Sequence[LeadState]) -> tuple[int, Entries, Entries]:
+    async def entries(self, states: Sequence[LeadState]) -> IndexEntries:
         """Each lead's entries, to set or remove, in the rank index (its bound against
         the landmark; none without positive points) and the cooling index (hot: when it
         cools), for the live store's index write; and the landmark."""

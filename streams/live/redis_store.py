@@ -41,7 +41,7 @@ from .redis_migrate import STORE_FORMAT, convert_format_1, convert_format_2, sto
 from .redis_names import give_numbers, read_names
 from .redis_nodes import ClusterNodes, StandaloneNodes, TopologyChangedError
 from .redis_outbox import Outbox
-from .redis_rank import RankIndex
+from .redis_rank import IndexEntries, RankIndex
 from .redis_scripts import AFTER_PREVIOUS, LeadWrite
 from .state_format import (
     VERSION_SLICE,
@@ -402,29 +402,26 @@ class RedisStore:
                 writes.append(LeadWrite(self.keys.lead(lead), expected, state, r.crossings))
         marks_known = {s: (o, known.get(s, -1)) for s, o in marks.items()}
         states = [r.state for r in results.values() if r.state is not None]
-        if isinstance(self.nodes, StandaloneNodes) and states:
-            # One Redis: the indexes go in the same call, written if every lead was.
-            landmark, rank, cool_due = await self.rank.entries(states)
-            index = self.indexes.arguments(landmark, rank, cool_due)
-            lost_list, indexed = await self.nodes.save_and_index(
-                writes, marks_known, self.ttl, index
-            )
-            lost = set(lost_list)
-            if indexed:
-                return lost
-            self.rank.forget()  # (if it was the landmark that moved)
-        else:
-            lost = set(await self.nodes.save(writes, marks_known, self.ttl))
-        await self._update_indexes([s for s in states if s.lead_id not in lost])
+        entries = await self.rank.entries(states) if states else None
+        index = None if entries is None else self.indexes.arguments(*entries)
+        lost_list, indexed = await self.nodes.save_and_index(writes, marks_known, self.ttl, index)
+        lost = set(lost_list)
+        if not indexed:  # a cluster; or a lead lost, or the landmark moved
+            kept = [s for s in states if s.lead_id not in lost]
+            await self._update_indexes(kept, None if lost else entries)
         return lost
 
-    async def _update_indexes(self, states: Sequence[LeadState]) -> None:
-        """Write the leads' index entries (:meth:`RankIndex.entries`), again while another
-        worker keeps re-basing the landmark."""
+    async def _update_indexes(
+        self, states: Sequence[LeadState], entries: IndexEntries | None = None
+    ) -> None:
+        """Write the leads' index entries (``entries`` if computed already, else
+        :meth:`RankIndex.entries`), again while another worker keeps re-basing the landmark
+        (the index script checks it)."""
         if not states:
             return
         for _attempt in range(3):
-            landmark, rank, cool_due = await self.rank.entries(states)
+            landmark, rank, cool_due = entries or await self.rank.entries(states)
+            entries = None
             if await self.indexes.write(landmark, rank, cool_due):
                 return
             self.rank.forget()  # another worker re-based the landmark: bounds again
