@@ -29,6 +29,16 @@ Entries = tuple[dict[str, int], list[str]]
 IndexEntries = tuple[int, Entries, Entries]
 #: Loads leads' states (None: gone).
 Load = Callable[[Sequence[str]], Awaitable[Mapping[str, LeadState | None]]]
+#: Reads leads' stored versions (b"": no state stored), in order.
+ReadVersions = Callable[[Sequence[str]], Awaitable[list[bytes]]]
+#: Loads leads' states (tombstones for erased or retired leads) and stored versions.
+LoadVersioned = Callable[[Sequence[str]], Awaitable[Mapping[str, tuple[LeadState | None, bytes]]]]
+#: Rounds of :meth:`RankIndex.settle` at most.
+SETTLE_ATTEMPTS = 20
+
+
+class IndexConflictError(RuntimeError):
+    """The landmark, or the leads, kept changing while their index entries were written."""
 
 
 class RankIndex:
@@ -46,6 +56,45 @@ class RankIndex:
 
     def forget(self) -> None:
         self._landmark = None
+
+    async def write(self, states: Sequence[LeadState], entries: IndexEntries | None = None) -> None:
+        """Write the leads' index entries (``entries`` if computed already, else
+        :meth:`entries`), again while another worker keeps re-basing the landmark (the
+        index script checks it)."""
+        if not states:
+            return
+        for _attempt in range(3):
+            landmark, rank, cool_due = entries or await self.entries(states)
+            entries = None
+            if await self.indexes.write(landmark, rank, cool_due):
+                return
+            self.forget()  # another worker re-based the landmark: bounds again
+        raise IndexConflictError("the rank landmark kept moving under us")
+
+    async def settle(
+        self, indexed: Mapping[str, bytes], stored: ReadVersions, load: LoadVersioned
+    ) -> None:
+        """Make sure index entries written *after* their leads' save (a cluster; one
+        Redis after a lost race) are not older than the leads: another writer (a zombie
+        after a rebalance, another worker's sweep) may have saved a lead since, and its
+        index write landed before ours. ``indexed``: lead -> the version its entries were
+        computed from. Reads the versions back (one round trip, nothing decoded) and
+        indexes again, from the stored state, each lead that moved on; until none did.
+        Every writer does this after its own index write, so the last one to write a
+        lead's entries wrote the stored state's (a later save indexes after itself)."""
+        for _attempt in range(SETTLE_ATTEMPTS):
+            leads = list(indexed)
+            if not leads:
+                return
+            found = await stored(leads)
+            moved = [lead for lead, v in zip(leads, found, strict=True) if v != indexed[lead]]
+            if not moved:
+                return
+            current = await load(moved)
+            states = [state for state, _ in current.values() if state is not None]
+            await self.write(states)
+            indexed = {lead: version for lead, (_, version) in current.items()}
+        raise IndexConflictError(f"leads kept changing while indexed: {list(indexed)[:5]}")
 
     async def entries(self, states: Sequence[LeadState]) -> IndexEntries:
         """Each lead's entries, to set or remove, in the rank index (its bound against

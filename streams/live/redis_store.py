@@ -41,7 +41,7 @@ from .redis_migrate import STORE_FORMAT, convert_format_1, convert_format_2, sto
 from .redis_names import give_numbers, read_names
 from .redis_nodes import ClusterNodes, StandaloneNodes, TopologyChangedError
 from .redis_outbox import Outbox
-from .redis_rank import IndexEntries, RankIndex
+from .redis_rank import IndexConflictError, RankIndex
 from .redis_scripts import AFTER_PREVIOUS, LeadWrite
 from .state_format import (
     VERSION_SLICE,
@@ -79,6 +79,7 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     redis.exceptions.SlotNotCoveredError,
     TopologyChangedError,
     StoreConflictError,
+    IndexConflictError,
     OSError,
     TimeoutError,
 )
@@ -179,7 +180,7 @@ class RedisStore:
         if stored == 1:
             await self.reload_names()
             converted = await convert_format_1(
-                self.client, self.keys, self.encode, self._update_indexes, progress
+                self.client, self.keys, self.encode, self.rank.write, progress
             )
         elif stored == 2:
             await convert_format_2(self.client, self.keys, self.indexes)
@@ -385,10 +386,12 @@ class RedisStore:
     ) -> set[str]:
         """Write changed leads with the CAS script and refresh the indexes of every lead
         in ``results`` (also unchanged ones: that repairs indexes after a crash); on one
-        Redis in the same call, on a cluster after it. Returns the leads that lost a CAS
-        race (their indexes are written when they are)."""
+        Redis in the same call, else (a cluster; a lead lost; the landmark moved) after
+        it, then :meth:`RankIndex.settle`. Returns the leads that lost a CAS race (their
+        indexes are written when they are)."""
         known = self.known_applied
         writes: list[LeadWrite] = []
+        versions = {lead: item.version for lead, item in loaded.items()}
         for lead, r in results.items():
             if r.applied_event_ids or r.crossings:
                 assert r.state is not None
@@ -397,35 +400,33 @@ class RedisStore:
                     tomb = await self.encode(r.state, 1)
                     writes.append(LeadWrite(self.keys.lead(lead), expected, b"", r.crossings))
                     writes.append(LeadWrite(self.keys.tombstone(lead), AFTER_PREVIOUS, tomb, ()))
+                    versions[lead] = b""
                     continue
                 state = await self.encode(r.state, int.from_bytes(expected, "little") + 1)
                 writes.append(LeadWrite(self.keys.lead(lead), expected, state, r.crossings))
+                versions[lead] = state[VERSION_SLICE]
         marks_known = {s: (o, known.get(s, -1)) for s, o in marks.items()}
         states = [r.state for r in results.values() if r.state is not None]
         entries = await self.rank.entries(states) if states else None
         index = None if entries is None else self.indexes.arguments(*entries)
         lost_list, indexed = await self.nodes.save_and_index(writes, marks_known, self.ttl, index)
         lost = set(lost_list)
-        if not indexed:  # a cluster; or a lead lost, or the landmark moved
+        if not indexed:
             kept = [s for s in states if s.lead_id not in lost]
-            await self._update_indexes(kept, None if lost else entries)
+            await self.rank.write(kept, None if lost else entries)
+            indexed_versions = {s.lead_id: versions[s.lead_id] for s in kept}
+            await self.rank.settle(indexed_versions, self._stored_versions, self._load_versioned)
         return lost
 
-    async def _update_indexes(
-        self, states: Sequence[LeadState], entries: IndexEntries | None = None
-    ) -> None:
-        """Write the leads' index entries (``entries`` if computed already, else
-        :meth:`RankIndex.entries`), again while another worker keeps re-basing the landmark
-        (the index script checks it)."""
-        if not states:
-            return
-        for _attempt in range(3):
-            landmark, rank, cool_due = entries or await self.rank.entries(states)
-            entries = None
-            if await self.indexes.write(landmark, rank, cool_due):
-                return
-            self.rank.forget()  # another worker re-based the landmark: bounds again
-        raise StoreConflictError("the rank landmark kept moving under us")
+    async def _stored_versions(self, lead_ids: Sequence[str]) -> list[bytes]:
+        found = await self.nodes.load([self.keys.lead(lead) for lead in lead_ids])
+        return [b"" if raw is None else raw[VERSION_SLICE] for raw in found]
+
+    async def _load_versioned(
+        self, lead_ids: Sequence[str]
+    ) -> dict[str, tuple[LeadState | None, bytes]]:
+        loaded = await self._load(lead_ids, tombstones=True)
+        return {lead: (item.state, item.version) for lead, item in loaded.items()}
 
     # ------------------------------------------------------------------ outbox
     async def mark_delivered(self, crossings: Sequence[Crossing]) -> None:

@@ -9,7 +9,7 @@ import asyncio
 import math
 import uuid
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -29,7 +29,14 @@ from streams.live.redis_scripts import AFTER_PREVIOUS, LeadWrite
 from streams.live.redis_store import RedisStore
 from streams.live.state_format import VERSION_SLICE
 from tests.integration.conftest import NewClient
-from tests.strategies import DAY_MS, HOUR_MS, event_from_dict, generate_event_log
+from tests.strategies import (
+    BASE_MS,
+    DAY_MS,
+    HOUR_MS,
+    event_dict,
+    event_from_dict,
+    generate_event_log,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -112,6 +119,20 @@ async def assert_same_states(
             rel_tol=1e-9,
             abs_tol=1e-9,
         )
+
+
+async def assert_indexes_match_states(store: RedisStore, lead_ids: Sequence[str]) -> None:
+    """Each lead's rank and cooling entries are those of its stored state."""
+    landmark = await store.rank.landmark()
+    assert landmark is not None
+    due = await store.indexes.everything("cool-due")
+    ranks = await store.indexes.everything("rank")
+    for lead_id in lead_ids:
+        state = await store.get(lead_id)
+        assert state is not None
+        want_due, bound = index_values(state, store.rules, landmark)
+        assert due.get(lead_id) == want_due, lead_id
+        assert ranks.get(lead_id) == (rank_score(bound) if bound > 0 else None), lead_id
 
 
 async def drop_prefix(client: Any, prefix: str) -> None:
@@ -208,21 +229,9 @@ def test_concurrent_writers_apply_each_event_exactly_once(
                     score_at(expected, DEFAULT_RULES, last),
                     rel_tol=1e-9,
                 )
-            if isinstance(clients[0], Redis):
-                # One Redis writes a batch's indexes in its save's script, only when
-                # every lead was written: the entries are those of the final states. (On
-                # a cluster the index write follows the save; a winner's may land after
-                # the loser's retry, until the lead's next write.)
-                landmark = await stores[0].rank.landmark()
-                assert landmark is not None
-                due = await stores[0].indexes.everything("cool-due")
-                ranks = await stores[0].indexes.everything("rank")
-                for lead_id in memory.states:
-                    state = await stores[0].get(lead_id)
-                    assert state is not None
-                    want_due, bound = index_values(state, DEFAULT_RULES, landmark)
-                    assert due.get(lead_id) == want_due
-                    assert ranks.get(lead_id) == (rank_score(bound) if bound > 0 else None)
+            # The final index entries are the final states' (one Redis: written in the
+            # save's script; after it, on a cluster or after a lost race, then settled).
+            await assert_indexes_match_states(stores[0], list(memory.states))
         finally:
             for client in clients:
                 await client.aclose()
@@ -482,5 +491,63 @@ def test_one_redis_writes_the_indexes_in_the_save_call_only_if_every_lead_won(
             assert (await store.indexes.everything("rank"))[grace] == moved[0][grace]
         finally:
             await client.aclose()
+
+    asyncio.run(scenario())
+
+
+class _SaveThenIndex(StandaloneNodes):
+    """One Redis writing a batch's indexes after its save, as it does when a lead of the
+    batch lost a race (and a cluster always does)."""
+
+    async def save_and_index(
+        self,
+        writes: Sequence[LeadWrite],
+        marks: Mapping[str, tuple[int, int]],
+        ttl_ms: int | str,
+        index: tuple[Sequence[str], Sequence[Any]] | None,
+    ) -> tuple[list[str], bool]:
+        return await super().save_and_index(writes, marks, ttl_ms, None)
+
+
+def test_an_index_write_that_lands_after_a_later_save_is_settled(
+    new_store_client: NewClient, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two writers of one lead (a zombie after a rebalance): A saves the lead, B saves it
+    again and indexes it, and only then does A's index write land. A reads the version
+    back, finds the lead moved on, and indexes it again from what is stored: the entries
+    are the final state's, not A's (a rank bound too low would hide the lead from `top`;
+    a stale cooling entry would delay its lead_cooled)."""
+    lead = "ada-lovelace-1815"
+    first = event_dict("form_submit", lead, BASE_MS, "late-1", form_id="demo")
+    second = event_dict("form_submit", lead, BASE_MS + HOUR_MS, "late-2", form_id="demo")
+
+    async def scenario() -> None:
+        clients = [new_store_client(), new_store_client()]
+        try:
+            a, b = (RedisStore(c, DEFAULT_RULES, key_prefix) for c in clients)
+            if isinstance(a.nodes, StandaloneNodes):
+                a.nodes = _SaveThenIndex(a.client, a.keys)
+            saved, release = asyncio.Event(), asyncio.Event()
+            write = a.indexes.write
+
+            async def late_write(*args: Any) -> bool:
+                saved.set()
+                await release.wait()
+                return await write(*args)
+
+            monkeypatch.setattr(a.indexes, "write", late_write)
+            task = asyncio.create_task(a.apply_batch([(event_from_dict(first), None)]))
+            await asyncio.wait_for(saved.wait(), 30)
+            assert (await b.apply_batch([(event_from_dict(second), None)])).applied == 1
+            before = await b.indexes.everything("rank")
+            release.set()
+            assert (await task).applied == 1
+            state = await b.get(lead)
+            assert state is not None and state.events_applied == 2
+            await assert_indexes_match_states(b, [lead])
+            assert await b.indexes.everything("rank") == before
+        finally:
+            for client in clients:
+                await client.aclose()
 
     asyncio.run(scenario())
