@@ -164,10 +164,10 @@ class Settings(BaseSettings):
         gt=0,
         le=60,
         description="Max seconds to wait for the first message of a batch when idle "
-        "(a batch never waits to be filled).",
+        "(then the batch waits at most batch_linger to fill).",
     )
     batch_linger: float = Field(
-        0.0,
+        0.002,
         ge=0,
         le=1,
         description="When a batch is not full, wait up to this many seconds for more "

@@ -6,9 +6,9 @@ One loop, one batch at a time (:meth:`BatchConsumer.run`):
 1. in a worker thread, take what librdkafka has buffered, up to ``batch_size`` messages;
    when nothing is, wait up to ``batch_timeout`` for the first message and take what came
    with it. Batches are full under load (the buffer fills while the previous batch is
-   processed) and small when idle, without waiting to fill them (latency), unless
-   ``batch_linger`` says to wait that long for a batch to fill. The event loop never
-   blocks on it.
+   processed) and small when idle: a batch that is not full waits at most
+   ``batch_linger`` (2 ms by default) for more, then goes. The event loop never blocks on
+   it.
 2. the batch goes to :meth:`Processor.process` (validate, apply, produce, outbox);
 3. only then are its offsets committed: sent (asynchronously) by the thread just before
    it takes the next batch, so the next batch does not wait for the broker's reply; on
@@ -249,17 +249,17 @@ class BatchConsumer:
         if commit:
             self._commit(commit, asynchronous=True)
         # What is buffered now, up to a batch; if nothing, wait (at most batch_timeout) for
-        # the first message, then take what came with it. No waiting to fill a batch: under
-        # load the buffer fills while the previous batch is processed (full batches), when
-        # idle a lone event goes through at once (latency).
+        # the first message, then take what came with it: under load the buffer fills
+        # while the previous batch is processed (full batches); when idle, a batch waits at
+        # most the linger to fill (a few ms: CPU per event, for little latency).
         messages = self._consumer.consume(self.batch_size, 0)
         if not messages:
             messages = self._consumer.consume(1, self.batch_timeout)
             if messages and self.batch_size > 1:
                 messages += self._consumer.consume(self.batch_size - 1, 0)
         if messages and self.batch_linger > 0 and len(messages) < self.batch_size:
-            # LEADSCORE_BATCH_LINGER: let more join a batch that is not full (CPU per
-            # event at low load, for latency); returns as soon as the batch is full.
+            # LEADSCORE_BATCH_LINGER: let more join a batch that is not full; returns as
+            # soon as the batch is full.
             messages += self._consumer.consume(self.batch_size - len(messages), self.batch_linger)
         self._last_poll = time.monotonic()
         batch: list[RawMessage] = []
