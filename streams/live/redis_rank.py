@@ -29,6 +29,8 @@ Entries = tuple[dict[str, int], list[str]]
 IndexEntries = tuple[int, Entries, Entries]
 #: Loads leads' states (None: gone).
 Load = Callable[[Sequence[str]], Awaitable[Mapping[str, LeadState | None]]]
+#: Drops index entries of leads found gone (:meth:`RedisStore.drop_gone`).
+DropGone = Callable[[Sequence[str]], Awaitable[None]]
 #: Reads leads' stored versions (b"": no state stored), in order.
 ReadVersions = Callable[[Sequence[str]], Awaitable[list[bytes]]]
 #: Loads leads' states (tombstones for erased or retired leads) and stored versions.
@@ -147,7 +149,9 @@ class RankIndex:
             self._landmark = int(await self.client.hget(self.keys.meta, "landmark"))
         return done
 
-    async def top(self, n: int, at_ms: int, load: Load) -> list[tuple[str, float]]:
+    async def top(
+        self, n: int, at_ms: int, load: Load, drop_gone: DropGone
+    ) -> list[tuple[str, float]]:
         """Exact top ``n`` by score at ``at_ms``, via the threshold algorithm: every entry
         bounds its lead's score at any later time from above, and every bucket's summary
         bounds its entries, so reading the buckets in descending summary order, the
@@ -161,11 +165,13 @@ class RankIndex:
             landmark = await self.landmark()
             if landmark is None:
                 return []
-            best = await self._top(n, at_ms, load, landmark)
+            best = await self._top(n, at_ms, load, drop_gone, landmark)
             if await self.landmark() == landmark:
                 return best
 
-    async def _top(self, n: int, at_ms: int, load: Load, landmark: int) -> list[tuple[str, float]]:
+    async def _top(
+        self, n: int, at_ms: int, load: Load, drop_gone: DropGone, landmark: int
+    ) -> list[tuple[str, float]]:
         h = self.max_half_life
         snapshot = await self.indexes.snapshot("rank")
         buckets = snapshot.buckets
@@ -206,7 +212,7 @@ class RankIndex:
                 elif entry > best[0]:
                     heapq.heapreplace(best, entry)
             if gone:
-                await self.indexes.remove(rank=gone)
+                await drop_gone(gone)
             unread = max(
                 -candidates[0][0] if candidates else -math.inf,
                 buckets[opened][1] if opened < len(buckets) else -math.inf,

@@ -418,6 +418,14 @@ class RedisStore:
             await self.rank.settle(indexed_versions, self._stored_versions, self._load_versioned)
         return lost
 
+    async def _drop_gone(self, lead_ids: Sequence[str], *, rank: bool) -> None:
+        """Drop the rank or cooling entries of leads read without a state (idle-lead
+        retention; an erasure or a merge whose index write did not land), then settle
+        them: a lead written again meanwhile (a returning lead) is indexed again."""
+        await self.indexes.remove(**{"rank" if rank else "cool_due": lead_ids})
+        gone = dict.fromkeys(lead_ids, b"")  # (the version of no state)
+        await self.rank.settle(gone, self._stored_versions, self._load_versioned)
+
     async def _stored_versions(self, lead_ids: Sequence[str]) -> list[bytes]:
         found = await self.nodes.load([self.keys.lead(lead) for lead in lead_ids])
         return [b"" if raw is None else raw[VERSION_SLICE] for raw in found]
@@ -479,14 +487,14 @@ class RedisStore:
             step = advance(item.state, self.rules, min(to_ms, until_ms))
             results[lead] = LeadBatch(step.state, step.crossings, (), 0)
         if gone:
-            await self.indexes.remove(cool_due=gone)
+            await self._drop_gone(gone, rank=False)
         return loaded, results
 
     # ------------------------------------------------------------------ ranking
     async def top(self, n: int, at_ms: int) -> list[tuple[str, float]]:
         """Exact top ``n`` by score at ``at_ms`` (:meth:`RankIndex.top`)."""
         await self._ensure_ready()
-        return await self.rank.top(n, at_ms, self._states)
+        return await self.rank.top(n, at_ms, self._states, partial(self._drop_gone, rank=True))
 
     async def _states(self, lead_ids: Sequence[str]) -> dict[str, LeadState | None]:
         return {lead: item.state for lead, item in (await self._load(lead_ids)).items()}

@@ -551,3 +551,52 @@ def test_an_index_write_that_lands_after_a_later_save_is_settled(
                 await client.aclose()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("reader", ["top", "sweep"])
+def test_a_lead_that_returns_while_its_entry_is_dropped_stays_indexed(
+    new_store_client: NewClient, key_prefix: str, monkeypatch: pytest.MonkeyPatch, reader: str
+) -> None:
+    """``top`` and the cooling sweep drop the entries of leads they find without a state
+    (idle-lead retention). If the lead returns between that read and the removal (its new
+    state written and indexed), the removal must not leave it out of the index: the
+    reader settles the leads it dropped, and indexes a returning lead again."""
+    lead = "alan-turing-1912"
+
+    def demos(at_ms: int, name: str) -> list[EventItem]:  # 2 x 50 points: hot
+        return [
+            (
+                event_from_dict(
+                    event_dict("form_submit", lead, at_ms + i, f"{name}-{i}", form_id="demo")
+                ),
+                None,
+            )
+            for i in range(2)
+        ]
+
+    async def scenario() -> None:
+        client = new_store_client()
+        try:
+            store = RedisStore(client, DEFAULT_RULES, key_prefix)
+            await store.apply_batch(demos(BASE_MS, "first"))
+            state = await store.get(lead)
+            assert state is not None and state.hot
+            await client.delete(store.keys.lead(lead).state)  # as retention expires it
+            remove = store.indexes.remove
+
+            async def returning_lead_first(*args: Any, **kwargs: Any) -> None:
+                await store.apply_batch(demos(BASE_MS + 40 * DAY_MS, "back"))
+                await remove(*args, **kwargs)
+
+            monkeypatch.setattr(store.indexes, "remove", returning_lead_first)
+            if reader == "top":
+                await store.top(5, BASE_MS + DAY_MS)
+            else:  # (its cooling entry was due after ~14 days)
+                assert (await store.cool_due(BASE_MS + 30 * DAY_MS)).crossings == ()
+            returned = await store.get(lead)
+            assert returned is not None and returned.hot and returned.events_applied == 2
+            await assert_indexes_match_states(store, [lead])
+        finally:
+            await client.aclose()
+
+    asyncio.run(scenario())
