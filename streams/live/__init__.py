@@ -19,8 +19,8 @@ producer and web server.
 
 Modules: ``interfaces`` (what the processor programs against), ``consumer`` (the input,
 in batches), ``processor`` (batch logic), ``redis_store`` with ``redis_keys``,
-``redis_scripts``, ``state_format`` and ``redis_migrate`` (the store), ``metrics``,
-``app`` (Faust), ``commands`` (the worker-side commands), ``control_commands``
+``redis_scripts``, ``state_format``, ``redis_migrate`` and ``redis_errors`` (the store),
+``metrics``, ``app`` (Faust), ``commands`` (the worker-side commands), ``control_commands``
 (``adjust``, ``reset``, ``erase``: control events to the control topic), ``supervisor``
 (``worker --processes N``).
 """

@@ -39,7 +39,8 @@ from ..jsonl import JsonlError, iter_lines
 from ..kafka import AckedProducer, KafkaUnavailableError, confluent_config, ensure_topics
 from ..redaction import redact_url
 from ..settings import Settings, SettingsError, load_settings
-from .redis_store import RedisStore, StoreFormatError
+from .redis_errors import StoreFormatError
+from .redis_store import RedisStore
 
 T = TypeVar("T")
 

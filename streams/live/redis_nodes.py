@@ -77,10 +77,12 @@ class StandaloneNodes:
         marks: Mapping[str, tuple[int, int]],
         ttl_ms: int | str,
         index: tuple[Sequence[str], Sequence[Any]] | None,
+        unchanged: Sequence[tuple[str, bytes]] = (),
     ) -> tuple[list[str], bool]:
         """:meth:`save`, and the index write ``index`` in the same call if every lead
-        was written (one Redis holds the indexes too): the leads that lost, and whether
-        the indexes were written."""
+        was written and the ``unchanged`` leads (state key, version read) were not
+        (one Redis holds the indexes too): the leads that lost, and whether the indexes
+        were written."""
         return await compare_and_set_leads(
             self.client,
             writes,
@@ -90,6 +92,7 @@ class StandaloneNodes:
             applied_marks=marks,
             idle_ttl_ms=ttl_ms,
             index=index,
+            unchanged=unchanged,
         )
 
     async def outbox_leads(self, limit: int) -> list[OutboxEntry]:
@@ -272,6 +275,7 @@ class ClusterNodes:
         marks: Mapping[str, tuple[int, int]],
         ttl_ms: int | str,
         index: tuple[Sequence[str], Sequence[Any]] | None,
+        unchanged: Sequence[tuple[str, bytes]] = (),
     ) -> tuple[list[str], bool]:
         """:meth:`save`; never the index write (the indexes share one hash tag, on a node
         of their own, and a script runs on one node): False, the caller writes them."""

@@ -14,6 +14,7 @@ from scoring.rules import RuleSet
 from scoring.state import LeadState
 from scoring.state_machine import decay_to, index_values, score_at
 
+from .redis_errors import IndexConflictError
 from .redis_index import RANK_STEPS, LeadIndexes, rank_bound_of, rank_score
 from .redis_keys import KeySpace
 
@@ -29,7 +30,7 @@ Entries = tuple[dict[str, int], list[str]]
 IndexEntries = tuple[int, Entries, Entries]
 #: Loads leads' states (None: gone).
 Load = Callable[[Sequence[str]], Awaitable[Mapping[str, LeadState | None]]]
-#: Drops index entries of leads found gone (:meth:`RedisStore.drop_gone`).
+#: Drops index entries of leads found gone (:meth:`RedisStore._drop_gone`).
 DropGone = Callable[[Sequence[str]], Awaitable[None]]
 #: Reads leads' stored versions (b"": no state stored), in order.
 ReadVersions = Callable[[Sequence[str]], Awaitable[list[bytes]]]
@@ -37,10 +38,6 @@ ReadVersions = Callable[[Sequence[str]], Awaitable[list[bytes]]]
 LoadVersioned = Callable[[Sequence[str]], Awaitable[Mapping[str, tuple[LeadState | None, bytes]]]]
 #: Rounds of :meth:`RankIndex.settle` at most.
 SETTLE_ATTEMPTS = 20
-
-
-class IndexConflictError(RuntimeError):
-    """The landmark, or the leads, kept changing while their index entries were written."""
 
 
 class RankIndex:

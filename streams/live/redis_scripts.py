@@ -184,14 +184,18 @@ end
 )
 
 SAVE_LEADS_AND_INDEXES_SCRIPT = f"""
--- One Redis (not a cluster): SAVE_LEADS_SCRIPT, then, only if it wrote every lead,
--- WRITE_INDEXES_SCRIPT (streams/live/redis_index.py) for the batch's leads: a batch's
--- writes in one round trip. (On a cluster the indexes live on another node.)
--- KEYS    = SAVE_LEADS_SCRIPT's keys, then WRITE_INDEXES_SCRIPT's
--- ARGV[1] = s, how many of KEYS are SAVE_LEADS_SCRIPT's; ARGV[2] = n, how many of ARGV;
---   then its n arguments; then WRITE_INDEXES_SCRIPT's
+-- One Redis (not a cluster): SAVE_LEADS_SCRIPT, then, only if it wrote every lead and
+-- the leads indexed without a write of their own are still at the version they were
+-- read at, WRITE_INDEXES_SCRIPT (streams/live/redis_index.py) for the batch's leads: a
+-- batch's writes in one round trip. (On a cluster the indexes live on another node.)
+-- KEYS    = SAVE_LEADS_SCRIPT's keys (s), the unchanged leads' state keys (c), then
+--   WRITE_INDEXES_SCRIPT's
+-- ARGV[1] = s; ARGV[2] = n, how many of ARGV are SAVE_LEADS_SCRIPT's; ARGV[3] = c; then
+--   SAVE_LEADS_SCRIPT's n arguments; the c versions (bytes 2-5 of a state; '': none
+--   stored) the unchanged leads were read at; then WRITE_INDEXES_SCRIPT's
 -- Returns {{SAVE_LEADS_SCRIPT's reply, WRITE_INDEXES_SCRIPT's (1; 0: the landmark moved)
--- or -1 when it did not run (a lead lost its compare-and-set, or a mark was behind)}}.
+-- or -1 when it did not run (a lead lost its compare-and-set, a mark was behind, or an
+-- unchanged lead was written by another writer since it was read)}}.
 local function save_leads(KEYS, ARGV)
 {SAVE_LEADS_SCRIPT}
 end
@@ -203,13 +207,16 @@ local function slice(t, from, to)
   for i = from, to do out[#out + 1] = t[i] end
   return out
 end
-local s, n = tonumber(ARGV[1]), tonumber(ARGV[2])
-local saved = save_leads(slice(KEYS, 1, s), slice(ARGV, 3, 2 + n))
+local s, n, c = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local saved = save_leads(slice(KEYS, 1, s), slice(ARGV, 4, 3 + n))
 if saved[1] == -2 then return {{saved, -1}} end
 for _, r in ipairs(saved) do
   if r ~= 1 then return {{saved, -1}} end
 end
-return {{saved, write_indexes(slice(KEYS, s + 1, #KEYS), slice(ARGV, 3 + n, #ARGV))}}
+for i = 1, c do
+  if redis.call('GETRANGE', KEYS[s + i], 1, 4) ~= ARGV[3 + n + i] then return {{saved, -1}} end
+end
+return {{saved, write_indexes(slice(KEYS, s + c + 1, #KEYS), slice(ARGV, 4 + n + c, #ARGV))}}
 """
 
 LOAD_NODE_STATES_SCRIPT = """#!lua flags=allow-cross-slot-keys
@@ -347,6 +354,7 @@ async def compare_and_set_leads(
     applied_marks: Mapping[str, tuple[int, int]],
     idle_ttl_ms: int | str = 0,
     index: tuple[Sequence[str], Sequence[Any]] | None = None,
+    unchanged: Sequence[tuple[str, bytes]] = (),
 ) -> tuple[list[str], bool]:
     """Run :data:`SAVE_LEADS_SCRIPT` for all ``writes`` in one round trip. A lead whose
     crossings are written joins ``outbox_index`` in the same atomic step, so the outbox
@@ -354,7 +362,8 @@ async def compare_and_set_leads(
     the caller knows was applied or -1)) only move forward; a lead that is not hot
     expires after ``idle_ttl_ms`` without a write (0: never). With ``index`` (KEYS and
     ARGV of ``WRITE_INDEXES_SCRIPT``, :meth:`LeadIndexes.arguments`), that index write
-    runs in the same call if every lead was written
+    runs in the same call if every lead was written and every ``unchanged`` lead (state
+    key, the version it was read at) still has that version
     (:data:`SAVE_LEADS_AND_INDEXES_SCRIPT`). Returns the ids of the leads whose
     compare-and-set lost (reload and retry those), and whether the indexes were written.
     Raises :class:`~streams.live.interfaces.StoreRolledBack`, having written nothing,
@@ -368,9 +377,11 @@ async def compare_and_set_leads(
             keys=keys, args=marks + leads
         )
         return _lost_leads(writes, results), False
-    args = [len(keys), len(marks) + len(leads), *marks, *leads, *index[1]]
+    checked = [key for key, _ in unchanged]
+    args = [len(keys), len(marks) + len(leads), len(checked), *marks, *leads]
+    args += [version for _, version in unchanged]
     script = client.register_script(SAVE_LEADS_AND_INDEXES_SCRIPT)
-    saved, indexed = await script(keys=[*keys, *index[0]], args=args)
+    saved, indexed = await script(keys=[*keys, *checked, *index[0]], args=[*args, *index[1]])
     return _lost_leads(writes, saved), int(indexed) == 1
 
 

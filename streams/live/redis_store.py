@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import redis.exceptions
 from redis.asyncio import Redis, RedisCluster
 
 from schemas.events import PROFILE_FIELDS
@@ -35,13 +34,14 @@ from ..settings import Settings
 from .interfaces import StoreRolledBack
 from .redis_aliases import AliasTable
 from .redis_checks import durability_findings
+from .redis_errors import TRANSIENT_ERRORS, StoreConflictError, StoreFormatError
 from .redis_index import LeadIndexes
 from .redis_keys import KeySpace, slot_tag
 from .redis_migrate import STORE_FORMAT, convert_format_1, convert_format_2, stored_format
 from .redis_names import give_numbers, read_names
-from .redis_nodes import ClusterNodes, StandaloneNodes, TopologyChangedError
+from .redis_nodes import ClusterNodes, StandaloneNodes
 from .redis_outbox import Outbox
-from .redis_rank import IndexConflictError, RankIndex
+from .redis_rank import RankIndex
 from .redis_scripts import AFTER_PREVIOUS, LeadWrite
 from .state_format import (
     VERSION_SLICE,
@@ -59,32 +59,6 @@ SWEEP_CHUNK = 500
 MAX_CAS_ATTEMPTS = 20
 
 
-class StoreConflictError(RuntimeError):
-    """A lead's compare-and-set failed too many times (two writers fighting over it)."""
-
-
-class StoreFormatError(RuntimeError):
-    """The store under the key prefix is in a format this worker does not write: older
-    (converted by :meth:`RedisStore.prepare`) or newer (upgrade leadscore); or it is a
-    Redis Cluster and the settings do not say so."""
-
-
-#: Transient failures (see :meth:`RedisStore.is_transient`).
-TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-    redis.exceptions.ClusterDownError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.SlotNotCoveredError,
-    TopologyChangedError,
-    StoreConflictError,
-    IndexConflictError,
-    OSError,
-    TimeoutError,
-)
-
-
 @dataclass(frozen=True, slots=True)
 class _Loaded:
     state: LeadState | None
@@ -92,6 +66,9 @@ class _Loaded:
     version: bytes
     #: Identity merges: the lead a retired (linked) lead joined, read with its tombstone.
     alias: str | None = None
+    #: Without a state: its tombstone's version. Versions go on above it, never again
+    #: through the numbers the erased lead had (index writes are settled by version).
+    stone_version: bytes = b""
 
 
 #: One compare-and-set round: load the given leads, return them and their new results.
@@ -317,7 +294,10 @@ class RedisStore:
             stone = found[n + i] if tombstones else None
             alias = found[2 * n + i] if tombstones and self.identity_merges else None
             state = None if stone is None else await self.decode(stone, lead_id)
-            loaded[lead_id] = _Loaded(state, b"", None if alias is None else alias.decode())
+            joined = None if alias is None else alias.decode()
+            loaded[lead_id] = _Loaded(
+                state, b"", joined, b"" if stone is None else stone[VERSION_SLICE]
+            )
         return loaded
 
     # ------------------------------------------------------------------ writes
@@ -392,24 +372,30 @@ class RedisStore:
         known = self.known_applied
         writes: list[LeadWrite] = []
         versions = {lead: item.version for lead, item in loaded.items()}
+        unchanged: list[tuple[str, bytes]] = []  # indexed all the same, if still unchanged
         for lead, r in results.items():
-            if r.applied_event_ids or r.crossings:
-                assert r.state is not None
-                expected = loaded[lead].version
-                if is_tombstone(r.state):  # erased: the lead key goes, its tombstone comes
-                    tomb = await self.encode(r.state, 1)
-                    writes.append(LeadWrite(self.keys.lead(lead), expected, b"", r.crossings))
-                    writes.append(LeadWrite(self.keys.tombstone(lead), AFTER_PREVIOUS, tomb, ()))
-                    versions[lead] = b""
-                    continue
-                state = await self.encode(r.state, int.from_bytes(expected, "little") + 1)
-                writes.append(LeadWrite(self.keys.lead(lead), expected, state, r.crossings))
-                versions[lead] = state[VERSION_SLICE]
+            item, key = loaded[lead], self.keys.lead(lead)
+            if not (r.applied_event_ids or r.crossings):
+                if r.state is not None:
+                    unchanged.append((key.state, item.version))
+                continue
+            assert r.state is not None
+            version = int.from_bytes(item.version or item.stone_version, "little") + 1
+            if is_tombstone(r.state):  # erased: the lead key goes, its tombstone comes
+                tomb = await self.encode(r.state, version)
+                writes.append(LeadWrite(key, item.version, b"", r.crossings))
+                writes.append(LeadWrite(self.keys.tombstone(lead), AFTER_PREVIOUS, tomb, ()))
+                versions[lead] = b""
+                continue
+            state = await self.encode(r.state, version)
+            writes.append(LeadWrite(key, item.version, state, r.crossings))
+            versions[lead] = state[VERSION_SLICE]
         marks_known = {s: (o, known.get(s, -1)) for s, o in marks.items()}
         states = [r.state for r in results.values() if r.state is not None]
         entries = await self.rank.entries(states) if states else None
         index = None if entries is None else self.indexes.arguments(*entries)
-        lost_list, indexed = await self.nodes.save_and_index(writes, marks_known, self.ttl, index)
+        saved = self.nodes.save_and_index(writes, marks_known, self.ttl, index, unchanged)
+        lost_list, indexed = await saved
         lost = set(lost_list)
         if not indexed:
             kept = [s for s in states if s.lead_id not in lost]

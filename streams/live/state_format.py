@@ -29,8 +29,12 @@ Names (rule ids, streams, profile fields) are numbers from the store's dictionar
 keeps its sums **by rule id**: a rules change never moves points to another rule, and a
 rule that comes back finds its sum. The ``version`` is the compare-and-set counter of the
 save script, which compares bytes 1-4 (``VERSION_SLICE``) in Lua without decoding the
-rest. ``format`` lets a later format be read beside this one; format 1 (a hash holding JSON,
-plus a ``:seen`` set) is converted once by :meth:`streams.live.redis_store.RedisStore.prepare`.
+rest. An erased (or retired) lead's tombstone takes the next version, and the lead's next
+state the one after it, so a version never names two states of a lead (the index writes
+are checked by version: :meth:`streams.live.redis_rank.RankIndex.settle`); only a lead
+that idle-lead retention expired starts again from 1. ``format`` lets a later format be
+read beside this one; format 1 (a hash holding JSON, plus a ``:seen`` set) is converted
+once by :meth:`streams.live.redis_store.RedisStore.prepare`.
 """
 
 from __future__ import annotations

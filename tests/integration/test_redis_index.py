@@ -15,8 +15,9 @@ from scoring.rules_file import default_rules_path, load_rules
 from scoring.state_machine import rank_bound
 from scoring.store import MemoryStore
 from streams.live import redis_index, redis_store
+from streams.live.redis_errors import StoreFormatError
 from streams.live.redis_index import lead_hash, rank_score
-from streams.live.redis_store import RedisStore, StoreFormatError
+from streams.live.redis_store import RedisStore
 from tests.integration.conftest import NewClient
 from tests.integration.test_redis_store import assert_same_top, drop_prefix, items_for
 from tests.strategies import DAY_MS, HOUR_MS, generate_event_log

@@ -451,7 +451,8 @@ def test_one_redis_writes_the_indexes_in_the_save_call_only_if_every_lead_won(
 ) -> None:
     """SAVE_LEADS_AND_INDEXES_SCRIPT: the index write runs in the save's call when every
     compare-and-set won, not at all when one lost (that lead's stored state is another
-    writer's) or when the landmark it was computed against moved."""
+    writer's), when the landmark it was computed against moved, or when a lead indexed
+    without a write of its own is no longer at the version it was read at."""
     view = {
         "event_id": "v1",
         "type": "form_submit",
@@ -477,17 +478,22 @@ def test_one_redis_writes_the_indexes_in_the_save_call_only_if_every_lead_won(
             nodes = store.nodes
             assert isinstance(nodes, StandaloneNodes)
 
-            async def call(expected: bytes, check: int) -> tuple[list[str], bool]:
+            async def call(
+                expected: bytes, check: int, unchanged: Sequence[tuple[str, bytes]] = ()
+            ) -> tuple[list[str], bool]:
                 write = LeadWrite(store.keys.lead(grace), expected, raw, ())
                 index = store.indexes.arguments(check, moved, cool_due)
-                return await nodes.save_and_index([write], {}, 0, index)
+                return await nodes.save_and_index([write], {}, 0, index, unchanged)
 
             before = await store.indexes.everything("rank")
             assert await call(b"\x09\x00\x00\x00", landmark) == ([grace], False)
             assert await store.indexes.everything("rank") == before  # a lead lost
             assert await call(stored, landmark + 1) == ([], False)
             assert await store.indexes.everything("rank") == before  # the landmark moved
-            assert await call(stored, landmark) == ([], True)
+            other = store.keys.lead("not-stored").state  # (read as not stored: b"")
+            assert await call(stored, landmark, [(other, b"\x01\x00\x00\x00")]) == ([], False)
+            assert await store.indexes.everything("rank") == before  # unchanged lead moved
+            assert await call(stored, landmark, [(other, b"")]) == ([], True)
             assert (await store.indexes.everything("rank"))[grace] == moved[0][grace]
         finally:
             await client.aclose()
@@ -505,6 +511,7 @@ class _SaveThenIndex(StandaloneNodes):
         marks: Mapping[str, tuple[int, int]],
         ttl_ms: int | str,
         index: tuple[Sequence[str], Sequence[Any]] | None,
+        unchanged: Sequence[tuple[str, bytes]] = (),
     ) -> tuple[list[str], bool]:
         return await super().save_and_index(writes, marks, ttl_ms, None)
 
@@ -598,5 +605,86 @@ def test_a_lead_that_returns_while_its_entry_is_dropped_stays_indexed(
             await assert_indexes_match_states(store, [lead])
         finally:
             await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_lead_indexed_unchanged_from_an_old_read_is_settled(
+    new_store_client: NewClient, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A zombie re-applies a batch whose events a lead already has (nothing to write for
+    it, but its index entries are refreshed), from a read taken before another writer
+    saved and indexed the lead. Its entries must not replace the newer ones: on one Redis
+    the save's script checks that the lead is still at the version read (else the
+    indexes go the separate way, then settle), on a cluster the settle does it."""
+    lead = "edsger-dijkstra-1930"
+    first = event_dict("form_submit", lead, BASE_MS, "old-1", form_id="demo")
+    second = event_dict("form_submit", lead, BASE_MS + HOUR_MS, "new-1", form_id="demo")
+
+    async def scenario() -> None:
+        clients = [new_store_client(), new_store_client()]
+        try:
+            zombie, owner = (RedisStore(c, DEFAULT_RULES, key_prefix) for c in clients)
+            await owner.apply_batch([(event_from_dict(first), None)])
+            loaded, release = asyncio.Event(), asyncio.Event()
+            save_and_index = zombie.nodes.save_and_index
+
+            async def after_the_owner(*args: Any) -> tuple[list[str], bool]:
+                loaded.set()
+                await release.wait()
+                return await save_and_index(*args)
+
+            monkeypatch.setattr(zombie.nodes, "save_and_index", after_the_owner)
+            redelivered = asyncio.create_task(zombie.apply_batch([(event_from_dict(first), None)]))
+            await asyncio.wait_for(loaded.wait(), 30)
+            assert (await owner.apply_batch([(event_from_dict(second), None)])).applied == 1
+            release.set()
+            assert (await redelivered).duplicates == 1
+            await assert_indexes_match_states(owner, [lead])
+        finally:
+            for client in clients:
+                await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_versions_go_on_through_an_erasure(
+    new_store_client: NewClient, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An erased lead's next state does not start its versions again: a late index write
+    from before the erasure (version 1) must not find the new state at version 1 too and
+    take it for its own."""
+    lead = "barbara-liskov-1939"
+    first = event_dict("form_submit", lead, BASE_MS, "before-1", form_id="demo")
+    erase = event_dict("lead_erased", lead, BASE_MS + HOUR_MS, "erase-1")
+    again = event_dict("form_submit", lead, BASE_MS + 2 * HOUR_MS, "after-1", form_id="demo")
+
+    async def scenario() -> None:
+        clients = [new_store_client(), new_store_client()]
+        try:
+            late, other = (RedisStore(c, DEFAULT_RULES, key_prefix) for c in clients)
+            if isinstance(late.nodes, StandaloneNodes):
+                late.nodes = _SaveThenIndex(late.client, late.keys)
+            saved, release = asyncio.Event(), asyncio.Event()
+            write = late.indexes.write
+
+            async def late_write(*args: Any) -> bool:
+                saved.set()
+                await release.wait()
+                return await write(*args)
+
+            monkeypatch.setattr(late.indexes, "write", late_write)
+            task = asyncio.create_task(late.apply_batch([(event_from_dict(first), None)]))
+            await asyncio.wait_for(saved.wait(), 30)
+            for data in (erase, again):
+                assert (await other.apply_batch([(event_from_dict(data), None)])).applied == 1
+            raw = await other.client.get(other.keys.lead(lead).state)
+            assert raw is not None and raw[VERSION_SLICE] == (3).to_bytes(4, "little")
+            release.set()
+            await task
+            await assert_indexes_match_states(other, [lead])
+        finally:
+            for client in clients:
+                await client.aclose()
 
     asyncio.run(scenario())

@@ -21,7 +21,8 @@ from scoring.state import Position
 from scoring.state_machine import score_at
 from scoring.store import EventItem, MemoryStore
 from streams.live.interfaces import StoreRolledBack
-from streams.live.redis_store import RedisStore, StoreFormatError
+from streams.live.redis_errors import StoreFormatError
+from streams.live.redis_store import RedisStore
 from tests.integration.conftest import PrivateRedis, PrivateRedisCluster
 from tests.integration.test_redis_store import items_for
 from tests.strategies import DAY_MS, generate_event_log

@@ -17,8 +17,9 @@ from scoring.rules_file import default_rules_path, load_rules
 from scoring.state import LeadState
 from scoring.state_machine import score_at
 from scoring.store import EventItem, MemoryStore
+from streams.live.redis_errors import StoreFormatError
 from streams.live.redis_keys import KeySpace
-from streams.live.redis_store import RedisStore, StoreFormatError
+from streams.live.redis_store import RedisStore
 from tests.integration.test_redis_store import items_for
 from tests.strategies import generate_event_log
 
