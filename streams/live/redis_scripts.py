@@ -63,10 +63,18 @@ while a <= #ARGV do
   local version = ''
   if current then version = string.sub(current, 2, 5) end
   local write
-  if expected == '+' then write = previous_written else write = version == expected end
+  if expected == '+' then
+    write = previous_written
+  elseif expected == '&' then
+    write = previous_written and version == ''
+  else
+    write = version == expected
+  end
   previous_written = write
   if not write then
     out[#out + 1] = -1
+  elseif state == '=' then
+    out[#out + 1] = 1
   else
     if state == '' then
       redis.call('DEL', lead_key(key))
@@ -128,8 +136,9 @@ SAVE_LEADS_SCRIPT = (
 --   for those of them without a profile (flag 8: unidentified); ARGV[2] = k; then k marks
 --   (stream, next offset, offset the caller knows was applied or -1); then per lead:
 --   expected version (state bytes 2-5, "" when not stored yet, "+": write only if the
---   lead before it was written), new state (byte 22: flags, 1 = hot; "": delete the
---   key), m, and when m > 0: the lead id and m (crossing id, crossing JSON) pairs
+--   lead before it was written; "&": only if it was and the key is not stored), new
+--   state (byte 22: flags, 1 = hot; "": delete the key; "=": write nothing, only
+--   compare), m, and when m > 0: the lead id and m (crossing id, crossing JSON) pairs
 -- Returns, per lead: 1, or -1 when the stored version was not the expected one (another
 -- writer got there first: reload and recompute that lead); or, after a rollback,
 -- {-2, stream, stored mark (-1: none), ...} for each mark found behind and nothing written.
@@ -298,13 +307,20 @@ async def load_states(client: Redis, keys: Sequence[LeadKeys]) -> list[bytes | N
 #: call was (an erased lead's tombstone, after its lead key's delete: both or neither;
 #: the two keys share a Cluster slot, so one script does both).
 AFTER_PREVIOUS = b"+"
+#: ``LeadWrite.expected_version`` of a write made only if the key is not stored and the
+#: write before it was made (a lead without a state, after the check that its tombstone
+#: did not move). (A version is 4 bytes, so it is never one of these markers.)
+AND_PREVIOUS = b"&"
+#: ``LeadWrite.state`` of an entry that only compares the version (a tombstone's).
+CHECK_ONLY = b"="
 
 
 @dataclass(frozen=True, slots=True)
 class LeadWrite:
     """One lead's new state, to be written only if its stored version is still
     ``expected_version`` (the 4 version bytes read; ``b""``: not stored; or
-    :data:`AFTER_PREVIOUS`). An empty ``state`` deletes the key (an erased lead)."""
+    :data:`AFTER_PREVIOUS` or :data:`AND_PREVIOUS`). An empty ``state``
+    deletes the key (an erased lead); :data:`CHECK_ONLY` writes nothing."""
 
     keys: LeadKeys
     expected_version: bytes

@@ -42,7 +42,7 @@ from .redis_names import give_numbers, read_names
 from .redis_nodes import ClusterNodes, StandaloneNodes
 from .redis_outbox import Outbox
 from .redis_rank import RankIndex
-from .redis_scripts import AFTER_PREVIOUS, LeadWrite
+from .redis_scripts import AFTER_PREVIOUS, AND_PREVIOUS, CHECK_ONLY, LeadWrite
 from .state_format import (
     VERSION_SLICE,
     Names,
@@ -381,14 +381,19 @@ class RedisStore:
                 continue
             assert r.state is not None
             version = int.from_bytes(item.version or item.stone_version, "little") + 1
+            expected = item.version
+            if not expected:  # no state: its tombstone (or none) must still be as read
+                stone = self.keys.tombstone(lead)
+                writes.append(LeadWrite(stone, item.stone_version, CHECK_ONLY, ()))
+                expected = AND_PREVIOUS
             if is_tombstone(r.state):  # erased: the lead key goes, its tombstone comes
                 tomb = await self.encode(r.state, version)
-                writes.append(LeadWrite(key, item.version, b"", r.crossings))
+                writes.append(LeadWrite(key, expected, b"", r.crossings))
                 writes.append(LeadWrite(self.keys.tombstone(lead), AFTER_PREVIOUS, tomb, ()))
                 versions[lead] = b""
                 continue
             state = await self.encode(r.state, version)
-            writes.append(LeadWrite(key, item.version, state, r.crossings))
+            writes.append(LeadWrite(key, expected, state, r.crossings))
             versions[lead] = state[VERSION_SLICE]
         marks_known = {s: (o, known.get(s, -1)) for s, o in marks.items()}
         states = [r.state for r in results.values() if r.state is not None]

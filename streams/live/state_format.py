@@ -31,8 +31,10 @@ rule that comes back finds its sum. The ``version`` is the compare-and-set count
 save script, which compares bytes 1-4 (``VERSION_SLICE``) in Lua without decoding the
 rest. An erased (or retired) lead's tombstone takes the next version, and the lead's next
 state the one after it, so a version never names two states of a lead (the index writes
-are checked by version: :meth:`streams.live.redis_rank.RankIndex.settle`); only a lead
-that idle-lead retention expired starts again from 1. ``format`` lets a later format be
+are checked by version: :meth:`streams.live.redis_rank.RankIndex.settle`), and a lead
+without a state is written only if its tombstone is still the one read. A lead that
+retention expired starts again above its tombstone, or from 1: only a writer stalled for
+the whole retention period could take one for the other. ``format`` lets a later format be
 read beside this one; format 1 (a hash holding JSON, plus a ``:seen`` set) is converted
 once by :meth:`streams.live.redis_store.RedisStore.prepare`.
 """

@@ -688,3 +688,53 @@ def test_versions_go_on_through_an_erasure(
                 await client.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_lead_without_a_state_is_written_only_over_the_tombstone_it_read(
+    new_store_client: NewClient, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An erased lead is absent again after each erasure: a writer that read it absent
+    (over tombstone v2) must not win over a lead since re-created and erased again
+    (tombstone v4), as if nothing had happened: its compare-and-set also checks the
+    tombstone, loses, and applies its event again over the newer tombstone (v5)."""
+    lead = "frances-allen-1932"
+
+    def item(kind: str, hours: int, name: str, **fields: Any) -> list[EventItem]:
+        return [
+            (
+                event_from_dict(event_dict(kind, lead, BASE_MS + hours * HOUR_MS, name, **fields)),
+                None,
+            )
+        ]
+
+    async def scenario() -> None:
+        clients = [new_store_client(), new_store_client()]
+        try:
+            slow, other = (RedisStore(c, DEFAULT_RULES, key_prefix) for c in clients)
+            await other.apply_batch(item("form_submit", 0, "a-1", form_id="demo"))
+            await other.apply_batch(item("lead_erased", 1, "erase-1"))
+            loaded, release = asyncio.Event(), asyncio.Event()
+            save_and_index = slow.nodes.save_and_index
+
+            async def after_the_others(*args: Any) -> tuple[list[str], bool]:
+                loaded.set()
+                await release.wait()
+                return await save_and_index(*args)
+
+            monkeypatch.setattr(slow.nodes, "save_and_index", after_the_others)
+            task = asyncio.create_task(slow.apply_batch(item("download", 5, "slow-1")))
+            await asyncio.wait_for(loaded.wait(), 30)
+            await other.apply_batch(item("form_submit", 2, "b-1", form_id="demo"))
+            await other.apply_batch(item("lead_erased", 3, "erase-2"))
+            release.set()
+            assert (await task).applied == 1
+            raw = await other.client.get(other.keys.lead(lead).state)
+            assert raw is not None and raw[VERSION_SLICE] == (5).to_bytes(4, "little")
+            state = await other.get(lead)
+            assert state is not None and state.events_applied == 1
+            await assert_indexes_match_states(other, [lead])
+        finally:
+            for client in clients:
+                await client.aclose()
+
+    asyncio.run(scenario())
