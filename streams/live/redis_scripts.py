@@ -139,7 +139,7 @@ SAVE_LEADS_SCRIPT = (
 --   lead before it was written; "&": only if it was and the key is not stored), new
 --   state (byte 22: flags, 1 = hot; "": delete the key; "=": write nothing, only
 --   compare), m, and when m > 0: the lead id and m (crossing id, crossing JSON) pairs
--- Returns, per lead: 1, or -1 when the stored version was not the expected one (another
+-- Returns, per entry: 1, or -1 when the stored version was not the expected one (another
 -- writer got there first: reload and recompute that lead); or, after a rollback,
 -- {-2, stream, stored mark (-1: none), ...} for each mark found behind and nothing written.
 local k = tonumber(ARGV[2])

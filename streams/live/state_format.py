@@ -34,7 +34,8 @@ state the one after it, so a version never names two states of a lead (the index
 are checked by version: :meth:`streams.live.redis_rank.RankIndex.settle`), and a lead
 without a state is written only if its tombstone is still the one read. A lead that
 retention expired starts again above its tombstone, or from 1: only a writer stalled for
-the whole retention period could take one for the other. ``format`` lets a later format be
+the whole retention period (the unidentified-lead one, if shorter: tombstones keep the
+general one) could take one for the other. ``format`` lets a later format be
 read beside this one; format 1 (a hash holding JSON, plus a ``:seen`` set) is converted
 once by :meth:`streams.live.redis_store.RedisStore.prepare`.
 """
