@@ -516,6 +516,31 @@ class _SaveThenIndex(StandaloneNodes):
         return await super().save_and_index(writes, marks, ttl_ms, None)
 
 
+def hold(
+    monkeypatch: pytest.MonkeyPatch, owner: object, name: str
+) -> tuple[asyncio.Event, asyncio.Event]:
+    """Make the coroutine method ``owner.name`` wait, when called, until released (a
+    writer paused between two steps while another writer goes ahead): returns (called,
+    release)."""
+    called, release = asyncio.Event(), asyncio.Event()
+    real = getattr(owner, name)
+
+    async def held(*args: Any) -> Any:
+        called.set()
+        await release.wait()
+        return await real(*args)
+
+    monkeypatch.setattr(owner, name, held)
+    return called, release
+
+
+def save_then_index(store: RedisStore) -> None:
+    """On one Redis, write the store's indexes after its saves (as after a lost race);
+    a cluster always does."""
+    if isinstance(store.nodes, StandaloneNodes):
+        store.nodes = _SaveThenIndex(store.client, store.keys)
+
+
 def test_an_index_write_that_lands_after_a_later_save_is_settled(
     new_store_client: NewClient, key_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -532,17 +557,8 @@ def test_an_index_write_that_lands_after_a_later_save_is_settled(
         clients = [new_store_client(), new_store_client()]
         try:
             a, b = (RedisStore(c, DEFAULT_RULES, key_prefix) for c in clients)
-            if isinstance(a.nodes, StandaloneNodes):
-                a.nodes = _SaveThenIndex(a.client, a.keys)
-            saved, release = asyncio.Event(), asyncio.Event()
-            write = a.indexes.write
-
-            async def late_write(*args: Any) -> bool:
-                saved.set()
-                await release.wait()
-                return await write(*args)
-
-            monkeypatch.setattr(a.indexes, "write", late_write)
+            save_then_index(a)
+            saved, release = hold(monkeypatch, a.indexes, "write")
             task = asyncio.create_task(a.apply_batch([(event_from_dict(first), None)]))
             await asyncio.wait_for(saved.wait(), 30)
             assert (await b.apply_batch([(event_from_dict(second), None)])).applied == 1
@@ -626,15 +642,7 @@ def test_a_lead_indexed_unchanged_from_an_old_read_is_settled(
         try:
             zombie, owner = (RedisStore(c, DEFAULT_RULES, key_prefix) for c in clients)
             await owner.apply_batch([(event_from_dict(first), None)])
-            loaded, release = asyncio.Event(), asyncio.Event()
-            save_and_index = zombie.nodes.save_and_index
-
-            async def after_the_owner(*args: Any) -> tuple[list[str], bool]:
-                loaded.set()
-                await release.wait()
-                return await save_and_index(*args)
-
-            monkeypatch.setattr(zombie.nodes, "save_and_index", after_the_owner)
+            loaded, release = hold(monkeypatch, zombie.nodes, "save_and_index")
             redelivered = asyncio.create_task(zombie.apply_batch([(event_from_dict(first), None)]))
             await asyncio.wait_for(loaded.wait(), 30)
             assert (await owner.apply_batch([(event_from_dict(second), None)])).applied == 1
@@ -663,17 +671,8 @@ def test_versions_go_on_through_an_erasure(
         clients = [new_store_client(), new_store_client()]
         try:
             late, other = (RedisStore(c, DEFAULT_RULES, key_prefix) for c in clients)
-            if isinstance(late.nodes, StandaloneNodes):
-                late.nodes = _SaveThenIndex(late.client, late.keys)
-            saved, release = asyncio.Event(), asyncio.Event()
-            write = late.indexes.write
-
-            async def late_write(*args: Any) -> bool:
-                saved.set()
-                await release.wait()
-                return await write(*args)
-
-            monkeypatch.setattr(late.indexes, "write", late_write)
+            save_then_index(late)
+            saved, release = hold(monkeypatch, late.indexes, "write")
             task = asyncio.create_task(late.apply_batch([(event_from_dict(first), None)]))
             await asyncio.wait_for(saved.wait(), 30)
             for data in (erase, again):
@@ -713,15 +712,7 @@ def test_a_lead_without_a_state_is_written_only_over_the_tombstone_it_read(
             slow, other = (RedisStore(c, DEFAULT_RULES, key_prefix) for c in clients)
             await other.apply_batch(item("form_submit", 0, "a-1", form_id="demo"))
             await other.apply_batch(item("lead_erased", 1, "erase-1"))
-            loaded, release = asyncio.Event(), asyncio.Event()
-            save_and_index = slow.nodes.save_and_index
-
-            async def after_the_others(*args: Any) -> tuple[list[str], bool]:
-                loaded.set()
-                await release.wait()
-                return await save_and_index(*args)
-
-            monkeypatch.setattr(slow.nodes, "save_and_index", after_the_others)
+            loaded, release = hold(monkeypatch, slow.nodes, "save_and_index")
             task = asyncio.create_task(slow.apply_batch(item("download", 5, "slow-1")))
             await asyncio.wait_for(loaded.wait(), 30)
             await other.apply_batch(item("form_submit", 2, "b-1", form_id="demo"))
