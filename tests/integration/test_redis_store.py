@@ -6,10 +6,11 @@ a crash between the per-lead script and the index writes; the outbox."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import uuid
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -516,6 +517,22 @@ class _SaveThenIndex(StandaloneNodes):
         return await super().save_and_index(writes, marks, ttl_ms, None)
 
 
+@contextlib.asynccontextmanager
+async def two_stores(
+    new_store_client: NewClient, key_prefix: str
+) -> AsyncIterator[tuple[RedisStore, RedisStore]]:
+    """Two stores on one key prefix, each on a client of its own (two workers)."""
+    clients = [new_store_client(), new_store_client()]
+    try:
+        yield (
+            RedisStore(clients[0], DEFAULT_RULES, key_prefix),
+            RedisStore(clients[1], DEFAULT_RULES, key_prefix),
+        )
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
 def hold(
     monkeypatch: pytest.MonkeyPatch, owner: object, name: str
 ) -> tuple[asyncio.Event, asyncio.Event]:
@@ -554,9 +571,7 @@ def test_an_index_write_that_lands_after_a_later_save_is_settled(
     second = event_dict("form_submit", lead, BASE_MS + HOUR_MS, "late-2", form_id="demo")
 
     async def scenario() -> None:
-        clients = [new_store_client(), new_store_client()]
-        try:
-            a, b = (RedisStore(c, DEFAULT_RULES, key_prefix) for c in clients)
+        async with two_stores(new_store_client, key_prefix) as (a, b):
             save_then_index(a)
             saved, release = hold(monkeypatch, a.indexes, "write")
             task = asyncio.create_task(a.apply_batch([(event_from_dict(first), None)]))
@@ -569,9 +584,6 @@ def test_an_index_write_that_lands_after_a_later_save_is_settled(
             assert state is not None and state.events_applied == 2
             await assert_indexes_match_states(b, [lead])
             assert await b.indexes.everything("rank") == before
-        finally:
-            for client in clients:
-                await client.aclose()
 
     asyncio.run(scenario())
 
@@ -638,9 +650,7 @@ def test_a_lead_indexed_unchanged_from_an_old_read_is_settled(
     second = event_dict("form_submit", lead, BASE_MS + HOUR_MS, "new-1", form_id="demo")
 
     async def scenario() -> None:
-        clients = [new_store_client(), new_store_client()]
-        try:
-            zombie, owner = (RedisStore(c, DEFAULT_RULES, key_prefix) for c in clients)
+        async with two_stores(new_store_client, key_prefix) as (zombie, owner):
             await owner.apply_batch([(event_from_dict(first), None)])
             loaded, release = hold(monkeypatch, zombie.nodes, "save_and_index")
             redelivered = asyncio.create_task(zombie.apply_batch([(event_from_dict(first), None)]))
@@ -649,9 +659,6 @@ def test_a_lead_indexed_unchanged_from_an_old_read_is_settled(
             release.set()
             assert (await redelivered).duplicates == 1
             await assert_indexes_match_states(owner, [lead])
-        finally:
-            for client in clients:
-                await client.aclose()
 
     asyncio.run(scenario())
 
@@ -668,9 +675,7 @@ def test_versions_go_on_through_an_erasure(
     again = event_dict("form_submit", lead, BASE_MS + 2 * HOUR_MS, "after-1", form_id="demo")
 
     async def scenario() -> None:
-        clients = [new_store_client(), new_store_client()]
-        try:
-            late, other = (RedisStore(c, DEFAULT_RULES, key_prefix) for c in clients)
+        async with two_stores(new_store_client, key_prefix) as (late, other):
             save_then_index(late)
             saved, release = hold(monkeypatch, late.indexes, "write")
             task = asyncio.create_task(late.apply_batch([(event_from_dict(first), None)]))
@@ -682,9 +687,6 @@ def test_versions_go_on_through_an_erasure(
             release.set()
             await task
             await assert_indexes_match_states(other, [lead])
-        finally:
-            for client in clients:
-                await client.aclose()
 
     asyncio.run(scenario())
 
@@ -707,9 +709,7 @@ def test_a_lead_without_a_state_is_written_only_over_the_tombstone_it_read(
         ]
 
     async def scenario() -> None:
-        clients = [new_store_client(), new_store_client()]
-        try:
-            slow, other = (RedisStore(c, DEFAULT_RULES, key_prefix) for c in clients)
+        async with two_stores(new_store_client, key_prefix) as (slow, other):
             await other.apply_batch(item("form_submit", 0, "a-1", form_id="demo"))
             await other.apply_batch(item("lead_erased", 1, "erase-1"))
             loaded, release = hold(monkeypatch, slow.nodes, "save_and_index")
@@ -724,8 +724,5 @@ def test_a_lead_without_a_state_is_written_only_over_the_tombstone_it_read(
             state = await other.get(lead)
             assert state is not None and state.events_applied == 1
             await assert_indexes_match_states(other, [lead])
-        finally:
-            for client in clients:
-                await client.aclose()
 
     asyncio.run(scenario())
